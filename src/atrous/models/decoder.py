@@ -1,0 +1,54 @@
+"""The DeepLab v3+ decoder (§3.1, Fig. 2): the encoder-decoder head.
+
+Low-level features at stride 4 → 1×1 conv to 48 channels + BN + ReLU; the ASPP output
+upsampled bilinearly to their size and concatenated; two 3×3 convs of 256 (+BN+ReLU,
+optionally depthwise-separable); a 1×1 conv to classes. ``fuse_convs=1`` reproduces
+VainF/DeepLabV3Plus-Pytorch, whose decoder has a single 3×3 conv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .aspp import ASPP
+from .layers import ConvNormAct, NormLayer, conv_block, upsample_to
+
+
+class DeepLabV3PlusHead(nn.Module):
+    """ASPP encoder head + decoder; consumes the ``out`` and ``low_level`` features."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        low_level_channels: int,
+        num_classes: int,
+        rates: Sequence[int] = (6, 12, 18),
+        image_pooling: bool = True,
+        separable: bool = False,
+        aspp_dropout: float = 0.1,
+        low_level_project: int = 48,
+        fuse_convs: int = 2,
+        channels: int = 256,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        if fuse_convs < 1:
+            raise ValueError(f"decoder_convs must be >= 1, got {fuse_convs}")
+        self.aspp = ASPP(
+            in_channels, rates, channels, image_pooling, separable, aspp_dropout, norm_layer
+        )
+        self.project = ConvNormAct(low_level_channels, low_level_project, 1, norm_layer=norm_layer)
+        fuse, c = [], channels + low_level_project
+        for _ in range(fuse_convs):
+            fuse.append(conv_block(c, channels, 1, separable, norm_layer))
+            c = channels
+        self.fuse = nn.Sequential(*fuse)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        low = self.project(features["low_level"])
+        x = upsample_to(self.aspp(features["out"]), low.shape[-2:])
+        return self.classifier(self.fuse(torch.cat([low, x], dim=1)))

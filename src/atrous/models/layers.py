@@ -1,0 +1,158 @@
+"""Building blocks shared by every model: norm-layer factory, conv-norm-act, separable conv.
+
+One place decides how a norm layer is made, so every backbone and head honours the
+``norm`` option the same way (BatchNorm, SyncBatchNorm, GroupNorm, frozen BatchNorm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+NormLayer = Callable[[int], nn.Module]
+
+NORM_KINDS = ("bn", "syncbn", "gn", "frozen_bn")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (DeepLab v2 §4: BN frozen).
+
+    State-dict compatible with ``nn.BatchNorm2d`` (and torchvision's FrozenBatchNorm2d):
+    ``weight``, ``bias``, ``running_mean``, ``running_var``; ``num_batches_tracked`` is
+    accepted on load and ignored.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def group_norm(num_channels: int, max_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``max_groups`` that divides the channels."""
+    return nn.GroupNorm(math.gcd(num_channels, max_groups), num_channels, eps=eps)
+
+
+def make_norm(kind: str = "bn", eps: float = 1e-5, momentum: float = 0.1) -> NormLayer:
+    """A factory ``channels -> norm module`` for one of :data:`NORM_KINDS`.
+
+    ``syncbn`` builds ``nn.SyncBatchNorm`` (synchronised statistics under DDP on CUDA);
+    ``gn`` GroupNorm (32 groups where the channels allow); ``frozen_bn`` fixed statistics.
+    """
+    if kind == "bn":
+        return partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
+    if kind == "syncbn":
+        return partial(nn.SyncBatchNorm, eps=eps, momentum=momentum)
+    if kind == "gn":
+        return partial(group_norm, eps=eps)
+    if kind == "frozen_bn":
+        return partial(FrozenBatchNorm2d, eps=eps)
+    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """True for norm layers that compute batch statistics in training mode."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+class ConvNormAct(nn.Sequential):
+    """conv → norm → activation, named ``0``, ``1``, ``2`` as torchvision's blocks are."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        activation: Callable[..., nn.Module] | None = nn.ReLU,
+    ) -> None:
+        padding = (kernel_size - 1) // 2 * dilation
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation=dilation,
+                groups=groups,
+                bias=norm_layer is None,
+            )
+        ]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation is not None:
+            layers.append(activation(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise-separable conv (DeepLab v3+ §3.2): 3×3 depthwise at ``dilation`` → norm →
+    ReLU → 1×1 pointwise → norm → ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.depthwise = ConvNormAct(
+            in_channels, in_channels, kernel_size, stride, dilation, in_channels, norm_layer
+        )
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1, norm_layer=norm_layer)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+def conv_block(
+    in_channels: int,
+    out_channels: int,
+    dilation: int,
+    separable: bool,
+    norm_layer: NormLayer,
+) -> nn.Module:
+    """A 3×3 conv-norm-ReLU at ``dilation``, plain or depthwise-separable."""
+    if separable:
+        return SeparableConv2d(in_channels, out_channels, 3, 1, dilation, norm_layer)
+    return ConvNormAct(in_channels, out_channels, 3, 1, dilation, norm_layer=norm_layer)
+
+
+def upsample_to(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Bilinear resize with align_corners=False, as torchvision and VainF upsample logits."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,53 @@
+"""Deterministic, machine-independent weights and inputs for parity fixtures.
+
+Implements the specification of the reference fixtures (splitmix64 over CRC-32 of the
+parameter name in the reference implementation's naming), so tests can rebuild the exact
+state dicts the torchvision and VainF outputs in ``tests/fixtures/reference`` came from.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def uniform(n: int, seed: int) -> np.ndarray:
+    """``n`` floats in [0, 1) from splitmix64 at positions seed, seed+1, …, as float64."""
+    with np.errstate(over="ignore"):
+        z = (np.arange(n, dtype=np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def value(key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The tensor for entry ``key``: Kaiming-uniform for ndim >= 2, norm scales in
+    [0.25, 0.75), running variances in [0.5, 1.5), means and biases in [-0.1, 0.1)."""
+    n = int(np.prod(shape)) if len(shape) else 1
+    if key.endswith("num_batches_tracked"):
+        return np.zeros(shape, dtype=np.int64)
+    u = uniform(n, zlib.crc32(key.encode()))
+    if len(shape) >= 2:
+        v = (u * 2.0 - 1.0) * np.sqrt(6.0 / int(np.prod(shape[1:])))
+    elif key.endswith("running_var"):
+        v = 0.5 + u
+    elif key.endswith(".weight"):
+        v = 0.25 + 0.5 * u
+    else:
+        v = (u - 0.5) * 0.2
+    return v.reshape(shape).astype(np.float32)
+
+
+def image(shape: tuple[int, ...], seed: int = 12345) -> np.ndarray:
+    """A float32 batch in [-2, 2), like a normalized image."""
+    return (uniform(int(np.prod(shape)), seed) * 4.0 - 2.0).reshape(shape).astype(np.float32)
+
+
+def state_dict(entries: list[tuple[str, list[int], str]]) -> dict[str, torch.Tensor]:
+    """A state dict for (name, shape, dtype) entries as the fixtures' JSON lists them."""
+    return {name: torch.from_numpy(value(name, tuple(shape))) for name, shape, _ in entries}
