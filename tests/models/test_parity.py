@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recipe import image, state_dict
 
 import atrous.weights as W
-from recipe import image, state_dict
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reference"
 CASES = [
