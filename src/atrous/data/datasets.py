@@ -359,9 +359,8 @@ class FolderDataset(SegmentationDataset):
             palette = read_palette_file(base / "palette.txt")
         if palette is None:
             palette = file_palette
-        if list_file is None and root is not None and split is not None:
-            if (base / f"{split}.txt").is_file():
-                list_file = base / f"{split}.txt"
+        if list_file is None and root is not None and split and (base / f"{split}.txt").is_file():
+            list_file = base / f"{split}.txt"
         if list_file is not None:
             items = read_pair_list(
                 Path(list_file), base if root is not None else Path(list_file).parent

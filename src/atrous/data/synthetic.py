@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
 from torch.utils.data import Dataset
 
 from atrous.data.palettes import IGNORE_INDEX
