@@ -314,7 +314,8 @@ def read_palette_file(path: str | Path) -> np.ndarray:
 
 
 _CLASS_FILES = ("classes.txt", "class_names.txt", "labels.txt")
-_MASK_DIRS = ("masks", "labels", "annotations", "gt")
+IMAGE_DIRS = ("images", "image", "imgs", "img")
+MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt")
 
 
 class FolderDataset(SegmentationDataset):
@@ -392,11 +393,14 @@ class FolderDataset(SegmentationDataset):
     def _paired(
         base: Path, split: str | None, images_dir: str | Path | None, masks_dir: str | Path | None
     ) -> list[Item]:
-        img_dir = Path(images_dir) if images_dir is not None else base / "images"
+        if images_dir is not None:
+            img_dir = Path(images_dir)
+        else:
+            img_dir = next((base / d for d in IMAGE_DIRS if (base / d).is_dir()), base / "images")
         if masks_dir is not None:
             mask_dir = Path(masks_dir)
         else:
-            mask_dir = next((base / d for d in _MASK_DIRS if (base / d).is_dir()), base / "masks")
+            mask_dir = next((base / d for d in MASK_DIRS if (base / d).is_dir()), base / "masks")
         if split is not None and (img_dir / split).is_dir():
             img_dir, mask_dir = img_dir / split, mask_dir / split
         _need_dir(img_dir, "image")

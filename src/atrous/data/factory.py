@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from atrous.data.datasets import ADE20K, CamVid, Cityscapes, FolderDataset, VOCSegmentation
+from atrous.data.datasets import (
+    ADE20K,
+    IMAGE_DIRS,
+    CamVid,
+    Cityscapes,
+    FolderDataset,
+    VOCSegmentation,
+)
 from atrous.data.palettes import IGNORE_INDEX
 from atrous.data.synthetic import SyntheticSegmentation
 
@@ -32,7 +39,7 @@ def detect_format(root: str | Path) -> str:
             return "ade20k"
     if any((root / f"{s}annot").is_dir() for s in ("train", "val", "test")):
         return "camvid"
-    if (root / "images").is_dir() or any(root.glob("*.txt")):
+    if any((root / d).is_dir() for d in IMAGE_DIRS) or any(root.glob("*.txt")):
         return "folder"
     raise ValueError(
         f"{root}: cannot tell the dataset format from the layout; pass --format "
@@ -69,7 +76,8 @@ def available_splits(fmt: str, root: str | Path) -> list[str]:
         listed = [s for s in ("train", "val", "test") if (root / f"{s}.txt").is_file()]
         if listed:
             return listed
-        splits = [s for s in ("train", "val", "test") if (root / "images" / s).is_dir()]
+        img_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), root / "images")
+        splits = [s for s in ("train", "val", "test") if (img_dir / s).is_dir()]
         return splits or [""]
     raise ValueError(f"unknown dataset format {fmt!r}; choose from {', '.join(FORMATS)}")
 
