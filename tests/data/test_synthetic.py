@@ -36,7 +36,7 @@ def test_objects_have_many_sizes() -> None:
     for i in range(len(ds)):
         m = ds[i]["mask"]
         for c in range(1, 6):
-            lab, n = ndimage.label(m == c)
+            lab, _ = ndimage.label(m == c)
             areas += list(np.bincount(lab.ravel())[1:])
     areas = np.asarray(areas)
     assert areas.min() < 60 and areas.max() > 3000
