@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import label, save_index
+from data_helpers import label, save_index
 
 from atrous.cli import CLIError, data_cmd
 
@@ -35,7 +35,7 @@ def test_check_exit_1_and_names_bad_file(voc_root: Path, capsys) -> None:
 
 
 def test_check_folder_with_value_map(tmp_path: Path, capsys) -> None:
-    from conftest import save_rgb
+    from data_helpers import save_rgb
 
     save_rgb(tmp_path / "image" / "0.png")
     save_index(tmp_path / "label" / "0.png", np.full((12, 16), 255, np.uint8))

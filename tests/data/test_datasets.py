@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import label, save_index, save_rgb
+from data_helpers import label, save_index, save_rgb
 from PIL import Image
 
 from atrous.data import (
