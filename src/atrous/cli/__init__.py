@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.models_cmd",
     "atrous.cli.convert_cmd",
     "atrous.cli.demo_cmd",
+    "atrous.cli.data_cmd",
 )
 
 

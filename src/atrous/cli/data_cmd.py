@@ -1,0 +1,85 @@
+"""``atrous data check ROOT``: class frequencies and label problems of a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from atrous.cli import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="inspect and validate datasets")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser(
+        "check",
+        help="class frequencies and label problems of a dataset folder (exit 1 on problems)",
+        description="Load every image and mask once: report pixels and images per class and "
+        "every file that fails validation (size mismatch, values outside the classes, "
+        "unreadable file, wrong palette). Exit status 1 when problems were found.",
+    )
+    c.add_argument("root", help="dataset folder")
+    c.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "voc", "cityscapes", "ade20k", "camvid", "folder"],
+        help="dataset layout (default: detect from the folder)",
+    )
+    c.add_argument("--split", action="append", help="split(s) to check (default: all found)")
+    c.add_argument("--classes", help="class-names file (folder format)")
+    c.add_argument("--num-classes", type=int, help="number of classes (folder format, no names)")
+    c.add_argument("--palette", help="palette file, one 'R G B' a line (folder format)")
+    c.add_argument(
+        "--map",
+        action="append",
+        metavar="RAW:ID",
+        help="folder format: rename a raw mask value first, e.g. 255:1 for 0/255 binary masks",
+    )
+    c.add_argument("--sbd-root", help="SBD folder for VOC's train_aug split")
+    c.add_argument("--limit", type=int, help="check only the first N items of each split")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from atrous.data import available_splits, build_dataset, detect_format
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise CLIError(f"{root}: dataset folder not found")
+    try:
+        fmt = detect_format(root) if args.format == "auto" else args.format
+        splits = args.split or available_splits(fmt, root)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from e
+    if not splits:
+        raise CLIError(f"{root}: no splits found for format {fmt}; pass --split")
+    kwargs: dict = {}
+    if fmt == "folder":
+        kwargs.update(classes_file=args.classes, num_classes=args.num_classes)
+        if args.palette:
+            kwargs["palette"] = args.palette
+        if args.map:
+            try:
+                kwargs["value_map"] = {
+                    int(a): int(b) for a, b in (m.split(":", 1) for m in args.map)
+                }
+            except ValueError as e:
+                raise CLIError(f"--map wants RAW:ID integer pairs, got {args.map}") from e
+    if fmt == "voc" and args.sbd_root:
+        kwargs["sbd_root"] = args.sbd_root
+    n_problems = 0
+    for split in splits:
+        try:
+            ds = build_dataset(fmt, root, split, **kwargs)
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+        if args.limit is not None:
+            ds.items = ds.items[: args.limit]
+        print(f"== {fmt} {split or '(all)'}: {root} ({len(ds)} items, {ds.num_classes} classes)")
+        report = ds.scan(progress=not args.no_progress)
+        print(report.table())
+        print(report.summary())
+        n_problems += len(report.problems)
+    return 1 if n_problems else 0

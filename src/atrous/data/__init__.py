@@ -1,0 +1,103 @@
+"""Datasets, label validation and joint transforms: the first stage of data -> model -> loss.
+
+Every dataset yields ``dict(image, mask, path, name)`` with one ignore index (255) whatever
+the source's void label; :func:`build_dataset` builds one by name, :func:`collate` batches,
+:func:`train_transforms` / :func:`eval_transforms` are the DeepLab v3 (sec. 4) presets.
+"""
+
+from __future__ import annotations
+
+from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport, read_image
+from atrous.data.check import DatasetReport, scan_dataset
+from atrous.data.datasets import (
+    ADE20K,
+    CamVid,
+    Cityscapes,
+    FolderDataset,
+    VOCSegmentation,
+    read_class_file,
+    read_palette_file,
+)
+from atrous.data.factory import (
+    DATASETS,
+    FORMATS,
+    available_splits,
+    build_dataset,
+    collate,
+    detect_format,
+)
+from atrous.data.palettes import (
+    ADE20K_CLASSES,
+    ADE20K_PALETTE,
+    CAMVID_CLASSES,
+    CAMVID_PALETTE,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    VOC_PALETTE,
+    colorize,
+)
+from atrous.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
+from atrous.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    Compose,
+    Normalize,
+    PadToSize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    Resize,
+    eval_transforms,
+    train_transforms,
+)
+
+__all__ = [
+    "ADE20K",
+    "ADE20K_CLASSES",
+    "ADE20K_PALETTE",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "DATASETS",
+    "FORMATS",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_PALETTE",
+    "VOC_CLASSES",
+    "VOC_PALETTE",
+    "CamVid",
+    "Cityscapes",
+    "ColorJitter",
+    "Compose",
+    "DatasetError",
+    "DatasetReport",
+    "FolderDataset",
+    "Item",
+    "Normalize",
+    "PadToSize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomScale",
+    "Resize",
+    "SegmentationDataset",
+    "SkipReport",
+    "SyntheticSegmentation",
+    "VOCSegmentation",
+    "available_splits",
+    "build_dataset",
+    "collate",
+    "colorize",
+    "detect_format",
+    "eval_transforms",
+    "read_class_file",
+    "read_image",
+    "read_palette_file",
+    "scan_dataset",
+    "train_transforms",
+]

@@ -1,0 +1,91 @@
+"""Dataset health check: class frequencies and label problems (``atrous data check``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from atrous.data.palettes import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from atrous.data.base import SegmentationDataset
+
+
+@dataclass
+class DatasetReport:
+    """What a full pass over a dataset found.
+
+    ``pixels[c]`` / ``images[c]``: pixels of class ``c`` and images containing it, over the
+    items that loaded; ``ignored_pixels``: pixels at the ignore index; ``problems``: (file,
+    problem) for each item that failed validation.
+    """
+
+    class_names: tuple[str, ...]
+    num_items: int = 0
+    loaded: int = 0
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    images: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ignored_pixels: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> str:
+        """Per-class pixels, share of labelled pixels and images, as a text table."""
+        total = max(int(self.pixels.sum()), 1)
+        w = max([len("class"), *(len(n) for n in self.class_names)])
+        lines = [
+            f"{'id':>3}  {'class':<{w}}  {'pixels':>12}  {'share':>7}  {'images':>7}",
+            f"{'-' * 3}  {'-' * w}  {'-' * 12}  {'-' * 7}  {'-' * 7}",
+        ]
+        for i, name in enumerate(self.class_names):
+            share = 100.0 * self.pixels[i] / total
+            lines.append(
+                f"{i:>3}  {name:<{w}}  {int(self.pixels[i]):>12,}  {share:>6.2f}%  "
+                f"{int(self.images[i]):>7}"
+            )
+        lines.append(f"{IGNORE_INDEX:>3}  {'(ignore)':<{w}}  {self.ignored_pixels:>12,}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        head = f"{self.loaded}/{self.num_items} items loaded, {len(self.problems)} problem(s)"
+        absent = [n for i, n in enumerate(self.class_names) if self.images[i] == 0]
+        lines = [head]
+        if absent and self.loaded:
+            lines.append(f"classes never seen: {', '.join(absent)}")
+        lines += [f"problem: {p}: {why}" for p, why in self.problems]
+        return "\n".join(lines)
+
+
+def scan_dataset(ds: SegmentationDataset, progress: bool = False) -> DatasetReport:
+    """Load every item of ``ds`` (without transforms), counting classes and problems."""
+    from atrous.data.base import DatasetError
+
+    n = ds.num_classes
+    rep = DatasetReport(
+        class_names=ds.class_names,
+        num_items=len(ds.items),
+        pixels=np.zeros(n, np.int64),
+        images=np.zeros(n, np.int64),
+    )
+    items = ds.items
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="checking", unit="img")
+    for item in items:
+        try:
+            sample = ds.load_item(item)
+        except DatasetError as e:
+            rep.problems.append((e.path, e.problem))
+            continue
+        counts = np.bincount(sample["mask"].ravel(), minlength=256)
+        rep.pixels += counts[:n]
+        rep.images += counts[:n] > 0
+        rep.ignored_pixels += int(counts[IGNORE_INDEX])
+        rep.loaded += 1
+    return rep

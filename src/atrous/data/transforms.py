@@ -1,0 +1,304 @@
+"""Joint image/mask transforms (numpy + PIL, no torchvision).
+
+Every transform is ``t(sample, rng) -> sample`` on ``dict(image=HxWx3 uint8, mask=HxW uint8)``;
+random ones draw only from ``rng`` (a ``numpy.random.Generator``; an int seed or a
+``torch.Generator`` are accepted too), so a sample's augmentation is reproducible from the
+seed alone. Geometric transforms move image and mask together: bilinear for the image,
+nearest for the mask (labels are never blended), and padding fills the mask with the ignore
+index so padded pixels add no loss.
+
+Presets follow DeepLab v3 sec. 4 (random scale 0.5-2.0, crop 513, left-right flip) and v2's
+crop 321.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atrous.data.palettes import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Sample = dict[str, Any]
+RngLike = np.random.Generator | torch.Generator | int | None
+
+
+def as_rng(rng: RngLike) -> np.random.Generator:
+    """A numpy Generator from a Generator, torch.Generator, int seed or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, torch.Generator):
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=rng).item()))
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy/torch Generator, an int or None, got {type(rng)}")
+
+
+def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {size}")
+    return h, w
+
+
+class Compose:
+    """Apply transforms in order, all drawing from one generator."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample, np.random.Generator], Sample]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, rng: RngLike = None) -> Sample:
+        g = as_rng(rng)
+        for t in self.transforms:
+            sample = t(sample, g)
+        return sample
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+def resize(sample: Sample, size: tuple[int, int]) -> Sample:
+    """Resize to ``(h, w)``: bilinear image, nearest mask."""
+    h, w = size
+    out = dict(sample)
+    img = sample["image"]
+    if img.shape[:2] != (h, w):
+        out["image"] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        if sample.get("mask") is not None:
+            out["mask"] = np.asarray(Image.fromarray(sample["mask"]).resize((w, h), Image.NEAREST))
+    return out
+
+
+class RandomScale:
+    """Rescale by a factor drawn uniformly from ``scale_range`` (DeepLab v3: 0.5-2.0)."""
+
+    def __init__(self, scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
+        lo, hi = scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {scale_range}")
+        self.scale_range = (float(lo), float(hi))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        s = rng.uniform(*self.scale_range)
+        h, w = sample["image"].shape[:2]
+        return resize(sample, (max(1, round(h * s)), max(1, round(w * s))))
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.scale_range})"
+
+
+class Resize:
+    """Resize to a fixed ``(h, w)`` (or the short side to ``short`` keeping aspect)."""
+
+    def __init__(self, size: int | Sequence[int] | None = None, short: int | None = None):
+        if (size is None) == (short is None):
+            raise ValueError("give exactly one of size or short")
+        self.size = None if size is None else _size_pair(size, "size")
+        self.short = short
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        if self.size is not None:
+            return resize(sample, self.size)
+        h, w = sample["image"].shape[:2]
+        s = self.short / min(h, w)
+        return resize(sample, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+class PadToSize:
+    """Pad bottom/right to at least ``size``: image with ``fill`` (the mean pixel, which is 0
+    after normalization), mask with the ignore index."""
+
+    def __init__(self, size: int | Sequence[int], fill: Sequence[float] | float = 0) -> None:
+        self.size = _size_pair(size, "size")
+        self.fill = fill
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        img = sample["image"]
+        h, w = img.shape[:2]
+        ph, pw = max(self.size[0] - h, 0), max(self.size[1] - w, 0)
+        if ph == 0 and pw == 0:
+            return sample
+        out = dict(sample)
+        canvas = np.empty((h + ph, w + pw, img.shape[2]), img.dtype)
+        canvas[...] = np.asarray(self.fill, img.dtype)
+        canvas[:h, :w] = img
+        out["image"] = canvas
+        if sample.get("mask") is not None:
+            m = np.full((h + ph, w + pw), IGNORE_INDEX, sample["mask"].dtype)
+            m[:h, :w] = sample["mask"]
+            out["mask"] = m
+        return out
+
+
+class RandomCrop:
+    """Crop ``size`` at a random position, padding first if the sample is smaller."""
+
+    def __init__(self, size: int | Sequence[int], fill: Sequence[float] | float = 0) -> None:
+        self.size = _size_pair(size, "crop size")
+        self.pad = PadToSize(self.size, fill)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sample = self.pad(sample)
+        h, w = sample["image"].shape[:2]
+        ch, cw = self.size
+        y = int(rng.integers(0, h - ch + 1))
+        x = int(rng.integers(0, w - cw + 1))
+        out = dict(sample)
+        out["image"] = sample["image"][y : y + ch, x : x + cw]
+        if sample.get("mask") is not None:
+            out["mask"] = sample["mask"][y : y + ch, x : x + cw]
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.size})"
+
+
+class RandomHorizontalFlip:
+    """Left-right flip with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        out = dict(sample)
+        out["image"] = sample["image"][:, ::-1]
+        if sample.get("mask") is not None:
+            out["mask"] = sample["mask"][:, ::-1]
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ColorJitter:
+    """Photometric jitter of the image only: brightness, contrast, saturation (factors in
+    ``1 ± x``) and a light hue rotation (``± hue`` of a turn, in YIQ space), in random order."""
+
+    def __init__(
+        self,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.02,
+    ) -> None:
+        for name, v in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
+            if not 0 <= v < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+        self.brightness, self.contrast, self.saturation, self.hue = (
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        )
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        img = sample["image"].astype(np.float32)
+        factors = {
+            "b": rng.uniform(1 - self.brightness, 1 + self.brightness),
+            "c": rng.uniform(1 - self.contrast, 1 + self.contrast),
+            "s": rng.uniform(1 - self.saturation, 1 + self.saturation),
+            "h": rng.uniform(-self.hue, self.hue),
+        }
+        for k in rng.permutation(4):
+            op = "bcsh"[k]
+            if op == "b":
+                img *= factors["b"]
+            elif op == "c":
+                mean = (img @ _LUMA).mean()
+                img = (img - mean) * factors["c"] + mean
+            elif op == "s":
+                grey = (img @ _LUMA)[..., None]
+                img = (img - grey) * factors["s"] + grey
+            elif factors["h"] != 0.0:
+                img = img @ _hue_matrix(factors["h"]).T
+        out = dict(sample)
+        out["image"] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _hue_matrix(turns: float) -> np.ndarray:
+    """RGB -> RGB rotation of the chroma plane (I, Q) by ``turns`` of a full circle."""
+    t = 2 * np.pi * turns
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    return (np.linalg.inv(_RGB2YIQ) @ rot @ _RGB2YIQ).astype(np.float32)
+
+
+class Normalize:
+    """uint8 HxWx3 -> float32 3xHxW tensor ``(x/255 - mean) / std``; mask -> int64 tensor."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        out = dict(sample)
+        img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+        out["image"] = (img.float().div_(255.0) - self.mean) / self.std
+        if sample.get("mask") is not None:
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"])).long()
+        return out
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def mean_fill(mean: Sequence[float] = IMAGENET_MEAN) -> tuple[int, int, int]:
+    """The uint8 pixel that normalizes to ~0: DeepLab pads crops with the mean pixel."""
+    return tuple(round(255 * m) for m in mean)  # type: ignore[return-value]
+
+
+def train_transforms(
+    crop_size: int | Sequence[int] = 513,
+    scale_range: tuple[float, float] | None = (0.5, 2.0),
+    flip: bool = True,
+    color_jitter: float = 0.0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Compose:
+    """DeepLab v3 sec. 4 training pipeline: random scale 0.5-2.0, pad with the mean pixel
+    (mask: 255) and random-crop ``crop_size``, random left-right flip, optional photometric
+    jitter (``color_jitter`` = brightness/contrast/saturation strength, hue a tenth of it),
+    then normalization."""
+    ts: list[Any] = []
+    if scale_range is not None:
+        ts.append(RandomScale(scale_range))
+    ts.append(RandomCrop(crop_size, fill=mean_fill(mean)))
+    if flip:
+        ts.append(RandomHorizontalFlip(0.5))
+    if color_jitter:
+        c = float(color_jitter)
+        ts.append(ColorJitter(c, c, c, min(c / 10, 0.5)))
+    ts.append(Normalize(mean, std))
+    return Compose(ts)
+
+
+def eval_transforms(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Compose:
+    """Evaluation: full-resolution image, normalized (the papers evaluate whole images, not
+    crops); ``collate`` pads a batch of different sizes."""
+    return Compose([Normalize(mean, std)])

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import label, save_index
+
+from atrous.cli import CLIError, data_cmd
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    data_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_check_auto_detects_voc_and_reports_frequencies(voc_root: Path, capsys) -> None:
+    rc = run_cli(["data", "check", str(voc_root), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "== voc train" in out and "== voc val" in out
+    assert "person" in out and "0 problem(s)" in out
+
+
+def test_check_exit_1_and_names_bad_file(voc_root: Path, capsys) -> None:
+    bad = voc_root / "VOC2012" / "SegmentationClass" / "2007_000002.png"
+    save_index(bad, label(values=(0, 99), seed=1))
+    rc = run_cli(["data", "check", str(voc_root), "--split", "train", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "1 problem(s)" in out and "2007_000002.png: label values [99]" in out
+
+
+def test_check_folder_with_value_map(tmp_path: Path, capsys) -> None:
+    from data_helpers import save_rgb
+
+    save_rgb(tmp_path / "image" / "0.png")
+    save_index(tmp_path / "label" / "0.png", np.full((12, 16), 255, np.uint8))
+    rc = run_cli(
+        ["data", "check", str(tmp_path), "--num-classes", "2", "--map", "255:1", "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0 and "class_1" in out and "100.00%" in out
+
+
+def test_check_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(CLIError, match="not found"):
+        run_cli(["data", "check", str(tmp_path / "nope")])
+    (tmp_path / "x").mkdir()
+    with pytest.raises(CLIError, match="cannot tell the dataset format"):
+        run_cli(["data", "check", str(tmp_path / "x")])
