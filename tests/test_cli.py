@@ -1,0 +1,67 @@
+"""The `atrous` command: models, convert, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import atrous.models as M
+import atrous.weights as W
+from atrous.cli import main
+
+
+def test_models_lists_every_model_with_parameters(capsys) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == M.list_models()
+    by_name = {r["name"]: r for r in rows}
+    assert 4.0 < by_name["deeplabv3_mobilenetv2"]["params_m"] < 5.0
+    assert main(["models"]) == 0
+    assert "deeplabv3plus_xception65" in capsys.readouterr().out
+
+
+def test_convert_torchvision_checkpoint(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    ref = M.build("deeplabv3_mobilenetv3_large", 21, aux=True,
+                  **W.source_config("torchvision", "deeplabv3_mobilenetv3_large")).eval()  # fmt: skip
+    # Rename ours to torchvision's names: the inverse of the conversion.
+    tv = {}
+    for k, v in ref.state_dict().items():
+        k = k.replace("backbone.features.", "backbone.").replace("head.aspp.", "classifier.0.")
+        k = k.replace("head.conv.0.", "classifier.1.").replace("head.conv.1.", "classifier.2.")
+        tv[k.replace("head.classifier.", "classifier.4.")] = v
+    src = tmp_path / "tv.pth"
+    torch.save(tv, src)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"c{i}" for i in range(21)))
+    out = tmp_path / "out.safetensors"
+    rc = main(["convert", "--from", "torchvision", str(src), str(out), "--class-names", str(names)])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["arch"] == "deeplabv3_mobilenetv3_large"
+    assert summary["atrous_rates"] == [12, 24, 36]
+    model = W.load(out)
+    assert model.metadata["class_names"][3] == "c3"
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["out"], ref(x)["out"])
+
+
+def test_convert_bad_input_is_one_line_error(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_text("garbage")
+    assert main(["convert", str(bad), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pth" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["deeplabv3plus_mobilenetv2"])
+def test_demo_writes_outputs(tmp_path: Path, model: str, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--model", model, "--size", "97"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["output_shape"] == [1, 4, 97, 97]
+    for f in summary["files"]:
+        assert (tmp_path / f).stat().st_size > 0
