@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipe import state_dict
 
 import atrous.models as M
 import atrous.weights as W
-from recipe import state_dict
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reference"
 
@@ -45,7 +45,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = M.build(
         "deeplabv3plus_mobilenetv2", 4, output_stride=8, aux=True, separable=True
-    ).eval()  # noqa: E501
+    ).eval()
     names = ["bg", "a", "b", "c"]
     path = W.save(model, tmp_path / "m.safetensors", class_names=names, mean=(0.5, 0.5, 0.5))
     assert not list(tmp_path.glob("*.tmp"))
@@ -95,15 +95,15 @@ def test_pth_file_with_weights_only(tmp_path: Path, tv_mnv3) -> None:
 
 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         W.load(tmp_path / "nope.pth")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
-    with pytest.raises(W.CheckpointError, match="junk.safetensors"):
+    with pytest.raises(W.CheckpointError, match=r"junk\.safetensors"):
         W.load(junk)
     junk_pth = tmp_path / "junk.pth"
     junk_pth.write_text("hello")
-    with pytest.raises(W.CheckpointError, match="junk.pth"):
+    with pytest.raises(W.CheckpointError, match=r"junk\.pth"):
         W.load(junk_pth)
     sd = M.build("deeplabv3_mobilenetv2", 3).state_dict()
     sd["head.aspp.convs.0.0.weight"] = torch.zeros(7, 7, 1, 1)
