@@ -122,7 +122,7 @@ def test_bad_inputs_have_clear_errors():
         cm.update(np.zeros((2, 3), int), np.zeros((3, 2), int))
     with pytest.raises(TypeError, match="integer label map"):
         cm.update(np.zeros((2, 2), np.float32), np.zeros((2, 2), int))
-    with pytest.raises(TypeError, match="torch.Tensor or numpy"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor or numpy"):
         cm.update([[0]], np.zeros((1, 1), int))
     with pytest.raises(ValueError, match="shape"):
         cm.update(np.zeros(4, int), np.zeros(4, int))

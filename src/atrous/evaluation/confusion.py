@@ -147,16 +147,18 @@ class ConfusionMatrix:
         p = as_label_tensor(pred, "pred")
         t = as_label_tensor(target, "target")
         if p.shape != t.shape:
-            raise ValueError(
-                f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}"
-            )
+            raise ValueError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
         if not self._touched and self.mat.device != t.device:
             self.mat = self.mat.to(t.device)
         self._touched = True
         t = t.to(self.mat.device)
         p = p.to(self.mat.device)
         c = self.num_classes
-        valid = t != self.ignore_index if self.ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
+        valid = (
+            t != self.ignore_index
+            if self.ignore_index is not None
+            else torch.ones_like(t, dtype=torch.bool)
+        )
         t = t[valid]
         p = p[valid]
         if t.numel() == 0:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalizer", "to_uint8_hwc"]
 
@@ -22,11 +23,7 @@ def _check_hw(h: int, w: int, what: str) -> None:
 
 def _as_chw_tensor(image: Any) -> torch.Tensor:
     """(3, H, W) tensor, uint8 or float in [0, 1], without copying where possible."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None  # noqa: N806
-    if Image is not None and isinstance(image, Image.Image):
+    if isinstance(image, Image.Image):
         # Palette, grey and RGBA images are converted the way PIL displays them.
         image = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     if isinstance(image, np.ndarray):
@@ -41,6 +38,8 @@ def _as_chw_tensor(image: Any) -> torch.Tensor:
                 + (" (greyscale: stack it to 3 channels)" if image.ndim == 2 else "")
             )
         _check_hw(image.shape[0], image.shape[1], "array")
+        if not image.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable
+            image = image.copy()
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:

@@ -23,6 +23,7 @@ neither the scaled image's logits nor its activations are ever held whole.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,10 +56,10 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 def _owned(starts: list[int], tile: int, size: int) -> list[tuple[int, int]]:
     """Partition [0, size) between tiles: each cut is at the middle of an overlap."""
     cuts = [0]
-    for a, b in zip(starts[:-1], starts[1:]):
+    for a, b in itertools.pairwise(starts):
         cuts.append((b + min(a + tile, size)) // 2)
     cuts.append(size)
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(itertools.pairwise(cuts))
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,9 @@ class Segmenter:
 
     def _run_group(self, group: list[tuple[torch.Tensor, Any]], output: Output) -> Iterator[Any]:
         with torch.inference_mode():
-            plans = [self._plan(i, int(x.shape[1]), int(x.shape[2])) for i, (x, _) in enumerate(group)]
+            plans = [
+                self._plan(i, int(x.shape[1]), int(x.shape[2])) for i, (x, _) in enumerate(group)
+            ]
             jobs_by_shape: dict[tuple[int, int], list[_Job]] = {}
             for _, jobs in plans:
                 for j in jobs:
@@ -350,7 +353,10 @@ class Segmenter:
                 for c0 in range(0, len(jobs), chunk):
                     part = jobs[c0 : c0 + chunk]
                     batch = torch.stack(
-                        [self._input(group[j.image][0], plans[j.image][0][j.scale], j) for j in part]
+                        [
+                            self._input(group[j.image][0], plans[j.image][0][j.scale], j)
+                            for j in part
+                        ]
                     )
                     if self.flip:
                         out = self._forward(torch.cat([batch, batch.flip(-1)]))
