@@ -4,29 +4,30 @@ The papers measure mIoU and pixel accuracy only on pixels within a narrow band o
 around object boundaries and plot them against w (1..40 px): this shows where the dense
 CRF helps (sharper boundaries), which whole-image mIoU hides.
 
-A pixel belongs to the band of width ``w`` when its Euclidean distance ``d`` to the nearest
-"boundary" pixel is at most ``w``. What counts as the boundary is the ``boundary`` option:
+A pixel belongs to the band of width ``w`` when its distance ``d`` to the label boundary is
+at most ``w``. Boundary pixels are those with a 4-neighbour on the other side of a boundary;
+what counts as a boundary is the ``boundary`` option:
 
 ``"label"`` (default)
-    ``d`` is the distance to the nearest pixel whose label *differs* from this pixel's label,
-    void (``ignore_index``) counting as a label of its own. So a pixel next to a label change
-    has d = 1, and in VOC (objects outlined by a void band) the band follows the objects.
+    Any change of label, void (``ignore_index``) counting as a label of its own. In VOC
+    (objects outlined by a void band) the band then follows the objects' outlines.
+    ``d`` = 1 + Euclidean distance to the nearest boundary pixel, so both pixels of a label
+    change have d = 1, and on straight edges d is exactly the distance to the nearest pixel
+    of the other label.
 ``"class"``
-    Only changes between two different *non-void* classes count; void pixels are invisible
-    when looking for the boundary. On VOC this finds few boundaries (the void outline
-    separates most objects from the background).
+    Only changes between two different *non-void* classes count (same ``d``); void is
+    invisible. On VOC this finds few boundaries (void outlines separate most objects).
 ``"void"``
-    The papers' VOC protocol: ``d`` is the distance to the nearest void pixel ("pixels
+    The papers' VOC protocol: ``d`` = Euclidean distance to the nearest void pixel ("pixels
     located within a narrow band (called trimap) of void labels", v1 sec. 5).
 
-In every mode the ignored pixels themselves are never scored. Pixels with no boundary in
-the image (d = infinity) are in no band.
+In every mode the ignored pixels themselves are never scored. Pixels of an image with no
+boundary (d = infinity) are in no band.
 
-Efficiency: the distance map is computed once per image (one exact Euclidean distance
-transform per label present, cropped to that label's bounding box plus the largest width),
-then every scored pixel is binned by the smallest width whose band contains it, one
-``bincount`` fills a (bins, C, C) tensor, and a cumulative sum over bins gives the
-confusion matrix of every band width at once.
+Efficiency: one Euclidean distance transform per image (``scipy.ndimage``), then every
+scored pixel is binned by the narrowest width whose band contains it, one ``bincount``
+fills a (bins, C, C) array, and a cumulative sum over bins gives the confusion matrix of
+every band width at once.
 """
 
 from __future__ import annotations
@@ -40,43 +41,46 @@ from scipy import ndimage
 
 from atrous.evaluation.confusion import Metrics, as_label_tensor, metrics_from_matrix
 
-__all__ = ["TrimapAccumulator", "boundary_distance"]
+__all__ = ["TrimapAccumulator", "boundary_distance", "boundary_pixels", "plot_trimap"]
 
 BoundaryMode = Literal["label", "class", "void"]
 _MODES = ("label", "class", "void")
 
 
-def _edt_to_zeros(
-    inside: np.ndarray, zeros: np.ndarray, limit: float
-) -> tuple[np.ndarray, tuple[slice, slice]] | None:
-    """Distance from each ``inside`` pixel to the nearest ``zeros`` pixel, computed on the
-    bounding box of ``inside`` grown by ``limit`` (exact for distances <= limit, which is all
-    the bands need; larger distances come back > limit or inf)."""
-    ys, xs = np.nonzero(inside)
-    if ys.size == 0:
-        return None
-    h, w = inside.shape
-    m = int(np.ceil(limit)) + 1 if np.isfinite(limit) else max(h, w)
-    sl = (
-        slice(max(0, ys.min() - m), min(h, ys.max() + m + 1)),
-        slice(max(0, xs.min() - m), min(w, xs.max() + m + 1)),
-    )
-    z = zeros[sl]
-    if not z.any():
-        return np.full(z.shape, np.inf), sl
-    return ndimage.distance_transform_edt(~z), sl
+def boundary_pixels(
+    label: np.ndarray, ignore_index: int | None = 255, boundary: BoundaryMode = "label"
+) -> np.ndarray:
+    """Boolean (H, W) map of boundary pixels: pixels with a 4-neighbour of a different label
+    (mode "label", void counting as a label), of a different non-void class with both
+    non-void (mode "class"), or the void pixels themselves (mode "void")."""
+    void = label == ignore_index if ignore_index is not None else np.zeros(label.shape, bool)
+    if boundary == "void":
+        return void
+    out = np.zeros(label.shape, bool)
+    for axis in (0, 1):
+        a = label.swapaxes(0, axis)
+        o = out.swapaxes(0, axis)  # a view: writing it writes ``out``
+        diff = a[1:] != a[:-1]
+        if boundary == "class":
+            v = void.swapaxes(0, axis)
+            diff &= ~v[1:] & ~v[:-1]
+        o[1:] |= diff
+        o[:-1] |= diff
+    return out
 
 
 def boundary_distance(
     label: np.ndarray | torch.Tensor,
     ignore_index: int | None = 255,
     boundary: BoundaryMode = "label",
-    max_distance: float = np.inf,
 ) -> np.ndarray:
-    """Per-pixel Euclidean distance (float64, (H, W)) to the nearest boundary of ``label``
-    as defined by ``boundary`` (see the module docstring). Void pixels get ``inf`` in
-    modes "label"/"class" only where no boundary exists; they are never scored anyway.
-    Distances above ``max_distance`` may be returned as any value > ``max_distance``."""
+    """Per-pixel distance (float64, (H, W)) to the boundary of ``label`` (module docstring).
+
+    Modes "label"/"class": 1 + the Euclidean distance to the nearest boundary pixel, so a
+    pixel next to a label change has distance 1 (on straight edges this is exactly the
+    distance to the nearest pixel of the other label). Mode "void": the Euclidean distance
+    to the nearest void pixel. ``inf`` where the image has no boundary. One distance
+    transform per image."""
     if boundary not in _MODES:
         raise ValueError(f"boundary must be one of {_MODES}, got {boundary!r}")
     if isinstance(label, torch.Tensor):
@@ -84,27 +88,11 @@ def boundary_distance(
     label = np.asarray(label)
     if label.ndim != 2:
         raise ValueError(f"label: expected shape (H, W), got {label.shape}")
-    dist = np.full(label.shape, np.inf)
-    void = label == ignore_index if ignore_index is not None else np.zeros(label.shape, bool)
-    if boundary == "void":
-        if void.any():
-            dist = ndimage.distance_transform_edt(~void)
-        return dist
-    for lab in np.unique(label):
-        inside = label == lab
-        if boundary == "class":
-            if ignore_index is not None and lab == ignore_index:
-                continue
-            zeros = ~inside & ~void  # other valid classes only
-        else:
-            zeros = ~inside
-        r = _edt_to_zeros(inside, zeros, max_distance)
-        if r is None:
-            continue
-        d, sl = r
-        region = inside[sl]
-        dist[sl][region] = d[region]
-    return dist
+    b = boundary_pixels(label, ignore_index, boundary)
+    if not b.any():
+        return np.full(label.shape, np.inf)
+    d = ndimage.distance_transform_edt(~b)
+    return d if boundary == "void" else d + 1.0
 
 
 class TrimapAccumulator:
@@ -149,7 +137,7 @@ class TrimapAccumulator:
 
     def _update_one(self, pred: np.ndarray, target: np.ndarray) -> None:
         c = self.num_classes
-        d = boundary_distance(target, self.ignore_index, self.boundary, self.widths[-1])
+        d = boundary_distance(target, self.ignore_index, self.boundary)
         valid = target != self.ignore_index if self.ignore_index is not None else None
         scored = d <= self.widths[-1]
         if valid is not None:
