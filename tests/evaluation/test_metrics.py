@@ -142,3 +142,14 @@ def test_uint8_and_bool_inputs():
     p = np.array([[True, True]])
     m = ConfusionMatrix(2).update(p, t).compute()
     np.testing.assert_allclose(m.iou, [0.0, 0.5])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 5, (2, 16, 16))
+    p = rng.integers(0, 5, (2, 16, 16))
+    cpu = ConfusionMatrix(5).update(p, t)
+    gpu = ConfusionMatrix(5).update(torch.from_numpy(p).cuda(), torch.from_numpy(t).cuda())
+    assert gpu.mat.is_cuda
+    np.testing.assert_array_equal(gpu.numpy(), cpu.numpy())

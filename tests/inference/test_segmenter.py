@@ -264,3 +264,33 @@ def test_end_to_end_with_evaluate(net):
     for lab in labels:
         cm.update(lab, lab)
     np.testing.assert_array_equal(res.confusion.numpy(), cm.numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(net):
+    img = image(40, 50)
+    cpu = Segmenter(net, scales=(0.5, 1.0), flip=True, tile_size=24, tile_overlap=8).logits(img)
+    gpu_net = LocalNet()
+    gpu_net.load_state_dict(net.state_dict())
+    gpu = Segmenter(
+        gpu_net, scales=(0.5, 1.0), flip=True, tile_size=24, tile_overlap=8, device="cuda"
+    )
+    torch.testing.assert_close(gpu.logits(img), cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_benchmark_smoke(tmp_path):
+    """The benchmark runs a case in a subprocess and reports latency and peak RSS."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    args = ["--sizes", "96x64", "--tile-size", "64", "--repeat", "1", "--threads", "1"]
+    assert bench.main([*args, "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["peak_rss_bytes"] >= r["rss_before_inference_bytes"] > 0
+    assert r["seconds_median"] > 0 and r["size"] == [96, 64]
