@@ -1,0 +1,18 @@
+"""Inference around any DeepLab-style model: preprocessing, multi-scale + flip test-time
+augmentation (v3 sec. 4.3), sliding-window tiles with bounded memory, batching, and a dense
+CRF hook (v1 sec. 4). Start with :class:`Segmenter`."""
+
+from __future__ import annotations
+
+from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
+from atrous.inference.segmenter import CRFHook, Segmenter, tile_starts
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CRFHook",
+    "Normalizer",
+    "Segmenter",
+    "tile_starts",
+    "to_uint8_hwc",
+]
