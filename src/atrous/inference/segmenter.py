@@ -121,7 +121,8 @@ class Segmenter:
 
     Args:
         model: ``nn.Module``, (N, 3, H, W) normalised floats -> ``{"out": (N, C, H, W)}``.
-        mean, std, input_scale, channel_order: preprocessing (ImageNet RGB by default; see
+        mean, std, input_scale, channel_order: preprocessing (default: the weights'
+            ``model.metadata["mean"/"std"]`` when the model has them, else ImageNet RGB; see
             :class:`~atrous.inference.preprocess.Normalizer`).
         num_classes: if given, the model's class count is checked against it.
         scales: test-time scales (v3 sec. 4.3 uses 0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
@@ -142,8 +143,8 @@ class Segmenter:
     def __init__(
         self,
         model: nn.Module,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         num_classes: int | None = None,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
@@ -181,6 +182,9 @@ class Segmenter:
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        meta = getattr(model, "metadata", None) or {}
+        mean = meta.get("mean", IMAGENET_MEAN) if mean is None else mean
+        std = meta.get("std", IMAGENET_STD) if std is None else std
         self.normalize = Normalizer(mean, std, input_scale, channel_order)
         self.num_classes = num_classes
         self.scales = scales
