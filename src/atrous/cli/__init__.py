@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.convert_cmd",
     "atrous.cli.demo_cmd",
     "atrous.cli.data_cmd",
+    "atrous.cli.eval_cmd",
+    "atrous.cli.predict_cmd",
 )
 
 

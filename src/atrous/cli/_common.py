@@ -1,0 +1,160 @@
+"""Pieces shared by ``atrous eval`` and ``atrous predict``: loading weights, the inference
+options (scales, flip, tiles, batch, device), and the one place a :class:`Segmenter` is
+built, so that the dense CRF (v1 sec. 4) plugs into both commands in one spot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atrous.cli import CLIError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from atrous.inference import CRFHook, Segmenter
+    from atrous.models.deeplab import DeepLab
+
+# DeepLab v3 sec. 4.3: the multi-scale inputs of the test-time augmentation.
+PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"1"``, ``"0.5,0.75,1,1.25,1.5,1.75"`` or ``"paper"`` (the v3 sec. 4.3 scales)."""
+    if text.strip().lower() in ("paper", "ms"):
+        return PAPER_SCALES
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--scales wants comma-separated positive numbers, got {text!r}"
+        ) from None
+    if not scales or any(not 0 < s < 100 for s in scales):
+        raise argparse.ArgumentTypeError(f"--scales wants positive numbers, got {text!r}")
+    return scales
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """Options of the test-time inference both commands share."""
+    g = p.add_argument_group("inference")
+    g.add_argument(
+        "--scales",
+        type=parse_scales,
+        default=(1.0,),
+        help="test-time scales, comma-separated; logits are averaged (v3 sec. 4.3 uses "
+        "0.5,0.75,1,1.25,1.5,1.75, also spelled 'paper'; default: 1)",
+    )
+    g.add_argument("--flip", action="store_true", help="also average the left-right flip")
+    g.add_argument(
+        "--tile-size",
+        type=positive_int,
+        default=None,
+        help="sliding-window tile side in model pixels (bounds memory; default: whole image)",
+    )
+    g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
+
+
+def resolve_device(name: str | None) -> Any:
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device: unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def load_model(path: str, **overrides: Any) -> DeepLab:
+    """``atrous.weights.load`` with user errors turned into one-line CLI errors."""
+    from atrous import weights
+
+    try:
+        return weights.load(path, **overrides)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+
+
+def model_palette(model: Any, path: str | None = None) -> np.ndarray:
+    """The colours of the model's classes: a ``palette`` in its metadata (or in the
+    safetensors file's metadata, as ``weights.save(..., extra={"palette": json})`` writes
+    it), else the Pascal VOC colour map."""
+    import numpy as np
+
+    from atrous.data.palettes import voc_colormap
+
+    pal = (getattr(model, "metadata", None) or {}).get("palette")
+    if pal is None and path is not None and str(path).endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                raw = (f.metadata() or {}).get("palette")
+            pal = json.loads(raw) if raw else None
+        except (OSError, ValueError):
+            pal = None
+    if pal is not None:
+        arr = np.asarray(pal, dtype=np.int64).reshape(-1, 3)
+        if arr.size and arr.min() >= 0 and arr.max() <= 255:
+            # Classes the file's palette does not cover fall back to VOC colours.
+            full = voc_colormap(256)
+            full[: min(len(arr), 256)] = arr[:256]
+            return full
+    return voc_colormap(256)
+
+
+def crf_hook(args: argparse.Namespace) -> CRFHook | None:
+    """The dense CRF to apply after the test-time augmentation, from the command line.
+
+    The one place a CRF enters inference for both ``eval`` and ``predict``: once the CRF
+    module is merged, its options (``--crf`` ...) are added in :func:`add_inference_args`
+    and the hook is built here. Until then there is none."""
+    return getattr(args, "crf_hook", None)
+
+
+def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:
+    from atrous.inference import Segmenter
+
+    try:
+        return Segmenter(
+            model,
+            num_classes=int(model.config["num_classes"]),
+            scales=args.scales,
+            flip=args.flip,
+            tile_size=args.tile_size,
+            batch_size=args.batch_size,
+            device=device,
+            crf=crf_hook(args),
+        )
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+
+
+def model_summary(model: Any) -> dict[str, Any]:
+    cfg = model.config
+    meta = model.metadata
+    return {
+        "arch": cfg.get("arch"),
+        "num_classes": cfg.get("num_classes"),
+        "output_stride": cfg.get("output_stride"),
+        "atrous_rates": cfg.get("atrous_rates"),
+        "source": meta.get("source"),
+        "weights": str(Path(meta["weights"])) if meta.get("weights") else None,
+        "class_names": meta.get("class_names"),
+    }
