@@ -309,7 +309,9 @@ def _load(
     if meta.get("format") == FORMAT:
         config = json.loads(meta["config"])
         source, arch = "atrous", arch or config["arch"]
-        metadata = {k: json.loads(meta[k]) for k in ("class_names", "mean", "std") if k in meta}
+        metadata = {
+            k: json.loads(meta[k]) for k in ("class_names", "mean", "std", "palette") if k in meta
+        }
     else:
         config = {}
         if source == "auto" or arch is None:
@@ -436,8 +438,13 @@ def save(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     extra: dict[str, str] | None = None,
+    palette: list[tuple[int, int, int]] | None = None,
 ) -> Path:
-    """Write ``model`` as safetensors with its configuration as metadata, atomically."""
+    """Write ``model`` as safetensors with its configuration as metadata, atomically.
+
+    ``class_names``, ``mean``/``std`` (0-1 RGB normalization) and ``palette`` (one RGB
+    triple per class, for coloured masks) default to ``model.metadata``'s.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -461,6 +468,9 @@ def save(
     }
     if class_names is not None:
         meta["class_names"] = json.dumps(list(class_names))
+    palette = palette if palette is not None else model.metadata.get("palette")
+    if palette is not None:
+        meta["palette"] = json.dumps([[int(c) for c in rgb] for rgb in palette])
     meta.update(extra or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

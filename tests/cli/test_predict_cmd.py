@@ -3,7 +3,6 @@ skipped, probabilities, output names that do not collide."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,7 @@ def test_predict_files_folder_glob_with_bad_inputs(tmp_path: Path, weights: Path
 def test_predict_probs_and_palette_from_metadata(tmp_path: Path, capsys) -> None:
     torch.manual_seed(2)
     model = M.build("deeplabv3_mobilenetv2", num_classes=4, norm="gn")
-    w = W.save(model, tmp_path / "p.safetensors", extra={"palette": json.dumps(PALETTE)})
+    w = W.save(model, tmp_path / "p.safetensors", palette=PALETTE)
     img = _image(tmp_path / "in" / "q.jpg", 5, (31, 45))
     out = tmp_path / "out"
     rc = main(["predict", str(w), str(tmp_path / "in"), "-o", str(out), "--probs",

@@ -47,12 +47,16 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         "deeplabv3plus_mobilenetv2", 4, output_stride=8, aux=True, separable=True
     ).eval()
     names = ["bg", "a", "b", "c"]
-    path = W.save(model, tmp_path / "m.safetensors", class_names=names, mean=(0.5, 0.5, 0.5))
+    pal = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    path = W.save(
+        model, tmp_path / "m.safetensors", class_names=names, mean=(0.5, 0.5, 0.5), palette=pal
+    )
     assert not list(tmp_path.glob("*.tmp"))
     loaded = W.load(path)
     assert loaded.config == model.config
     assert loaded.metadata["class_names"] == names
     assert loaded.metadata["mean"] == (0.5, 0.5, 0.5)
+    assert [tuple(c) for c in loaded.metadata["palette"]] == pal
     assert not loaded.training
     x = torch.randn(1, 3, 45, 51)
     with torch.no_grad():

@@ -5,7 +5,6 @@ built, so that the dense CRF (v1 sec. 4) plugs into both commands in one spot.""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,24 +90,14 @@ def load_model(path: str, **overrides: Any) -> DeepLab:
         raise CLIError(str(e)) from None
 
 
-def model_palette(model: Any, path: str | None = None) -> np.ndarray:
-    """The colours of the model's classes: a ``palette`` in its metadata (or in the
-    safetensors file's metadata, as ``weights.save(..., extra={"palette": json})`` writes
-    it), else the Pascal VOC colour map."""
+def model_palette(model: Any) -> np.ndarray:
+    """The colours of the model's classes: the ``palette`` saved with its weights (see
+    :func:`atrous.weights.save`), else the Pascal VOC colour map."""
     import numpy as np
 
     from atrous.data.palettes import voc_colormap
 
     pal = (getattr(model, "metadata", None) or {}).get("palette")
-    if pal is None and path is not None and str(path).endswith(".safetensors"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                raw = (f.metadata() or {}).get("palette")
-            pal = json.loads(raw) if raw else None
-        except (OSError, ValueError):
-            pal = None
     if pal is not None:
         arr = np.asarray(pal, dtype=np.int64).reshape(-1, 3)
         if arr.size and arr.min() >= 0 and arr.max() <= 255:

@@ -43,24 +43,11 @@ def generated_scene(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), label
 
 
-def palette(n: int) -> np.ndarray:
-    """The Pascal VOC colour map (bit-interleaved), ``n`` × 3 uint8."""
-    cmap = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from atrous.data.palettes import voc_colormap
     from atrous.models import build, count_parameters
 
     out = Path(args.out)
@@ -76,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         logits = model(x)["out"]
         latency = time.perf_counter() - t0
     pred = logits.argmax(1)[0].numpy().astype(np.uint8)
-    colours = palette(256)
+    colours = voc_colormap(256)
     Image.fromarray(image).save(out / "image.png")
     Image.fromarray(colours[label]).save(out / "label.png")
     Image.fromarray(colours[pred]).save(out / "prediction.png")

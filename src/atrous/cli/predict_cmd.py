@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     files, problems = collect_inputs(args.inputs)
     device = resolve_device(args.device)
     model = load_model(args.weights)
-    palette = model_palette(model, args.weights)
+    palette = model_palette(model)
     segmenter = build_segmenter(model, args, device)
     out = Path(args.out)
     try:
