@@ -23,14 +23,20 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["PermutohedralLattice"]
+__all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # Packed vertex keys must fit an int64 with room for the neighbour offsets.
 _MAX_PACKED = 2**62
 
 
-def _csr(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
-    """A CSR matrix built from trusted indices (no invariant checks, no beta warning)."""
+def csr_matrix(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR matrix built from trusted indices (no invariant checks, no beta warning).
+
+    Indices are int32 when they fit: the sparse kernels (MKL, cuSPARSE) use 32-bit indices
+    natively, and half the index bytes is a large part of the memory traffic here.
+    """
+    if max(size) < 2**31 - 1 and col.numel() < 2**31 - 1:
+        crow, col = crow.to(torch.int32), col.to(torch.int32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
@@ -130,19 +136,13 @@ class PermutohedralLattice:
         bary = bary[:, :d1].contiguous()
 
         # Integer keys (first d coordinates) of the d+1 simplex vertices: vertex r of the simplex
-        # is rem0 + r for coordinates ranked <= d - r, else rem0 + r - (d+1).
+        # is rem0 + r for coordinates ranked <= d - r, else rem0 + r - (d+1).  Keys are packed
+        # into int64 with a mixed radix padded by 2(d+1) around rem0's range, so that every
+        # vertex and its blur neighbours (coordinates moved by at most d+1) pack injectively and
+        # a neighbour is a constant offset away.
         rem0_i = rem0[:, :d].to(torch.int64)
-        rank_d = rank_i[:, :d]
-        r = torch.arange(d1, device=dev)
-        canon = torch.where(
-            rank_d[:, None, :] <= d - r[None, :, None], r[None, :, None], r[None, :, None] - d1
-        )
-        keys = rem0_i[:, None, :] + canon  # (N, d+1, d)
-
-        # Pack keys into int64 with a mixed radix padded by d+1 on each side, so that the blur
-        # neighbours (coordinates moved by at most d+1) are a constant offset away and unique.
-        lo = keys.amin(dim=(0, 1)) - d1
-        span = keys.amax(dim=(0, 1)) - lo + d1 + 1
+        lo = rem0_i.amin(dim=0) - 2 * d1
+        span = rem0_i.amax(dim=0) + 2 * d1 - lo + 1
         radix = [1]
         for s in span.tolist():
             radix.append(radix[-1] * int(s))
@@ -152,28 +152,42 @@ class PermutohedralLattice:
                 f"(radix product {radix[-1] * self.batch}); use larger standard deviations"
             )
         radix_t = torch.tensor(radix[:d], dtype=torch.int64, device=dev)
-        packed = ((keys - lo) * radix_t).sum(dim=2)  # (N, d+1)
         img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
-        packed = packed + (img * radix[d])[:, None]
+        base = ((rem0_i - lo) * radix_t).sum(dim=1) + img * radix[d]
+        # coordinate i drops by d+1 in the vertices r >= d + 1 - rank_i: a cumulative sum
+        drop = torch.zeros(n_total, d + 2, dtype=torch.int64, device=dev)
+        drop.scatter_add_(1, d1 - rank_i[:, :d], radix_t.expand(n_total, d))
+        drop = drop.cumsum_(dim=1)[:, :d1]
+        r = torch.arange(d1, device=dev, dtype=torch.int64)
+        packed = base[:, None] + r * sum(radix[:d]) - d1 * drop  # (N, d+1)
 
-        uniq, inverse = torch.unique(packed.reshape(-1), sorted=True, return_inverse=True)
+        # Distinct vertices by one stable sort: it yields the vertex ids and, as a by-product,
+        # the splat matrix's rows (points grouped by vertex, in point order within a vertex).
+        flat_sorted, order = torch.sort(packed.reshape(-1), stable=True)
+        new = torch.ones_like(flat_sorted, dtype=torch.bool)
+        new[1:] = flat_sorted[1:] != flat_sorted[:-1]
+        starts = torch.nonzero(new).reshape(-1)
+        uniq = flat_sorted[starts]
         m = uniq.numel()
         self.num_vertices = m
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.cumsum(new, 0) - 1
         offsets = inverse.view(n_total, d1)
+        self._splat_crow = torch.cat([starts, starts.new_tensor([order.numel()])])
+        self._splat_order = order
 
         # Neighbours along direction j: all first-d coordinates -1 except coordinate j +d
-        # (j < d); j = d is all -1.  n2 is the opposite.
+        # (j < d); j = d is all -1.  n2 is the opposite.  Stored as (lower, upper) vertex ids.
         all_minus = -sum(radix[:d])
         neighbours = []
         for j in range(d1):
-            delta = all_minus + (d1 * radix[j] if j < d else 0)
+            delta = abs(all_minus + (d1 * radix[j] if j < d else 0))
             pair = []
-            for sign in (1, -1):
+            for sign in (-1, 1):
                 target = uniq + sign * delta
                 idx = torch.searchsorted(uniq, target).clamp_(max=m - 1)
-                found = uniq[idx] == target
-                pair.append(torch.where(found, idx, torch.full_like(idx, -1)))
-            neighbours.append(torch.stack(pair, dim=1))  # (M, 2), -1 = absent
+                pair.append(torch.where(uniq[idx] == target, idx, -1))
+            neighbours.append(pair)
         self._offsets = offsets
         self._bary = bary
         self._neighbours = neighbours
@@ -186,32 +200,25 @@ class PermutohedralLattice:
             return self._cache[dtype]
         dev, d1 = self.device, self.d + 1
         n_total, m = self._offsets.shape[0], self.num_vertices
-        offs = self._offsets.reshape(-1)
-        bary = self._bary.reshape(-1).to(dtype)
-        # slice: row i holds its d+1 vertices; columns sorted within each row
-        cols, perm = torch.sort(self._offsets, dim=1)
-        sl_vals = torch.gather(self._bary, 1, perm).reshape(-1).to(dtype) * self.alpha
+        bary = self._bary.to(dtype)
+        # slice: row i holds its d+1 vertices (the sparse kernels accept unsorted columns)
         crow = torch.arange(0, n_total * d1 + 1, d1, device=dev)
-        slice_m = _csr(crow, cols.reshape(-1), sl_vals, size=(n_total, m))
-        # splat: row v holds the points touching vertex v, in point order (stable sort)
-        order = torch.sort(offs, stable=True)[1]
-        counts = torch.bincount(offs, minlength=m)
-        crow_s = torch.zeros(m + 1, dtype=torch.int64, device=dev)
-        crow_s[1:] = torch.cumsum(counts, 0)
-        splat_m = _csr(crow_s, order // d1, bary[order], size=(m, n_total))
+        slice_m = csr_matrix(
+            crow, self._offsets.reshape(-1), bary.reshape(-1) * self.alpha, size=(n_total, m)
+        )
+        order = self._splat_order
+        splat_m = csr_matrix(
+            self._splat_crow, order // d1, bary.reshape(-1)[order], size=(m, n_total)
+        )
         blurs = []
         ar = torch.arange(m, device=dev)
-        for nb in self._neighbours:
-            c = torch.cat([ar[:, None], nb], dim=1)  # (M, 3)
-            w = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=dev).expand(m, 3)
-            present = c >= 0
-            c_sorted, p = torch.sort(torch.where(present, c, torch.full_like(c, m)), dim=1)
-            keep = c_sorted < m
-            cnt = keep.sum(dim=1)
+        w = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev).expand(m, 3)
+        for lower, upper in self._neighbours:
+            c = torch.stack([lower, ar, upper], dim=1)  # sorted columns, -1 = absent
+            keep = c >= 0
             crow_b = torch.zeros(m + 1, dtype=torch.int64, device=dev)
-            crow_b[1:] = torch.cumsum(cnt, 0)
-            vals = torch.gather(w, 1, p)[keep]
-            blurs.append(_csr(crow_b, c_sorted[keep], vals, size=(m, m)))
+            torch.cumsum(keep.sum(dim=1), 0, out=crow_b[1:])
+            blurs.append(csr_matrix(crow_b, c[keep], w[keep], size=(m, m)))
         ops = (splat_m, slice_m, blurs)
         self._cache[dtype] = ops
         return ops

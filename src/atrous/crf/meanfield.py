@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .exact import exact_filter
-from .lattice import PermutohedralLattice
+from .lattice import PermutohedralLattice, csr_matrix
 
 __all__ = [
     "DenseCRF",
@@ -159,6 +159,82 @@ def mean_field(
     return logits if return_logits else q
 
 
+class _FusedMeanField:
+    """Mean field with all lattice kernels fused into three sparse products per iteration.
+
+    The hot path of :func:`dense_crf` (no autograd).  With ``A`` the stacked splat matrices of all
+    kernels (normalization folded in), ``B_k`` each kernel's blur chain and ``Z`` the side-by-side
+    slice matrices (normalization, alpha and kernel weight folded in), an iteration is
+
+        G = A q;  blur each kernel's rows of G in place (ping-pong);  logits = -U + Z G
+
+    so q is read once, the logits written once, and the labels ride along as the contiguous
+    inner dim of every product.  Buffers are allocated once per call and reused.
+    """
+
+    def __init__(self, kernels: Sequence[tuple[GaussianKernel, float]], dtype: torch.dtype) -> None:
+        lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
+        assert all(lat is not None for lat, _, _ in lats)
+        n = lats[0][0]._offsets.shape[0]
+        dev = lats[0][0].device
+        self.sizes = [lat.num_vertices for lat, _, _ in lats]
+        self.m_total = sum(self.sizes)
+        starts = [0]
+        for m in self.sizes[:-1]:
+            starts.append(starts[-1] + m)
+        self.starts = starts
+        crows, cols, vals = [], [], []
+        sl_cols, sl_vals = [], []
+        self.blurs = []
+        nnz = 0
+        for (lat, norm, w), start in zip(lats, starts):
+            splat, _, blurs = lat._operators(dtype)
+            crow = splat.crow_indices().to(torch.int64)
+            col = splat.col_indices().to(torch.int64)
+            crows.append(crow[(1 if crows else 0) :] + nnz)
+            cols.append(col)
+            vals.append(splat.values() * norm[col])
+            nnz += col.numel()
+            self.blurs.append(blurs)
+            # after an odd number of blur passes the result sits in the second half of G
+            half = self.m_total if len(blurs) % 2 else 0
+            sl_cols.append(lat._offsets + (start + half))
+            sl_vals.append(lat._bary.to(dtype) * (lat.alpha * w) * norm[:, None])
+        self.splat = csr_matrix(
+            torch.cat(crows), torch.cat(cols), torch.cat(vals), size=(self.m_total, n)
+        )
+        sc, sv = torch.cat(sl_cols, dim=1), torch.cat(sl_vals, dim=1)
+        width = sc.shape[1]
+        crow = torch.arange(0, n * width + 1, width, device=dev)
+        self.slice = csr_matrix(crow, sc.reshape(-1), sv.reshape(-1), size=(n, 2 * self.m_total))
+
+    def run(self, unary: Tensor, iterations: int, compat: Tensor | None) -> Tensor:
+        b, n, c = unary.shape
+        neg_u = (-unary).reshape(b * n, c)
+        q = torch.softmax(neg_u, dim=-1)
+        if iterations == 0:
+            return q.view(b, n, c)
+        g = torch.empty(2 * self.m_total, c, dtype=unary.dtype, device=unary.device)
+        logits = torch.empty_like(neg_u)
+        msg = torch.empty_like(neg_u) if compat is not None else None
+        mu_t = None if compat is None else -compat.to(unary.dtype).T.contiguous()
+        m = self.m_total
+        for _ in range(iterations):
+            torch.addmm(g[:m], self.splat, q, beta=0, out=g[:m])
+            for start, size, blurs in zip(self.starts, self.sizes, self.blurs):
+                src, dst = g[start : start + size], g[m + start : m + start + size]
+                for bm in blurs:
+                    torch.addmm(dst, bm, src, beta=0, out=dst)
+                    src, dst = dst, src
+            if compat is None:
+                torch.addmm(neg_u, self.slice, g, out=logits)
+            else:
+                torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
+                torch.addmm(neg_u, msg, mu_t, out=logits)
+            torch.ops.aten._softmax.out(logits, -1, False, out=q)
+        return q.view(b, n, c)
+
+
 @dataclass(frozen=True)
 class DenseCRF:
     """Dense-CRF parameters (defaults: DeepLab v2, PASCAL VOC); call it like :func:`dense_crf`."""
@@ -283,7 +359,11 @@ def dense_crf(
         kernels.append(
             (GaussianKernel(bilateral_features(img, bi_xy_std, bi_rgb_std), method), bi_w)
         )
-    q = mean_field(unary, kernels, iterations, mu).reshape(b, h, w, c)
+    if method == "lattice" and kernels:
+        q = _FusedMeanField(kernels, torch.float32).run(unary, iterations, mu)
+    else:
+        q = mean_field(unary, kernels, iterations, mu)
+    q = q.reshape(b, h, w, c)
     q = q.permute(0, 3, 1, 2)
     if not batched:
         q = q[0]
