@@ -15,6 +15,9 @@ real VOC image is used instead when /work/shared/data/voc_sample is present.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import sys
 import threading
 import time
@@ -44,10 +47,18 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * 4096
 
 
+def _trim() -> None:
+    """Return freed heap memory to the OS so that the next block's RSS growth is its own."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakRSS:
     """Peak resident-set growth over a block, sampled by a background thread."""
 
     def __enter__(self) -> PeakRSS:
+        gc.collect()
+        _trim()
         self.base = self.peak = _rss()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -155,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--no-ref", action="store_true", help="skip pydensecrf2")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per method (interleaved); the fastest is kept"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = [(375, 500), (750, 1000), (1500, 2000)]
@@ -180,12 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     for h, w in sizes:
         for c in labels:
             img, probs = make_input(h, w, c)
-            with PeakRSS() as m_ours:
-                q, tb, ti = run_ours(img, probs, args.iterations)
+            best_ours = best_ref = None
+            m_ours = m_ref = None
+            for _ in range(max(1, args.repeat)):
+                with PeakRSS() as mo:
+                    q, tb, ti = run_ours(img, probs, args.iterations)
+                if best_ours is None or tb + ti < sum(best_ours):
+                    best_ours = (tb, ti)
+                m_ours = mo if m_ours is None else max(m_ours, mo, key=lambda x: x.mib)
+                if ref:
+                    with PeakRSS() as mr:
+                        qr, rb, ri = run_ref(img, probs, args.iterations)
+                    if best_ref is None or rb + ri < sum(best_ref):
+                        best_ref = (rb, ri)
+                    m_ref = mr if m_ref is None else max(m_ref, mr, key=lambda x: x.mib)
+            tb, ti = best_ours
             row = f"| {w}x{h} | {c} | {tb:.3f} | {ti:.3f} | {tb + ti:.3f} | {m_ours.mib:.0f} MiB "
             if ref:
-                with PeakRSS() as m_ref:
-                    qr, rb, ri = run_ref(img, probs, args.iterations)
+                rb, ri = best_ref
                 agree = (q.argmax(0) == qr.argmax(0)).mean() * 100
                 row += (
                     f"| {rb:.3f} | {ri:.3f} | {rb + ri:.3f} | {m_ref.mib:.0f} MiB "

@@ -161,23 +161,40 @@ class PermutohedralLattice:
         r = torch.arange(d1, device=dev, dtype=torch.int64)
         packed = base[:, None] + r * sum(radix[:d]) - d1 * drop  # (N, d+1)
 
-        # Distinct vertices by one stable sort: it yields the vertex ids and, as a by-product,
-        # the splat matrix's rows (points grouped by vertex, in point order within a vertex).
-        flat_sorted, order = torch.sort(packed.reshape(-1), stable=True)
+        # Distinct vertices by a sort of the packed keys.  Vertex ids are then assigned in order
+        # of first use by a point (as the C++ hash table does): points are in raster order, so
+        # the splat, blur and slice products read memory in near-sequential streams; key order
+        # would sweep the image diagonally and thrash the cache on large images.
+        flat = packed.reshape(-1)
+        flat_sorted, order = torch.sort(flat, stable=True)
         new = torch.ones_like(flat_sorted, dtype=torch.bool)
         new[1:] = flat_sorted[1:] != flat_sorted[:-1]
         starts = torch.nonzero(new).reshape(-1)
         uniq = flat_sorted[starts]
         m = uniq.numel()
         self.num_vertices = m
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.cumsum(new, 0) - 1
-        offsets = inverse.view(n_total, d1)
-        self._splat_crow = torch.cat([starts, starts.new_tensor([order.numel()])])
-        self._splat_order = order
+        key_id = torch.empty_like(order)
+        key_id[order] = torch.cumsum(new, 0) - 1  # id in key order, per (point, vertex)
+        by_use = torch.argsort(order[starts])  # key-order ids sorted by first use
+        use_id = torch.empty_like(by_use)
+        use_id[by_use] = torch.arange(m, device=dev)
+        offsets = use_id[key_id].view(n_total, d1)
+        # splat rows: the key-sorted groups moved to their first-use rows, without another sort
+        ends = torch.cat([starts[1:], starts.new_tensor([flat.numel()])])
+        counts = torch.empty_like(starts)
+        counts[use_id] = ends - starts
+        self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(counts, 0, out=self._splat_crow[1:])
+        group = key_id[order]
+        dest = self._splat_crow[use_id[group]] + torch.arange(flat.numel(), device=dev)
+        dest -= starts[group]
+        self._splat_order = torch.empty_like(order)
+        self._splat_order[dest] = order
 
         # Neighbours along direction j: all first-d coordinates -1 except coordinate j +d
-        # (j < d); j = d is all -1.  n2 is the opposite.  Stored as (lower, upper) vertex ids.
+        # (j < d); j = d is all -1.  n2 is the opposite.  Stored as (lower, upper) vertex ids
+        # (ids by first use; -1 = absent), rows in id order.  Looked up in key order, where the
+        # queries are sorted and the binary searches stream through memory.
         all_minus = -sum(radix[:d])
         neighbours = []
         for j in range(d1):
@@ -186,7 +203,9 @@ class PermutohedralLattice:
             for sign in (-1, 1):
                 target = uniq + sign * delta
                 idx = torch.searchsorted(uniq, target).clamp_(max=m - 1)
-                pair.append(torch.where(uniq[idx] == target, idx, -1))
+                nb = torch.empty_like(idx)
+                nb[use_id] = torch.where(uniq[idx] == target, use_id[idx], -1)
+                pair.append(nb)
             neighbours.append(pair)
         self._offsets = offsets
         self._bary = bary
