@@ -1,0 +1,229 @@
+"""Benchmark atrous.crf.dense_crf against pydensecrf2 (the C++ original) in the same process.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/bench_crf.py [--quick] [--threads 2] [--iterations 10]
+
+For each image size and label count it times our lattice build (both kernels and their
+normalization) and the mean-field iterations, the same for pydensecrf2 if it is importable
+(``pip install pydensecrf2``, the ``crf-ref`` extra), and prints time ratio, label agreement and
+the peak RSS growth of each run (sampled from /proc every 2 ms).  The input is synthetic but
+image-like (smooth regions, edges, texture, noise; probabilities from noisy one-hot scores); a
+real VOC image is used instead when /work/shared/data/voc_sample is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atrous.crf.meanfield import (
+    GaussianKernel,
+    bilateral_features,
+    mean_field,
+    positional_features,
+)
+
+try:
+    import pydensecrf.densecrf as dcrf
+except ImportError:  # the optional C++ reference
+    dcrf = None
+
+PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
+VOC_DIR = Path("/work/shared/data/voc_sample")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+def _trim() -> None:
+    """Return freed heap memory to the OS so that the next block's RSS growth is its own."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakRSS:
+    """Peak resident-set growth over a block, sampled by a background thread."""
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        _trim()
+        self.base = self.peak = _rss()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _real_image() -> np.ndarray | None:
+    if not VOC_DIR.is_dir():
+        return None
+    jpgs = sorted(VOC_DIR.rglob("*.jpg"))
+    if not jpgs:
+        return None
+    from PIL import Image
+
+    return np.asarray(Image.open(jpgs[0]).convert("RGB"))
+
+
+def make_input(h: int, w: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An image-like uint8 (H, W, 3) picture and (C, H, W) float32 probabilities."""
+    rng = np.random.default_rng(seed)
+    real = _real_image()
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # piecewise regions from a few random discs/half-planes: the "objects"
+    label = np.zeros((h, w), dtype=np.int64)
+    for k in range(1, 12):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        r = rng.uniform(0.08, 0.3) * min(h, w)
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+    label %= c
+    if real is not None:
+        from PIL import Image
+
+        img = np.array(Image.fromarray(real).resize((w, h), Image.BILINEAR))
+    else:
+        colors = rng.integers(20, 235, size=(12, 3)).astype(np.float32)
+        region = np.zeros((h, w), dtype=np.int64)
+        for k in range(1, 12):
+            region[label == (k % c)] = k
+        img = colors[region] + 12 * np.sin(xx / 7.0 + yy / 11.0)[..., None]
+        img += rng.normal(0, 5, size=img.shape)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    scores = 1.5 * np.eye(c, dtype=np.float32)[label].transpose(2, 0, 1)
+    scores += rng.normal(0, 1.0, size=(c, h, w)).astype(np.float32)
+    p = np.exp(scores - scores.max(0))
+    return img, (p / p.sum(0)).astype(np.float32)
+
+
+def run_ours(
+    img: np.ndarray, probs: np.ndarray, iterations: int
+) -> tuple[np.ndarray, float, float]:
+    c, h, w = probs.shape
+    t0 = time.perf_counter()
+    image = torch.from_numpy(img)[None]
+    kernels = [
+        (GaussianKernel(positional_features(1, h, w, PARAMS["pos_xy_std"])), PARAMS["pos_w"]),
+        (
+            GaussianKernel(bilateral_features(image, PARAMS["bi_xy_std"], PARAMS["bi_rgb_std"])),
+            PARAMS["bi_w"],
+        ),
+    ]
+    t1 = time.perf_counter()
+    unary = -torch.log(torch.from_numpy(probs).permute(1, 2, 0).reshape(1, h * w, c))
+    q = mean_field(unary, kernels, iterations)
+    q = q.reshape(h, w, c).permute(2, 0, 1).numpy()
+    t2 = time.perf_counter()
+    return q, t1 - t0, t2 - t1
+
+
+def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.ndarray, float, float]:
+    c, h, w = probs.shape
+    t0 = time.perf_counter()
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(c, -1)))
+    d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
+    d.addPairwiseBilateral(
+        sxy=PARAMS["bi_xy_std"],
+        srgb=PARAMS["bi_rgb_std"],
+        rgbim=np.ascontiguousarray(img),
+        compat=PARAMS["bi_w"],
+    )
+    t1 = time.perf_counter()
+    q = np.array(d.inference(iterations)).reshape(c, h, w)
+    t2 = time.perf_counter()
+    return q, t1 - t0, t2 - t1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="500x375 and 1000x750, 21 labels only")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--no-ref", action="store_true", help="skip pydensecrf2")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per method (interleaved); the fastest is kept"
+    )
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sizes = [(375, 500), (750, 1000), (1500, 2000)]
+    labels = [2, 21, 150]
+    if args.quick:
+        sizes, labels = sizes[:2], [21]
+    ref = dcrf is not None and not args.no_ref
+    src = "real VOC image" if _real_image() is not None else "synthetic image"
+    print(
+        f"# dense CRF, {args.iterations} iterations, DeepLab v2 VOC params, {src}, "
+        f"torch {torch.__version__}, {args.threads} threads"
+    )
+    if not ref:
+        print("# pydensecrf2 not available: reference columns are empty", file=sys.stderr)
+    hdr = (
+        "| size | labels | ours build | ours infer | ours total | ours peak RSS "
+        "| ref build | ref infer | ref total | ref peak RSS | ours/ref | label agreement |"
+    )
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    # warm up torch's lazy initialisation so that the first row is not penalized
+    run_ours(*make_input(32, 32, 2), 1)
+    for h, w in sizes:
+        for c in labels:
+            img, probs = make_input(h, w, c)
+            best_ours = best_ref = None
+            m_ours = m_ref = None
+            for _ in range(max(1, args.repeat)):
+                with PeakRSS() as mo:
+                    q, tb, ti = run_ours(img, probs, args.iterations)
+                if best_ours is None or tb + ti < sum(best_ours):
+                    best_ours = (tb, ti)
+                m_ours = mo if m_ours is None else max(m_ours, mo, key=lambda x: x.mib)
+                if ref:
+                    with PeakRSS() as mr:
+                        qr, rb, ri = run_ref(img, probs, args.iterations)
+                    if best_ref is None or rb + ri < sum(best_ref):
+                        best_ref = (rb, ri)
+                    m_ref = mr if m_ref is None else max(m_ref, mr, key=lambda x: x.mib)
+            tb, ti = best_ours
+            row = f"| {w}x{h} | {c} | {tb:.3f} | {ti:.3f} | {tb + ti:.3f} | {m_ours.mib:.0f} MiB "
+            if ref:
+                rb, ri = best_ref
+                agree = (q.argmax(0) == qr.argmax(0)).mean() * 100
+                row += (
+                    f"| {rb:.3f} | {ri:.3f} | {rb + ri:.3f} | {m_ref.mib:.0f} MiB "
+                    f"| {(tb + ti) / (rb + ri):.2f} | {agree:.3f}% |"
+                )
+                del qr
+            else:
+                row += "| | | | | | |"
+            print(row, flush=True)
+            del q, img, probs
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

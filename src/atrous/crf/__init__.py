@@ -1,0 +1,37 @@
+"""Fully connected CRF post-processing (Krähenbühl & Koltun 2011; DeepLab v1 sec. 4.3, v2 sec. 3.3).
+
+Public API:
+
+- :func:`dense_crf` / :class:`DenseCRF` — mean-field refinement of probabilities, parity with
+  pydensecrf (same lattice arithmetic and ``NORMALIZE_SYMMETRIC`` kernels).
+- :class:`PermutohedralLattice` — the Gaussian filter of Adams et al. (2010), CPU or CUDA, batched.
+- :func:`exact_filter` — the O(N^2) Gaussian filter (small images, tests).
+- :class:`CRFasRNN`, :class:`CRFWrapper` — the differentiable CRF layer of Zheng et al. (2015).
+"""
+
+from __future__ import annotations
+
+from .crfasrnn import CRFasRNN, CRFWrapper
+from .exact import exact_filter
+from .lattice import PermutohedralLattice
+from .meanfield import (
+    DenseCRF,
+    GaussianKernel,
+    bilateral_features,
+    dense_crf,
+    mean_field,
+    positional_features,
+)
+
+__all__ = [
+    "CRFWrapper",
+    "CRFasRNN",
+    "DenseCRF",
+    "GaussianKernel",
+    "PermutohedralLattice",
+    "bilateral_features",
+    "dense_crf",
+    "exact_filter",
+    "mean_field",
+    "positional_features",
+]

@@ -1,0 +1,150 @@
+"""CRF-as-RNN: mean-field inference as a differentiable layer (Zheng et al. 2015).
+
+Each mean-field iteration of the fully connected CRF (Krähenbühl & Koltun 2011) is written as
+differentiable steps — message passing with the two Gaussian kernels (permutohedral lattice),
+weighting by learnable per-label kernel weights, a learnable compatibility transform, adding the
+unaries and a softmax — and unrolled for a fixed number of iterations (Zheng et al. 2015, sec.
+4-5).  The filtering is linear in Q, so its backward pass is the transposed lattice filter; the
+kernel standard deviations are fixed hyper-parameters, as in the paper.
+
+Using it as the last layer of an atrous model::
+
+    from atrous.crf import CRFasRNN, CRFWrapper
+
+    model = CRFWrapper(deeplab, num_classes=21)   # deeplab(x) returns {"out": logits}
+    out = model(x, image)["out"]                  # x: normalized input; image: raw RGB 0-255
+    loss = F.cross_entropy(out, target)           # gradients reach deeplab and the CRF params
+
+``image`` is the un-normalized image (uint8 or float in 0-255), ``(B, 3, H, W)``, the same size as
+``x``; logits at a lower resolution are upsampled bilinearly to it first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .meanfield import GaussianKernel, bilateral_features, mean_field, positional_features
+
+__all__ = ["CRFWrapper", "CRFasRNN"]
+
+
+class CRFasRNN(nn.Module):
+    """Unrolled mean-field CRF with learnable kernel weights and label compatibility.
+
+    Args:
+        num_classes: number of labels C.
+        iterations: unrolled mean-field iterations (Zheng et al. train with 5, test with 10).
+        pos_w, bi_w: initial smoothness / appearance kernel weights (one per label, learnable).
+        pos_xy_std, bi_xy_std, bi_rgb_std: fixed kernel standard deviations.
+        learn_compat: learn the ``(C, C)`` compatibility ``mu`` (initialized to Potts, 1 - I).
+
+    ``forward(logits, image)`` takes logits ``(B, C, H, W)`` (treated as negative unary
+    energies) and an RGB image ``(B, 3, H, W)`` in 0-255, and returns refined logits.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        iterations: int = 5,
+        pos_w: float = 3.0,
+        pos_xy_std: float = 1.0,
+        bi_w: float = 4.0,
+        bi_xy_std: float = 67.0,
+        bi_rgb_std: float = 3.0,
+        learn_compat: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        for name, val in (
+            ("pos_xy_std", pos_xy_std),
+            ("bi_xy_std", bi_xy_std),
+            ("bi_rgb_std", bi_rgb_std),
+        ):
+            if not val > 0:
+                raise ValueError(f"{name} must be positive, got {val}")
+        self.num_classes = num_classes
+        self.iterations = iterations
+        self.pos_xy_std, self.bi_xy_std, self.bi_rgb_std = pos_xy_std, bi_xy_std, bi_rgb_std
+        self.pos_weight = nn.Parameter(torch.full((num_classes,), float(pos_w)))
+        self.bi_weight = nn.Parameter(torch.full((num_classes,), float(bi_w)))
+        compat = 1.0 - torch.eye(num_classes)
+        if learn_compat:
+            self.compat = nn.Parameter(compat)
+        else:
+            self.register_buffer("compat", compat)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, iterations={self.iterations}, "
+            f"pos_xy_std={self.pos_xy_std}, bi_xy_std={self.bi_xy_std}, "
+            f"bi_rgb_std={self.bi_rgb_std}"
+        )
+
+    def forward(self, logits: Tensor, image: Tensor) -> Tensor:
+        if not isinstance(logits, Tensor) or not isinstance(image, Tensor):
+            raise TypeError("CRFasRNN expects torch tensors (logits, image)")
+        if logits.dim() != 4 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have shape (B, {self.num_classes}, H, W), got {tuple(logits.shape)}"
+            )
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+        if image.shape[0] != logits.shape[0] or image.shape[2:] != logits.shape[2:]:
+            raise ValueError(
+                f"image {tuple(image.shape)} and logits {tuple(logits.shape)} must share batch "
+                "and spatial size"
+            )
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be floating point, got {logits.dtype}")
+        b, c, h, w = logits.shape
+        with torch.no_grad():
+            img = image.detach().permute(0, 2, 3, 1)
+            if img.is_floating_point():
+                # The lattice expects 0-255 colours; integral values keep parity with uint8 input.
+                img = img.to(torch.float32)
+            kernels_f = [
+                GaussianKernel(positional_features(b, h, w, self.pos_xy_std, logits.device)),
+                GaussianKernel(bilateral_features(img, self.bi_xy_std, self.bi_rgb_std)),
+            ]
+        unary = -logits.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        dtype = unary.dtype
+        kernels = [
+            (kernels_f[0], self.pos_weight.to(dtype)),
+            (kernels_f[1], self.bi_weight.to(dtype)),
+        ]
+        out = mean_field(unary, kernels, self.iterations, self.compat.to(dtype), return_logits=True)
+        return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class CRFWrapper(nn.Module):
+    """An atrous model followed by :class:`CRFasRNN`.
+
+    ``forward(x, image)`` runs ``model(x)["out"]`` (or a plain tensor output), upsamples the
+    logits bilinearly to ``image``'s size if needed, and returns ``{"out": refined logits}`` plus
+    the model's other outputs (e.g. ``"aux"``) unchanged.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, **crf_kwargs: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.crf = CRFasRNN(num_classes, **crf_kwargs)
+
+    def forward(self, x: Tensor, image: Tensor) -> dict[str, Tensor]:
+        out = self.model(x)
+        result = dict(out) if isinstance(out, dict) else {"out": out}
+        if "out" not in result:
+            raise ValueError("the wrapped model must return a tensor or a dict with key 'out'")
+        logits = result["out"]
+        if logits.shape[-2:] != image.shape[-2:]:
+            logits = F.interpolate(
+                logits, size=image.shape[-2:], mode="bilinear", align_corners=False
+            )
+        result["out"] = self.crf(logits, image)
+        return result

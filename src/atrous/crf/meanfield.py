@@ -1,0 +1,371 @@
+"""Mean-field inference in the fully connected CRF (Krähenbühl & Koltun 2011, sec. 3-4).
+
+The CRF has unary energies ``U_i(l)`` (here ``-log p_i(l)`` of the network's probabilities) and
+pairwise energies ``mu(l, l') sum_m w_m k_m(f_i, f_j)`` with two Gaussian kernels over all pixel
+pairs: a *smoothness* kernel on positions (std ``pos_xy_std``, weight ``pos_w``) and an
+*appearance* (bilateral) kernel on positions and RGB (stds ``bi_xy_std``, ``bi_rgb_std``, weight
+``bi_w``).  DeepLab v1 (sec. 4.3) / v2 (sec. 3.3) post-process their score maps this way; the
+defaults are DeepLab v2's PASCAL VOC setting.
+
+Each kernel is normalized as densecrf's ``NORMALIZE_SYMMETRIC`` (the default of pydensecrf's
+``DenseCRF2D.addPairwise*``): ``K~ = D^-1/2 K D^-1/2`` with ``D = diag(K 1)``.  The update is
+
+    Q_i(l)  ∝  exp(-U_i(l) - sum_l' mu(l, l') sum_m w_m (K~_m Q)_i(l'))
+
+With the Potts model ``mu(l, l') = [l != l']`` this equals densecrf's ``-U + sum_m w_m K~_m Q``
+(the two differ by a per-pixel constant that the softmax removes), which is what is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .exact import exact_filter
+from .lattice import PermutohedralLattice, csr_matrix
+
+__all__ = [
+    "DenseCRF",
+    "GaussianKernel",
+    "bilateral_features",
+    "dense_crf",
+    "mean_field",
+    "positional_features",
+]
+
+
+def _div(x: Tensor, s: float) -> Tensor:
+    # Divide by a full tensor, not a Python scalar: torch turns scalar division into
+    # multiplication by the reciprocal, which rounds differently from the C++ original.
+    return x / torch.full_like(x, float(np.float32(s)))
+
+
+def positional_features(
+    batch: int, height: int, width: int, xy_std: float, device: torch.device | str = "cpu"
+) -> Tensor:
+    """``(batch, H*W, 2)`` features ``(x / xy_std, y / xy_std)`` in row-major pixel order."""
+    if xy_std <= 0:
+        raise ValueError(f"xy_std must be positive, got {xy_std}")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=device),
+        torch.arange(width, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    f = torch.stack([_div(xs, xy_std), _div(ys, xy_std)], dim=-1).reshape(1, height * width, 2)
+    return f.expand(batch, -1, -1)
+
+
+def bilateral_features(image_bhwc: Tensor, xy_std: float, rgb_std: float) -> Tensor:
+    """``(B, H*W, 5)`` features ``(x, y) / xy_std`` and ``(r, g, b) / rgb_std``."""
+    if rgb_std <= 0:
+        raise ValueError(f"rgb_std must be positive, got {rgb_std}")
+    b, h, w, c = image_bhwc.shape
+    pos = positional_features(b, h, w, xy_std, image_bhwc.device)
+    rgb = _div(image_bhwc.to(torch.float32), rgb_std).reshape(b, h * w, c)
+    return torch.cat([pos, rgb], dim=-1)
+
+
+class GaussianKernel:
+    """A symmetric-normalized Gaussian kernel ``D^-1/2 K D^-1/2`` over fixed features.
+
+    ``method="lattice"`` filters with the permutohedral lattice (Adams et al. 2010),
+    ``"exact"`` with the O(N^2) sum (small images only).
+    """
+
+    def __init__(self, features: Tensor, method: str = "lattice") -> None:
+        if method not in ("lattice", "exact"):
+            raise ValueError(f"method must be 'lattice' or 'exact', got {method!r}")
+        self.method = method
+        self.features = features
+        self.lattice = PermutohedralLattice(features) if method == "lattice" else None
+        ones = torch.ones(*features.shape[:2], 1, dtype=torch.float32, device=features.device)
+        self._norm32 = torch.rsqrt(self.raw(ones) + 1e-20)
+        self._norm: dict[torch.dtype, Tensor] = {torch.float32: self._norm32}
+
+    def raw(self, values: Tensor, reverse: bool = False) -> Tensor:
+        """Un-normalized filter ``K values`` (``K^T values`` with ``reverse``)."""
+        if self.lattice is not None:
+            return self.lattice.filter(values, reverse=reverse)
+        return exact_filter(self.features, values)
+
+    def norm(self, dtype: torch.dtype) -> Tensor:
+        if dtype not in self._norm:
+            self._norm[dtype] = self._norm32.to(dtype)
+        return self._norm[dtype]
+
+    def __call__(self, values: Tensor, reverse: bool = False) -> Tensor:
+        """Normalized filter; differentiable in ``values`` (backward = the transposed filter)."""
+        if values.requires_grad and torch.is_grad_enabled():
+            return _KernelFilter.apply(values, self, reverse)
+        return self._apply(values, reverse)
+
+    def _apply(self, values: Tensor, reverse: bool) -> Tensor:
+        n = self.norm(values.dtype)
+        return n * self.raw(n * values, reverse=reverse)
+
+
+class _KernelFilter(torch.autograd.Function):
+    """``y = N K N x``; its vector-Jacobian product is ``N K^T N g`` (the reversed blur)."""
+
+    @staticmethod
+    def forward(ctx: Any, values: Tensor, kernel: GaussianKernel, reverse: bool) -> Tensor:
+        ctx.kernel, ctx.reverse = kernel, reverse
+        return kernel._apply(values, reverse)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.kernel(grad.contiguous(), reverse=not ctx.reverse), None, None
+
+
+def mean_field(
+    unary: Tensor,
+    kernels: Sequence[tuple[GaussianKernel, float | Tensor]],
+    iterations: int,
+    compat: Tensor | None = None,
+    return_logits: bool = False,
+) -> Tensor:
+    """Run ``iterations`` mean-field updates (Krähenbühl & Koltun 2011, alg. 1).
+
+    Args:
+        unary: ``(B, N, C)`` unary energies (``-log p``, or ``-logits``).
+        kernels: ``(kernel, weight)`` pairs; a weight is a float or a tensor broadcast over C.
+        iterations: number of updates.
+        compat: ``(C, C)`` label compatibility ``mu`` in the energy sense (penalty for the pair of
+            labels); ``None`` is Potts, ``mu = 1 - I``.
+        return_logits: return the last update's logits (before the softmax) instead of Q.
+
+    Returns:
+        ``(B, N, C)`` marginals Q (or logits).  Differentiable in unary, weights and compat.
+    """
+    logits = -unary
+    q = torch.softmax(logits, dim=-1)
+    for _ in range(iterations):
+        msg = None
+        for kernel, w in kernels:
+            m = kernel(q) * w
+            msg = m if msg is None else msg + m
+        if msg is None:
+            break
+        if compat is None:
+            logits = msg - unary
+        else:
+            logits = -unary - msg @ compat.to(msg.dtype).T
+        q = torch.softmax(logits, dim=-1)
+    return logits if return_logits else q
+
+
+class _FusedMeanField:
+    """Mean field with all lattice kernels fused into three sparse products per iteration.
+
+    The hot path of :func:`dense_crf` (no autograd).  With ``A`` the stacked splat matrices of all
+    kernels (normalization folded in), ``B_k`` each kernel's blur chain and ``Z`` the side-by-side
+    slice matrices (normalization, alpha and kernel weight folded in), an iteration is
+
+        G = A q;  blur each kernel's rows of G in place (ping-pong);  logits = -U + Z G
+
+    so q is read once, the logits written once, and the labels ride along as the contiguous
+    inner dim of every product.  Buffers are allocated once per call and reused.
+    """
+
+    def __init__(self, kernels: Sequence[tuple[GaussianKernel, float]], dtype: torch.dtype) -> None:
+        lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
+        assert all(lat is not None for lat, _, _ in lats)
+        n = lats[0][0]._offsets.shape[0]
+        dev = lats[0][0].device
+        self.sizes = [lat.num_vertices for lat, _, _ in lats]
+        self.m_total = sum(self.sizes)
+        starts = [0]
+        for m in self.sizes[:-1]:
+            starts.append(starts[-1] + m)
+        self.starts = starts
+        crows, cols, vals = [], [], []
+        sl_cols, sl_vals = [], []
+        self.blurs = []
+        nnz = 0
+        for (lat, norm, w), start in zip(lats, starts):
+            splat, _, blurs = lat._operators(dtype)
+            crow = splat.crow_indices().to(torch.int64)
+            col = splat.col_indices().to(torch.int64)
+            crows.append(crow[(1 if crows else 0) :] + nnz)
+            cols.append(col)
+            vals.append(splat.values() * norm[col])
+            nnz += col.numel()
+            self.blurs.append(blurs)
+            # after an odd number of blur passes the result sits in the second half of G
+            half = self.m_total if len(blurs) % 2 else 0
+            sl_cols.append(lat._offsets + (start + half))
+            sl_vals.append(lat._bary.to(dtype) * (lat.alpha * w) * norm[:, None])
+        self.splat = csr_matrix(
+            torch.cat(crows), torch.cat(cols), torch.cat(vals), size=(self.m_total, n)
+        )
+        sc, sv = torch.cat(sl_cols, dim=1), torch.cat(sl_vals, dim=1)
+        width = sc.shape[1]
+        crow = torch.arange(0, n * width + 1, width, device=dev)
+        self.slice = csr_matrix(crow, sc.reshape(-1), sv.reshape(-1), size=(n, 2 * self.m_total))
+
+    def run(self, unary: Tensor, iterations: int, compat: Tensor | None) -> Tensor:
+        b, n, c = unary.shape
+        neg_u = (-unary).reshape(b * n, c)
+        q = torch.softmax(neg_u, dim=-1)
+        if iterations == 0:
+            return q.view(b, n, c)
+        g = torch.empty(2 * self.m_total, c, dtype=unary.dtype, device=unary.device)
+        logits = torch.empty_like(neg_u)
+        msg = torch.empty_like(neg_u) if compat is not None else None
+        mu_t = None if compat is None else -compat.to(unary.dtype).T.contiguous()
+        m = self.m_total
+        for _ in range(iterations):
+            torch.addmm(g[:m], self.splat, q, beta=0, out=g[:m])
+            for start, size, blurs in zip(self.starts, self.sizes, self.blurs):
+                src, dst = g[start : start + size], g[m + start : m + start + size]
+                for bm in blurs:
+                    torch.addmm(dst, bm, src, beta=0, out=dst)
+                    src, dst = dst, src
+            if compat is None:
+                torch.addmm(neg_u, self.slice, g, out=logits)
+            else:
+                torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
+                torch.addmm(neg_u, msg, mu_t, out=logits)
+            torch.ops.aten._softmax.out(logits, -1, False, out=q)
+        return q.view(b, n, c)
+
+
+@dataclass(frozen=True)
+class DenseCRF:
+    """Dense-CRF parameters (defaults: DeepLab v2, PASCAL VOC); call it like :func:`dense_crf`."""
+
+    iterations: int = 10
+    pos_w: float = 3.0
+    pos_xy_std: float = 1.0
+    bi_w: float = 4.0
+    bi_xy_std: float = 67.0
+    bi_rgb_std: float = 3.0
+
+    def __call__(self, image: Any, probs: Any, **kwargs: Any) -> Any:
+        return dense_crf(image, probs, **{**asdict(self), **kwargs})
+
+
+def _as_tensor(x: Any, name: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _check_inputs(image: Any, probs: Any) -> tuple[Tensor, Tensor, bool]:
+    """Validate and return image (B, H, W, 3) uint8, probs (B, H, W, C) float, batched flag."""
+    img, p = _as_tensor(image, "image"), _as_tensor(probs, "probs")
+    if img.dtype != torch.uint8:
+        raise TypeError(f"image must be uint8 (0-255 RGB), got dtype {img.dtype}")
+    if not p.is_floating_point():
+        raise TypeError(f"probs must be a floating-point array of probabilities, got {p.dtype}")
+    if img.dim() == 3 and p.dim() == 3:
+        if img.shape[2] != 3:
+            raise ValueError(
+                f"an unbatched image must have shape (H, W, 3), got {tuple(img.shape)}"
+            )
+        img, p, batched = img.unsqueeze(0), p.permute(1, 2, 0).unsqueeze(0), False
+    elif img.dim() == 4 and p.dim() == 4:
+        if img.shape[1] != 3:
+            raise ValueError(
+                f"a batched image must have shape (N, 3, H, W), got {tuple(img.shape)}"
+            )
+        if img.shape[0] != p.shape[0]:
+            raise ValueError(f"image batch {img.shape[0]} does not match probs batch {p.shape[0]}")
+        img, p, batched = img.permute(0, 2, 3, 1), p.permute(0, 2, 3, 1), True
+    else:
+        raise ValueError(
+            "expected image (H, W, 3) with probs (C, H, W), or image (N, 3, H, W) with probs "
+            f"(N, C, H, W); got image {tuple(img.shape)} and probs {tuple(p.shape)}"
+        )
+    if img.shape[1:3] != p.shape[1:3]:
+        raise ValueError(
+            f"image size (H, W) = {tuple(img.shape[1:3])} does not match probs size "
+            f"{tuple(p.shape[1:3])}"
+        )
+    if p.shape[-1] < 1 or p.shape[1] * p.shape[2] == 0:
+        raise ValueError(
+            f"probs must have at least one label and one pixel, got {tuple(probs.shape)}"
+        )
+    if img.device != p.device:
+        raise ValueError(f"image is on {img.device} but probs are on {p.device}")
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
+        raise ValueError("probs must be finite and non-negative (probabilities, not logits)")
+    sums = p.to(torch.float64).sum(dim=-1)
+    if bool(((sums - 1.0).abs() > 1e-3).any()):
+        raise ValueError(
+            "probs must sum to 1 over the label dim (got sums in "
+            f"[{sums.min().item():.4g}, {sums.max().item():.4g}]); apply softmax to logits first"
+        )
+    return img, p, batched
+
+
+def dense_crf(
+    image: Any,
+    probs: Any,
+    iterations: int = 10,
+    pos_w: float = 3.0,
+    pos_xy_std: float = 1.0,
+    bi_w: float = 4.0,
+    bi_xy_std: float = 67.0,
+    bi_rgb_std: float = 3.0,
+    compat: Any = None,
+    method: str = "lattice",
+) -> Any:
+    """Refine per-pixel class probabilities with a fully connected CRF (mean field).
+
+    Args:
+        image: uint8 RGB, ``(H, W, 3)`` or ``(N, 3, H, W)``, numpy or torch.
+        probs: probabilities ``(C, H, W)`` or ``(N, C, H, W)`` summing to 1 over C.
+        iterations: mean-field iterations (DeepLab uses 10).
+        pos_w, pos_xy_std: weight and spatial std of the smoothness kernel.
+        bi_w, bi_xy_std, bi_rgb_std: weight, spatial std and colour std of the appearance kernel.
+        compat: optional ``(C, C)`` label compatibility in the energy sense (``None``: Potts).
+        method: ``"lattice"`` (permutohedral, default) or ``"exact"`` (O(N^2), tiny images).
+
+    Returns:
+        Refined probabilities with the same container type, layout and dtype as ``probs``.
+    """
+    if not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+    for name, val in (
+        ("pos_xy_std", pos_xy_std),
+        ("bi_xy_std", bi_xy_std),
+        ("bi_rgb_std", bi_rgb_std),
+    ):
+        if not val > 0:
+            raise ValueError(f"{name} must be positive, got {val}")
+    img, p, batched = _check_inputs(image, probs)
+    b, h, w, c = p.shape
+    mu = None
+    if compat is not None:
+        mu = _as_tensor(compat, "compat").to(device=p.device, dtype=torch.float32)
+        if mu.shape != (c, c):
+            raise ValueError(f"compat must have shape ({c}, {c}), got {tuple(mu.shape)}")
+    unary = -torch.log(p.to(torch.float32).clamp_min(torch.finfo(torch.float32).tiny))
+    unary = unary.reshape(b, h * w, c)
+    kernels = []
+    if pos_w != 0:
+        kernels.append(
+            (GaussianKernel(positional_features(b, h, w, pos_xy_std, p.device), method), pos_w)
+        )
+    if bi_w != 0:
+        kernels.append(
+            (GaussianKernel(bilateral_features(img, bi_xy_std, bi_rgb_std), method), bi_w)
+        )
+    if method == "lattice" and kernels:
+        q = _FusedMeanField(kernels, torch.float32).run(unary, iterations, mu)
+    else:
+        q = mean_field(unary, kernels, iterations, mu)
+    q = q.reshape(b, h, w, c)
+    q = q.permute(0, 3, 1, 2)
+    if not batched:
+        q = q[0]
+    q = q.to(p.dtype).contiguous()
+    return q.numpy() if isinstance(probs, np.ndarray) else q

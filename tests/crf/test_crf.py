@@ -1,0 +1,293 @@
+"""Tests of atrous.crf: lattice, exact filter, mean field parity with pydensecrf, CRF-as-RNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from atrous.crf import (
+    CRFasRNN,
+    CRFWrapper,
+    DenseCRF,
+    GaussianKernel,
+    PermutohedralLattice,
+    bilateral_features,
+    dense_crf,
+    exact_filter,
+    positional_features,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "densecrf"
+CONFIG = json.loads((FIXTURES / "densecrf.json").read_text())
+
+
+def _load(case: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / f"{case}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _synthetic(h: int, w: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A piecewise-smooth image with edges and noise, and noisy one-hot probabilities."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    label = ((xx > w // 3).astype(int) + 2 * (yy > h // 2)) % c
+    base = rng.integers(30, 220, size=(c, 3))
+    img = base[label] + 10 * np.sin(xx / 5.0)[..., None] + rng.normal(0, 6, (h, w, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    logits = 2.0 * np.eye(c)[label].transpose(2, 0, 1) + rng.normal(0, 1.2, (c, h, w))
+    p = np.exp(logits - logits.max(0))
+    return img, (p / p.sum(0)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- parity with the C++ original
+PARITY = [
+    (case, key)
+    for case in CONFIG["cases"]
+    for key in CONFIG["cases"][case]["arrays"]
+    if "_Q" in key
+]
+
+
+@pytest.mark.parametrize(("case", "key"), PARITY)
+def test_parity_with_pydensecrf_reference(case: str, key: str) -> None:
+    z = _load(case)
+    setting, its = key.rsplit("_Q", 1)
+    q = dense_crf(z["image"], z["probs"], iterations=int(its), **CONFIG["params"][setting])
+    ref = z[key].astype(np.float32)
+    assert q.shape == ref.shape and q.dtype == np.float32
+    agree = (q.argmax(0) == ref.argmax(0)).mean()
+    assert agree >= 0.999, f"{case}/{key}: label agreement {agree:.5f}"
+    assert np.abs(q - ref).mean() <= 1e-3
+    # the CRF must actually change something, or the test proves nothing
+    assert np.abs(q - z["probs"]).mean() > 1e-2
+
+
+# ---------------------------------------------------------------- lattice and exact filter
+def test_exact_filter_matches_brute_force() -> None:
+    torch.manual_seed(0)
+    f = torch.randn(2, 30, 3, dtype=torch.float64)
+    v = torch.randn(2, 30, 4, dtype=torch.float64)
+    d2 = ((f[:, :, None] - f[:, None]) ** 2).sum(-1)
+    ref = torch.exp(-0.5 * d2) @ v
+    torch.testing.assert_close(exact_filter(f, v, block=7), ref)
+    no_self = exact_filter(f[0], v[0], include_self=False)
+    torch.testing.assert_close(no_self, ref[0] - v[0])
+
+
+@pytest.mark.parametrize("kind", ["positional", "bilateral"])
+def test_lattice_approximates_exact_gaussian(kind: str) -> None:
+    img, _ = _synthetic(24, 32, 3)
+    t = torch.from_numpy(img)[None]
+    if kind == "positional":
+        f = positional_features(1, 24, 32, 3.0)
+    else:
+        f = bilateral_features(t, 10.0, 20.0)
+    lat_k, ex_k = GaussianKernel(f, "lattice"), GaussianKernel(f, "exact")
+    v = torch.rand(1, 24 * 32, 5)
+    a, b = lat_k(v), ex_k(v)
+    rel = ((a - b).abs().mean() / b.abs().mean()).item()
+    assert rel < 0.06, rel
+    # un-normalized: the lattice is a Gaussian up to a near-constant scale
+    ones = torch.ones(1, 24 * 32, 1)
+    ratio = lat_k.raw(ones) / ex_k.raw(ones)
+    assert (ratio.std() / ratio.mean()).item() < 0.1
+
+
+def test_lattice_reverse_is_transpose_and_batch_is_independent() -> None:
+    img, _ = _synthetic(12, 15, 3)
+    img2, _ = _synthetic(12, 15, 3, seed=5)
+    t = torch.from_numpy(np.stack([img, img2]))
+    f = bilateral_features(t, 5.0, 15.0)
+    lat = PermutohedralLattice(f)
+    x = torch.randn(2, 180, 3, dtype=torch.float64)
+    y = torch.randn(2, 180, 3, dtype=torch.float64)
+    lhs = (lat.filter(x) * y).sum()
+    rhs = (x * lat.filter(y, reverse=True)).sum()
+    torch.testing.assert_close(lhs, rhs)
+    # the batched lattice equals per-image lattices
+    single = PermutohedralLattice(f[1]).filter(x[1])
+    torch.testing.assert_close(lat.filter(x)[1], single)
+    assert lat.num_vertices > 0 and lat.d == 5
+
+
+def test_lattice_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        PermutohedralLattice(torch.zeros(2, 3, 4, 5))
+    with pytest.raises(TypeError, match="floating"):
+        PermutohedralLattice(torch.zeros(4, 2, dtype=torch.int64))
+    lat = PermutohedralLattice(torch.rand(10, 2))
+    with pytest.raises(ValueError, match="values must have shape"):
+        lat.filter(torch.rand(11, 3))
+
+
+def test_exact_crf_agrees_with_lattice_crf() -> None:
+    z = _load("voc")
+    img, probs = z["image"][:40, :60], z["probs"][:, :40, :60]
+    lat = dense_crf(img, probs, bi_xy_std=20, bi_rgb_std=10)
+    ex = dense_crf(img, probs, bi_xy_std=20, bi_rgb_std=10, method="exact")
+    agree = (lat.argmax(0) == ex.argmax(0)).mean()
+    assert agree >= 0.97, agree
+    assert (lat.argmax(0) != probs.argmax(0)).mean() > 0.01  # the CRF changed labels
+
+
+# ---------------------------------------------------------------- dense_crf API
+def test_dense_crf_layouts_types_and_batch() -> None:
+    img, probs = _synthetic(20, 24, 4)
+    q_np = dense_crf(img, probs, iterations=3)
+    assert isinstance(q_np, np.ndarray) and q_np.shape == probs.shape
+    np.testing.assert_allclose(q_np.sum(0), 1.0, atol=1e-5)
+    # refinement follows the image edges better than the noisy input
+    img2, probs2 = _synthetic(20, 24, 4, seed=3)
+    batch_img = torch.from_numpy(np.stack([img, img2])).permute(0, 3, 1, 2)
+    batch_p = torch.from_numpy(np.stack([probs, probs2])).to(torch.float64)
+    q_t = dense_crf(batch_img, batch_p, iterations=3)
+    assert isinstance(q_t, torch.Tensor) and q_t.shape == batch_p.shape
+    assert q_t.dtype == torch.float64
+    np.testing.assert_allclose(q_t[0].numpy(), q_np, atol=1e-5)
+    np.testing.assert_allclose(q_t[1].numpy(), dense_crf(img2, probs2, iterations=3), atol=1e-5)
+    # DenseCRF dataclass is the same call
+    np.testing.assert_allclose(DenseCRF(iterations=3)(img, probs), q_np)
+    # zero iterations return the input
+    np.testing.assert_allclose(dense_crf(img, probs, iterations=0), probs, atol=1e-6)
+
+
+def test_dense_crf_compat_matrix() -> None:
+    img, probs = _synthetic(16, 20, 3)
+    potts = dense_crf(img, probs, iterations=4)
+    np.testing.assert_allclose(
+        dense_crf(img, probs, iterations=4, compat=1 - np.eye(3)), potts, atol=1e-5
+    )
+    # no penalty between labels 0 and 1: they stop competing, label 2 loses ground
+    mu = 1 - np.eye(3)
+    mu[0, 1] = mu[1, 0] = 0
+    q = dense_crf(img, probs, iterations=4, compat=mu)
+    assert not np.allclose(q, potts, atol=1e-3)
+
+
+def test_dense_crf_clear_errors() -> None:
+    img, probs = _synthetic(10, 12, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        dense_crf(img[:9], probs)
+    with pytest.raises(ValueError, match="sum to 1"):
+        dense_crf(img, probs * 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        dense_crf(img, probs - 0.5)
+    with pytest.raises(TypeError, match="uint8"):
+        dense_crf(img.astype(np.float32), probs)
+    with pytest.raises(TypeError, match="floating-point"):
+        dense_crf(img, (probs > 0.5).astype(np.int64))
+    with pytest.raises(ValueError, match="expected image"):
+        dense_crf(img, probs[None])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        dense_crf(img[..., :2], probs)
+    with pytest.raises(TypeError, match="numpy array or torch tensor"):
+        dense_crf(img.tolist(), probs)
+    with pytest.raises(ValueError, match="compat"):
+        dense_crf(img, probs, compat=np.eye(4))
+    with pytest.raises(ValueError, match="bi_rgb_std"):
+        dense_crf(img, probs, bi_rgb_std=0)
+    with pytest.raises(ValueError, match="method"):
+        dense_crf(img, probs, method="fast")
+
+
+# ---------------------------------------------------------------- CRF as RNN
+def test_crfasrnn_gradcheck() -> None:
+    torch.manual_seed(0)
+    img, _ = _synthetic(5, 6, 3)
+    image = torch.from_numpy(img).permute(2, 0, 1)[None]
+    crf = CRFasRNN(3, iterations=2, bi_xy_std=3.0, bi_rgb_std=20.0).double()
+    with torch.no_grad():
+        crf.compat.add_(0.1 * torch.randn(3, 3, dtype=torch.float64))
+    logits = torch.randn(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+
+    names = ("pos_weight", "bi_weight", "compat")
+    params = [getattr(crf, n).detach().clone().requires_grad_(True) for n in names]
+
+    def fwd(lg: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(crf, dict(zip(names, ps)), (lg, image))
+
+    assert torch.autograd.gradcheck(fwd, (logits, *params), eps=1e-6, atol=1e-5)
+
+
+def test_crfasrnn_matches_dense_crf_and_trains() -> None:
+    img, probs = _synthetic(16, 20, 4)
+    image = torch.from_numpy(img).permute(2, 0, 1)[None]
+    logits = torch.log(torch.from_numpy(probs))[None]
+    crf = CRFasRNN(4, iterations=5)
+    out = crf(logits, image)
+    ref = dense_crf(img, probs, iterations=5)
+    np.testing.assert_allclose(torch.softmax(out, 1)[0].detach().numpy(), ref, atol=1e-4)
+    # float images in 0-255 give the same result
+    out_f = crf(logits, image.float())
+    torch.testing.assert_close(out_f, out)
+    target = torch.from_numpy(probs.argmax(0))[None]
+    loss = nn.functional.cross_entropy(out, target)
+    loss.backward()
+    for p in crf.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+        assert p.grad.abs().sum() > 0
+
+
+def test_crf_wrapper_on_a_model() -> None:
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": self.conv(x), "aux": x.mean()}
+
+    img, _ = _synthetic(16, 20, 4)
+    image = torch.from_numpy(img).permute(2, 0, 1)[None]
+    x = (image.float() / 255 - 0.45) / 0.225
+    model = CRFWrapper(Tiny(), num_classes=4, iterations=3)
+    out = model(x, image)
+    assert out["out"].shape == (1, 4, 16, 20) and "aux" in out
+    out["out"].logsumexp(1).mean().backward()
+    assert model.model.conv.weight.grad is not None
+    assert model.model.conv.weight.grad.abs().sum() > 0
+
+
+def test_crfasrnn_clear_errors() -> None:
+    crf = CRFasRNN(3)
+    img = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="logits must have shape"):
+        crf(torch.zeros(1, 4, 8, 8), img)
+    with pytest.raises(ValueError, match="share"):
+        crf(torch.zeros(1, 3, 8, 9), img)
+    with pytest.raises(ValueError, match="image must have shape"):
+        crf(torch.zeros(1, 3, 8, 8), img[:, :2])
+    with pytest.raises(ValueError, match="bi_rgb_std"):
+        CRFasRNN(3, bi_rgb_std=-1)
+
+
+# ---------------------------------------------------------------- device
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    z = _load("camvid")
+    img = torch.from_numpy(z["image"]).permute(2, 0, 1)[None]
+    p = torch.from_numpy(z["probs"])[None]
+    cpu = dense_crf(img, p, iterations=5)
+    gpu = dense_crf(img.cuda(), p.cuda(), iterations=5).cpu()
+    assert (cpu.argmax(1) == gpu.argmax(1)).float().mean() >= 0.999
+    assert (cpu - gpu).abs().mean() < 1e-4
+
+
+# ---------------------------------------------------------------- optional C++ reference
+@pytest.mark.crfref
+def test_parity_with_live_pydensecrf() -> None:
+    dcrf = pytest.importorskip("pydensecrf.densecrf")
+    img, probs = _synthetic(75, 100, 5, seed=11)
+    d = dcrf.DenseCRF2D(100, 75, 5)
+    d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(5, -1)))
+    d.addPairwiseGaussian(sxy=1, compat=3)
+    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(img), compat=4)
+    ref = np.array(d.inference(10)).reshape(5, 75, 100)
+    q = dense_crf(img, probs)
+    assert (q.argmax(0) == ref.argmax(0)).mean() >= 0.999
+    assert np.abs(q - ref).mean() <= 1e-4
