@@ -113,3 +113,21 @@ def test_output_names_mirror_paths_and_keep_extensions(tmp_path: Path) -> None:
     files = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "b" / "x.png"]
     assert output_names(files) == ["a/x", "b/x_jpg", "b/x_png"]
     assert output_names([tmp_path / "a" / "x.jpg"]) == ["x"]
+
+
+def test_predict_with_dense_crf(tmp_path: Path) -> None:
+    """--crf refines the probabilities: outputs are valid and labels are their argmax."""
+    torch.manual_seed(0)
+    model = M.build("deeplabv3_mobilenetv2", num_classes=3, norm="gn")
+    weights = W.save(model, tmp_path / "m.safetensors")
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)).save(img)
+    out = tmp_path / "out"
+    assert main(["predict", str(weights), str(img), "-o", str(out), "--probs", "--crf",
+                 "--crf-iterations", "3", "--no-progress"]) == 0  # fmt: skip
+    probs = np.load(out / "a_probs.npy").astype(np.float32)
+    assert probs.shape == (3, 30, 40)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=2e-3)
+    mask = np.array(Image.open(out / "a.png"))
+    np.testing.assert_array_equal(mask, probs.argmax(0))

@@ -64,6 +64,14 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
+    c = p.add_argument_group("dense CRF (DeepLab v1 §4, v2 §3.3; defaults: v2's VOC setting)")
+    c.add_argument("--crf", action="store_true", help="refine probabilities with a dense CRF")
+    c.add_argument("--crf-iterations", type=positive_int, default=10)
+    c.add_argument("--crf-bi-w", type=float, default=4.0, help="appearance kernel weight w1")
+    c.add_argument("--crf-bi-xy-std", type=float, default=67.0, help="theta_alpha (pixels)")
+    c.add_argument("--crf-bi-rgb-std", type=float, default=3.0, help="theta_beta (intensity)")
+    c.add_argument("--crf-pos-w", type=float, default=3.0, help="smoothness kernel weight w2")
+    c.add_argument("--crf-pos-xy-std", type=float, default=1.0, help="theta_gamma (pixels)")
 
 
 def resolve_device(name: str | None) -> Any:
@@ -109,12 +117,23 @@ def model_palette(model: Any) -> np.ndarray:
 
 
 def crf_hook(args: argparse.Namespace) -> CRFHook | None:
-    """The dense CRF to apply after the test-time augmentation, from the command line.
+    """The dense CRF to apply after the test-time augmentation, from the command line:
+    the one place a CRF enters inference for both ``eval`` and ``predict``."""
+    if not getattr(args, "crf", False):
+        return None
+    from atrous.crf import DenseCRF
 
-    The one place a CRF enters inference for both ``eval`` and ``predict``: once the CRF
-    module is merged, its options (``--crf`` ...) are added in :func:`add_inference_args`
-    and the hook is built here. Until then there is none."""
-    return getattr(args, "crf_hook", None)
+    try:
+        return DenseCRF(
+            iterations=args.crf_iterations,
+            pos_w=args.crf_pos_w,
+            pos_xy_std=args.crf_pos_xy_std,
+            bi_w=args.crf_bi_w,
+            bi_xy_std=args.crf_bi_xy_std,
+            bi_rgb_std=args.crf_bi_rgb_std,
+        )
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--crf: {e}") from None
 
 
 def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:

@@ -249,6 +249,10 @@ class DenseCRF:
     def __call__(self, image: Any, probs: Any, **kwargs: Any) -> Any:
         return dense_crf(image, probs, **{**asdict(self), **kwargs})
 
+    def config(self) -> dict[str, Any]:
+        """The parameters, for results' metadata (``Segmenter.config()`` records them)."""
+        return {"method": "dense_crf", **asdict(self)}
+
 
 def _as_tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
