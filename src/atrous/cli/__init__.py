@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.convert_cmd",
     "atrous.cli.demo_cmd",
     "atrous.cli.data_cmd",
+    "atrous.cli.train_cmd",
 )
 
 
