@@ -71,7 +71,7 @@ def ohem_cross_entropy(
     losses = losses[valid]
     if losses.numel() == 0:
         return logits.sum() * 0.0
-    k = min(losses.numel(), max(int(min_kept), int(round(top_k * losses.numel()))))
+    k = min(losses.numel(), max(int(min_kept), round(top_k * losses.numel())))
     return losses.topk(k, sorted=False).values.mean()
 
 
