@@ -39,7 +39,7 @@ class TrainConfig:
     color_jitter: float = 0.0
     num_workers: int = 4
     # optimization (v3 §4: poly, momentum 0.9, batch 16, lr 0.007)
-    batch_size: int = 16
+    batch_size: int = 16  # per process: the global batch is batch_size × processes × grad_accum
     grad_accum: int = 1
     iterations: int = 30000
     lr: float = 0.007

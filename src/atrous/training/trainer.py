@@ -349,7 +349,7 @@ class Trainer:
                 with autocast:
                     out = self.ddp_model(x)
                 loss = self.criterion(out, y) / cfg.grad_accum
-                value = float(loss.detach())
+                value = self._global_mean(loss.detach())
                 if not math.isfinite(value):
                     self._stop_non_finite(value)
                 self.scaler.scale(loss).backward()
@@ -359,6 +359,15 @@ class Trainer:
         self.scheduler.step()
         self.iteration += 1
         return total
+
+    def _global_mean(self, value: torch.Tensor) -> float:
+        """The loss averaged over processes: what a single process with the global batch
+        would log, and the same non-finite verdict on every rank."""
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= self.world
+        return float(value)
 
     def _stop_non_finite(self, value: float) -> None:
         where = (
