@@ -202,3 +202,26 @@ def test_resume_needs_checkpoint_and_too_small_dataset(tmp_path):
         Trainer(tiny_config(), tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="fewer than"):
         Trainer(tiny_config(batch_size=8), tmp_path, progress=False)
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    cfg = tiny_config(iterations=3, ckpt_every=1)
+    Trainer(cfg, tmp_path, progress=False).train(stop_at=1)
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # logged, then crashed before saving
+        f.write(json.dumps({"iteration": 2, "loss": 9.0}) + "\n" + '{"iterat')
+    tr = Trainer(cfg, tmp_path, resume=True, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1]
+    tr.train()
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in recs if "loss" in r] == [1, 2, 3]
+    assert all(r.get("loss") != 9.0 for r in recs)
+
+
+def test_pretrained_backbone_is_loaded(tmp_path):
+    src = build("deeplabv3_mobilenetv2", num_classes=3, norm="gn", width_mult=0.5)
+    torch.save(src.backbone.state_dict(), tmp_path / "imagenet.pth")
+    cfg = tiny_config(iterations=1, pretrained_backbone=str(tmp_path / "imagenet.pth"))
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    k = "backbone.features.3.conv.0.0.weight"
+    assert torch.equal(tr.model.state_dict()[k], src.state_dict()[k])

@@ -279,6 +279,22 @@ class Trainer:
         self.best_miou = float(state.get("best_miou", -1.0))
         set_rng_state(state["rng"])
         self.last_good = self.resume_path
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop records logged after the checkpoint (a crash between a log and the next
+        checkpoint): the resumed run logs those iterations again."""
+        path = self.out / "metrics.jsonl"
+        if not self.main or not path.is_file():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("iteration", 0) <= self.iteration:
+                    keep.append(line)
+            except json.JSONDecodeError:  # a line cut by the crash
+                continue
+        path.write_text("".join(x + "\n" for x in keep))
 
     def save(self, name: str = "last.pt") -> Path | None:
         if not self.main:
