@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -48,17 +49,21 @@ def one(model_name: str, crop: int, batch: int, iters: int, amp: str, channels_l
         sched.step()
 
     step()  # warm-up: allocator and kernel selection
-    t0 = time.perf_counter()
+    times = []
     for _ in range(iters):
+        t0 = time.perf_counter()
         step()
-    dt = time.perf_counter() - t0
+        times.append(time.perf_counter() - t0)
+    # The median resists bursts from other processes on a shared machine.
+    dt = statistics.median(times)
     return {
         "model": model_name,
         "crop": crop,
         "batch": batch,
         "iters": iters,
-        "images_per_s": batch * iters / dt,
-        "s_per_iter": dt / iters,
+        "images_per_s": batch / dt,
+        "s_per_iter": dt,
+        "s_per_iter_max": max(times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
     }
@@ -105,12 +110,13 @@ def main() -> None:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"  {name} crop {crop}: {r['images_per_s']:.2f} img/s", file=sys.stderr)
-    print(f"\ntraining step (fwd+loss+bwd+SGD), batch {args.batch}, {args.iters} timed "
-          f"iterations, amp={args.amp}, channels_last={args.channels_last}")  # fmt: skip
-    print(f"{'model':<30} {'crop':>5} {'img/s':>8} {'s/iter':>8} {'peak RSS MB':>12} {'thr':>4}")
+    print(f"\ntraining step (fwd+loss+bwd+SGD), batch {args.batch}, median of {args.iters} "
+          f"timed iterations, amp={args.amp}, channels_last={args.channels_last}")  # fmt: skip
+    print(f"{'model':<30} {'crop':>5} {'img/s':>8} {'s/iter':>8} {'max s':>7} "
+          f"{'peak RSS MB':>12} {'thr':>4}")  # fmt: skip
     for r in rows:
         print(f"{r['model']:<30} {r['crop']:>5} {r['images_per_s']:>8.2f} "
-              f"{r['s_per_iter']:>8.2f} {r['peak_rss_mb']:>12.0f} {r['threads']:>4}")  # fmt: skip
+              f"{r['s_per_iter']:>8.2f} {r['s_per_iter_max']:>7.2f} {r['peak_rss_mb']:>12.0f} {r['threads']:>4}")  # fmt: skip
 
 
 if __name__ == "__main__":
