@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.data_cmd",
     "atrous.cli.eval_cmd",
     "atrous.cli.predict_cmd",
+    "atrous.cli.train_cmd",
 )
 
 

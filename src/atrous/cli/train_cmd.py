@@ -1,0 +1,90 @@
+"""``atrous train``: train a DeepLab model from a config file (see ``configs/``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config (DeepLab's poly-LR recipe)",
+        description="Train a DeepLab model. Writes last.pt/best.pt (resumable), "
+        "model.safetensors, metrics.jsonl and config.json into --out.",
+    )
+    p.add_argument("--config", help="a JSON (or YAML) config, e.g. configs/synthetic_demo.json")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (JSON value), e.g. --set lr=0.01 "
+                   "--set model_options.norm=gn; repeatable")  # fmt: skip
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from --out/last.pt (or the given checkpoint)")  # fmt: skip
+    p.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
+    p.add_argument("--weights", help="fine-tune from this checkpoint (head re-initialized)")
+    p.add_argument("--pretrained-backbone", help="ImageNet backbone weights (torchvision naming)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's, auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.cli import CLIError
+    from atrous.training import TrainConfig, Trainer, TrainingError, apply_overrides, load_config
+    from atrous.training.checkpoint import load_checkpoint
+
+    overrides = list(args.overrides)
+    if args.iterations is not None:
+        overrides.append(f"iterations={args.iterations}")
+    for key, value in (("weights", args.weights), ("pretrained_backbone",
+                       args.pretrained_backbone), ("device", args.device)):  # fmt: skip
+        if value:
+            overrides.append(f"{key}={value}")
+    try:
+        if args.config:
+            cfg = load_config(args.config, overrides)
+            out = Path(args.out or Path("runs") / Path(args.config).stem)
+        elif args.resume:
+            out = Path(args.out) if args.out else None
+            ckpt = Path(args.resume) if args.resume is not True else (out or Path()) / "last.pt"
+            if args.resume is True and out is None:
+                raise CLIError("--resume without --config needs --out (the run folder)")
+            state = load_checkpoint(ckpt)
+            cfg = apply_overrides(TrainConfig.from_dict(state["config"], str(ckpt)), overrides)
+            out = out or ckpt.parent
+        else:
+            raise CLIError("give --config FILE (or --resume with --out to continue a run)")
+        if not args.resume and (out / "last.pt").exists():
+            raise CLIError(f"{out} already holds a run (last.pt); pass --resume or another --out")
+        started = _init_distributed(cfg.device)
+        try:
+            trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+            record = trainer.train()
+        finally:
+            if started:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+    except (ValueError, TypeError, FileNotFoundError, TrainingError) as e:
+        raise CLIError(str(e)) from None
+    if trainer.rank != 0:
+        return 0
+    print(f"done: {trainer.iteration} iterations; {out}/model.safetensors; last {record}")
+    return 0
+
+
+def _init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1):
+    NCCL on GPUs, gloo on CPU. Returns whether this call started it."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True

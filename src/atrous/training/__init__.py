@@ -1,0 +1,38 @@
+"""Training: DeepLab's recipe (poly LR, SGD momentum, random scale/crop/flip) as a
+resumable, DDP-ready loop; see :class:`Trainer` and :class:`TrainConfig`.
+
+>>> from atrous.training import Trainer, load_config
+>>> Trainer(load_config("configs/synthetic_demo.json"), "runs/demo").train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from atrous.training.checkpoint import (
+    TrainingError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from atrous.training.config import TrainConfig, apply_overrides, load_config
+from atrous.training.optim import PolyLR, build_optimizer, param_groups, poly_factor
+from atrous.training.trainer import EpochSampler, Trainer, _validate, freeze_batchnorm
+
+__all__ = [
+    "EpochSampler",
+    "PolyLR",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "_validate",
+    "apply_overrides",
+    "build_optimizer",
+    "freeze_batchnorm",
+    "load_checkpoint",
+    "load_config",
+    "param_groups",
+    "poly_factor",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]

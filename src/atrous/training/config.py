@@ -1,0 +1,183 @@
+"""``TrainConfig``: one training run's settings, read from a JSON (or YAML) file in
+``configs/`` and overridden from the command line with ``key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+AMP_MODES = ("none", "bf16", "fp16")
+LOSSES = ("ce", "ohem")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run; defaults follow DeepLab v3 §4 (VOC) where they apply."""
+
+    # model
+    model: str = "deeplabv3plus_mobilenetv2"
+    model_options: dict[str, Any] = field(default_factory=dict)  # build() options (norm, ...)
+    num_classes: int | None = None  # default: the dataset's
+    output_stride: int | None = None
+    aux: bool = False
+    weights: str | None = None  # fine-tune from an atrous/torchvision/VainF checkpoint
+    pretrained_backbone: str | None = None  # ImageNet backbone weights (torchvision naming)
+    freeze_bn: bool = False  # v3 §4 second stage: BN statistics and affine frozen
+    # data
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    crop_size: int = 513
+    scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    color_jitter: float = 0.0
+    num_workers: int = 4
+    # optimization (v3 §4: poly, momentum 0.9, batch 16, lr 0.007)
+    batch_size: int = 16  # per process: the global batch is batch_size × processes × grad_accum
+    grad_accum: int = 1
+    iterations: int = 30000
+    lr: float = 0.007
+    lr_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 1.0  # v2 used 10 for the classifier
+    no_decay_norm_bias: bool = False
+    # loss
+    loss: str = "ce"
+    ohem_top_k: float = 0.2
+    class_weights: list[float] | str | None = None  # a list, "inverse_log" or "median"
+    class_weight_samples: int = 200
+    region_loss: str | None = None  # "lovasz" | "dice"
+    region_weight: float = 1.0
+    aux_weight: float = 0.5
+    # engine
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 1000
+    val_max_images: int | None = None
+    ckpt_every: int = 1000
+    # documentation only: what the paper or reference reports with these settings
+    reference: str = ""
+    reference_miou: float | None = None
+
+    def validate(self, where: str = "config") -> TrainConfig:
+        """Raise ValueError naming ``where`` and the field for a setting out of range."""
+
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"{where}: {name}={getattr(self, name)!r}: {why}")
+
+        for name in ("batch_size", "grad_accum", "iterations", "crop_size", "log_every",
+                     "val_every", "ckpt_every"):  # fmt: skip
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, "must be a positive integer")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise bad("lr", "must be a positive number")
+        if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
+            raise bad("warmup_iters", "must be a non-negative integer")
+        if self.amp not in AMP_MODES:
+            raise bad("amp", f"must be one of {AMP_MODES}")
+        if self.loss not in LOSSES:
+            raise bad("loss", f"must be one of {LOSSES}")
+        if not 0 < self.ohem_top_k <= 1:
+            raise bad("ohem_top_k", "must be in (0, 1]")
+        if self.region_loss not in (None, "lovasz", "dice"):
+            raise bad("region_loss", "must be null, 'lovasz' or 'dice'")
+        if isinstance(self.class_weights, str) and self.class_weights not in (
+            "inverse_log",
+            "median",
+        ):
+            raise bad("class_weights", "must be a list, 'inverse_log' or 'median'")
+        if self.scale_range is not None and (
+            len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]
+        ):
+            raise bad("scale_range", "must be [min, max] with 0 < min <= max, or null")
+        if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
+            raise ValueError(f"{where}: model_options and dataset_options must be objects")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**data).validate(where)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs pyyaml; use a .json config") from None
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a mapping of settings")
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    """Read ``path`` (JSON, or YAML where pyyaml is installed) and apply ``key=value``
+    overrides (see :func:`apply_overrides`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    cfg = TrainConfig.from_dict(_read(path), str(path))
+    return apply_overrides(cfg, overrides or [])
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string: --set dataset=voc
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """A copy of ``cfg`` with ``key=value`` settings applied. Values are JSON (``lr=0.01``,
+    ``scale_range=[0.5,1.5]``, ``val_split=null``) or bare strings; ``a.b=v`` sets key ``b``
+    of the dict setting ``a`` (``model_options.norm=gn``)."""
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        value = _parse_value(raw)
+        top, _, sub = key.partition(".")
+        if top not in data:
+            raise ValueError(f"--set {item!r}: unknown setting {top!r}")
+        if sub:
+            if not isinstance(data[top], dict):
+                raise ValueError(f"--set {item!r}: {top!r} is not a dict setting")
+            data[top] = {**data[top], sub: value}
+            continue
+        if isinstance(getattr(cfg, top), str) and not isinstance(value, str) and value is not None:
+            value = raw  # e.g. dataset=123 stays a string
+        if isinstance(getattr(cfg, top), float) and isinstance(value, int):
+            value = float(value)
+        data[top] = value
+    return TrainConfig.from_dict(data, "--set")

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from train_helpers import tiny_config
+
+from atrous.models import build
+from atrous.training import (
+    EpochSampler,
+    Trainer,
+    TrainingError,
+    _validate,
+    freeze_batchnorm,
+    load_checkpoint,
+    save_checkpoint,
+)
+from atrous.training import checkpoint as ckpt_mod
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    # 6 images, batch 2, accumulation 2: iteration 2 stops mid-epoch 1, so the resume has to
+    # restore the data position, the dropout RNG, momentum and the LR schedule.
+    cfg = tiny_config(grad_accum=2, iterations=4, warmup_iters=1)
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    full.train()
+    part = Trainer(cfg, tmp_path / "part", progress=False)
+    part.train(stop_at=2)
+    assert part.iteration == 2 and not (tmp_path / "part" / "model.safetensors").exists()
+    del part
+    torch.manual_seed(1234)  # whatever happens in between must not matter
+    resumed = Trainer(cfg, tmp_path / "part", resume=True, progress=False)
+    assert resumed.iteration == 2
+    resumed.train()
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = lambda d: [
+        r["loss"]
+        for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert losses(tmp_path / "full") == losses(tmp_path / "part")
+    assert (tmp_path / "part" / "model.safetensors").exists()
+
+
+def test_checkpoint_contents_load_weights_only(tmp_path):
+    cfg = tiny_config(iterations=1)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train()
+    state = load_checkpoint(tmp_path / "last.pt")  # weights_only=True inside
+    assert state["iteration"] == 1 and state["config"]["iterations"] == 1
+    assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(state)
+    assert set(state["rng"]) >= {"python", "numpy", "torch"}
+    torch.load(tmp_path / "last.pt", weights_only=True)
+
+    from atrous.weights import load
+
+    model = load(tmp_path / "model.safetensors")
+    assert model.metadata["class_names"][:2] == ["background", "disc"]
+    assert model.config["width_mult"] == 0.5
+
+
+def test_crash_mid_write_keeps_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"iteration": 1, "w": torch.ones(3)}, path)
+
+    def exploding_save(obj, f):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"iteration": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["iteration"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad\.pt: not a readable"):
+        load_checkpoint(bad)
+    torch.save({"model": {}}, bad)
+    with pytest.raises(ValueError, match="not an atrous training checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(iterations=3, ckpt_every=1)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train(stop_at=1)
+    good = load_checkpoint(tmp_path / "last.pt")
+    crit = tr.criterion
+    real = type(crit).forward
+    monkeypatch.setattr(type(crit), "forward", lambda self, o, t: real(self, o, t) * math.nan)
+    with pytest.raises(TrainingError, match=r"loss is nan at iteration 2.*last\.pt.*intact"):
+        tr.train()
+    after = load_checkpoint(tmp_path / "last.pt")
+    assert after["iteration"] == 1
+    for k, v in good["model"].items():
+        assert torch.equal(v, after["model"][k])
+
+
+def test_validate_confusion_miou():
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):  # predicts class 0 on the left half, 1 on the right
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            out[:, 0, :, :2] = 1
+            out[:, 1, :, 2:] = 1
+            return {"out": out}
+
+    mask = torch.tensor([[[0, 0, 0, 1], [0, 0, 1, 255]]])
+    loader = [{"image": torch.zeros(1, 3, 2, 4), "mask": mask}]
+    m = _validate(Fixed(), loader, 2)
+    # class 0: tp 4, fp 0, fn 1 -> 4/5; class 1: tp 2, fp 1 (pixel (0,2)), fn 0 -> 2/3
+    assert m["miou"] == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert m["pixel_acc"] == pytest.approx(6 / 7)
+
+
+def test_validation_writes_best_and_metrics(tmp_path):
+    cfg = tiny_config(iterations=2, val_every=1)
+    Trainer(cfg, tmp_path, progress=False).train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if "val_miou" in r]
+    assert [r["iteration"] for r in vals] == [1, 2]
+    assert all(0 <= r["val_miou"] <= 1 for r in vals)
+    assert load_checkpoint(tmp_path / "best.pt")["best_miou"] == max(r["val_miou"] for r in vals)
+    train = [r for r in recs if "loss" in r]
+    assert {"loss", "lr", "images_per_s", "loss_ce"} <= set(train[0])
+
+
+def test_epoch_sampler_shards_and_resumes():
+    s = EpochSampler(10, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    assert sorted(full) == list(range(10))
+    s.set_epoch(2, start=4)
+    assert list(s) == full[4:] and len(s) == 6
+    shards = []
+    for r in range(3):
+        t = EpochSampler(10, seed=3, rank=r, world=3)
+        t.set_epoch(2)
+        shards.append(list(t))
+    assert all(len(x) == 4 for x in shards)
+    assert {i for s in shards for i in s} == set(range(10))
+
+
+def test_freeze_bn_and_options(tmp_path):
+    model = build("deeplabv3_mobilenetv2", num_classes=3, width_mult=0.5)
+    n = freeze_batchnorm(model)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert n > 0 and not bn.training and not bn.weight.requires_grad
+    cfg = tiny_config(
+        iterations=1, model_options={"width_mult": 0.5}, freeze_bn=True, amp="bf16",
+        channels_last=True, loss="ohem", region_loss="dice", class_weights="inverse_log",
+        aux=True,
+    )  # fmt: skip
+    tr = Trainer(cfg, tmp_path, progress=False)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items() if "running_mean" in k}
+    tr.train()
+    after = tr.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # statistics untouched
+    assert tr.criterion.weight is not None and tr.criterion.weight.numel() == 6
+    assert {"ce", "dice", "aux_ce", "aux_dice"} <= set(tr.criterion.parts)
+
+
+def test_finetune_from_weights_reinitializes_head(tmp_path, capsys):
+    from atrous.weights import save
+
+    src = build("deeplabv3_mobilenetv2", num_classes=3, norm="gn", width_mult=0.5)
+    save(src, tmp_path / "src.safetensors")
+    cfg = tiny_config(iterations=1, weights=str(tmp_path / "src.safetensors"))
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    assert "re-initialized ['head.classifier.bias', 'head.classifier.weight']" in out
+    sd = src.state_dict()
+    own = tr.model.state_dict()
+    assert own["head.classifier.weight"].shape[0] == 6
+    k = "backbone.features.0.0.weight"
+    assert torch.equal(own[k], sd[k])
+
+
+def test_resume_needs_checkpoint_and_too_small_dataset(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"last\.pt"):
+        Trainer(tiny_config(), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="fewer than"):
+        Trainer(tiny_config(batch_size=8), tmp_path, progress=False)
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    cfg = tiny_config(iterations=3, ckpt_every=1)
+    Trainer(cfg, tmp_path, progress=False).train(stop_at=1)
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # logged, then crashed before saving
+        f.write(json.dumps({"iteration": 2, "loss": 9.0}) + "\n" + '{"iterat')
+    tr = Trainer(cfg, tmp_path, resume=True, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1]
+    tr.train()
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in recs if "loss" in r] == [1, 2, 3]
+    assert all(r.get("loss") != 9.0 for r in recs)
+
+
+def test_pretrained_backbone_is_loaded(tmp_path):
+    src = build("deeplabv3_mobilenetv2", num_classes=3, norm="gn", width_mult=0.5)
+    torch.save(src.backbone.state_dict(), tmp_path / "imagenet.pth")
+    cfg = tiny_config(iterations=1, pretrained_backbone=str(tmp_path / "imagenet.pth"))
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    k = "backbone.features.3.conv.0.0.weight"
+    assert torch.equal(tr.model.state_dict()[k], src.state_dict()[k])
