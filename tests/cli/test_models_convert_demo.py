@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 import atrous.models as M
@@ -58,10 +57,18 @@ def test_convert_bad_input_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert "bad.pth" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("model", ["deeplabv3plus_mobilenetv2"])
-def test_demo_writes_outputs(tmp_path: Path, model: str, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--model", model, "--size", "97"]) == 0
+def test_demo_trains_evaluates_predicts_and_reports(tmp_path: Path) -> None:
+    args = ["demo", "--out", str(tmp_path), "--iterations", "20", "--eval-images", "4"]
+    assert main([*args, "--no-progress"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["output_shape"] == [1, 4, 97, 97]
-    for f in summary["files"]:
-        assert (tmp_path / f).stat().st_size > 0
+    assert 0.0 <= summary["miou"] <= 1.0 and summary["val_images"] == 4
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert abs(metrics["metrics"]["mIoU"] - summary["miou"]) < 1e-9
+    for f in ("report.md", "report.html", "learning_curve.png", "eval/trimap.png",
+              "eval/confusion.png", "predictions/0.png", "run/model.safetensors"):  # fmt: skip
+        assert (tmp_path / f).stat().st_size > 0, f
+    assert "mIoU" in (tmp_path / "report.md").read_text()
+    # A second run reuses the trained model instead of training again.
+    mtime = (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns
+    assert main([*args, "--no-progress"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == mtime
