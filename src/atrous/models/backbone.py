@@ -70,3 +70,28 @@ def stage_strides(
             out_strides.append(s)
         after.append(rate)
     return out_strides, before, after
+
+
+class SequentialBackbone(Backbone):
+    """A backbone that is one ``nn.Sequential`` named ``features`` (torchvision's VGG and
+    MobileNets): its stages are the outputs of the children named in ``feature_info``."""
+
+    features: nn.Sequential
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        keep = {f.name for f in self.feature_info}
+        feats = {}
+        for name, layer in self.features.named_children():
+            x = layer(x)
+            if name in keep:
+                feats[name] = x
+        return feats
+
+
+def init_conv_weights(module: nn.Module, nonlinearity: str = "relu") -> None:
+    """Kaiming-normal (fan-out) conv weights and zero conv biases, as torchvision initializes."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=nonlinearity)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo, stage_strides
+from .backbone import FeatureInfo, SequentialBackbone, init_conv_weights, stage_strides
 from .layers import ConvNormAct, NormLayer
 
 # expansion t, channels c, repeats n, stride s (MobileNetV2 Table 2)
@@ -70,7 +70,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
-class MobileNetV2(Backbone):
+class MobileNetV2(SequentialBackbone):
     """Atrous MobileNetV2; ``forward`` returns features after blocks 1, 3, 6, 13 and 17."""
 
     def __init__(
@@ -104,18 +104,5 @@ class MobileNetV2(Backbone):
         keep = (1, 3, 6, 13, 17)
         self.feature_info = [FeatureInfo(str(k), *stage_end[k]) for k in keep]
         self.roles = {"out": "17", "low_level": "3", "aux": "13"}
-        self._keep = {str(k) for k in keep}
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats = {}
-        for name, layer in self.features.named_children():
-            x = layer(x)
-            if name in self._keep:
-                feats[name] = x
-        return feats
+        init_conv_weights(self)

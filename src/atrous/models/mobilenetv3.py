@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo, stage_strides
+from .backbone import FeatureInfo, SequentialBackbone, init_conv_weights, stage_strides
 from .layers import ConvNormAct, NormLayer, make_norm
 from .mobilenetv2 import make_divisible
 
@@ -89,7 +89,7 @@ class InvertedResidualV3(nn.Module):
         return x + y if self.use_residual else y
 
 
-class MobileNetV3Large(Backbone):
+class MobileNetV3Large(SequentialBackbone):
     """Atrous MobileNetV3-Large; default norm is BatchNorm(eps=1e-3, momentum=0.01)."""
 
     def __init__(self, output_stride: int = 16, norm_layer: NormLayer | None = None) -> None:
@@ -114,18 +114,5 @@ class MobileNetV3Large(Backbone):
         infos.append(FeatureInfo("16", 960, stride))
         self.feature_info = [f for f in infos if f.name in keep]
         self.roles = {"out": "16", "low_level": "3", "aux": "4"}
-        self._keep = keep
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats = {}
-        for name, layer in self.features.named_children():
-            x = layer(x)
-            if name in self._keep:
-                feats[name] = x
-        return feats
+        init_conv_weights(self)

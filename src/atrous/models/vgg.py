@@ -8,15 +8,15 @@ pool4 and pool5 at stride 1, conv5 at rate 2). The LargeFOV fc6/fc7 live in the 
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from .backbone import Backbone, FeatureInfo, stage_strides
+from .backbone import FeatureInfo, SequentialBackbone, stage_strides
 
 # conv channels per block; each block ends with a pool
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
-class VGG16(Backbone):
+class VGG16(SequentialBackbone):
     """Atrous VGG-16 (no normalization, as in the paper); features after each pool."""
 
     def __init__(self, output_stride: int = 8) -> None:
@@ -36,12 +36,3 @@ class VGG16(Backbone):
         self.features = nn.Sequential(*layers)
         self.feature_info = infos
         self.roles = {"out": infos[4].name, "low_level": infos[1].name, "aux": infos[3].name}
-        self._keep = {f.name for f in infos}
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats = {}
-        for name, layer in self.features.named_children():
-            x = layer(x)
-            if name in self._keep:
-                feats[name] = x
-        return feats
