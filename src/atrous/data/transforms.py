@@ -20,10 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
 from atrous.data.palettes import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Sample = dict[str, Any]
 RngLike = np.random.Generator | torch.Generator | int | None

@@ -12,8 +12,7 @@ from PIL import Image
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalizer", "to_uint8_hwc"]
 
 # The statistics every ImageNet-pretrained backbone of the family was trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _check_hw(h: int, w: int, what: str) -> None:

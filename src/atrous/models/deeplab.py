@@ -12,11 +12,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .backbone import Backbone
 from .layers import upsample_to
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DeepLab(nn.Module):
