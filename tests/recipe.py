@@ -51,3 +51,31 @@ def image(shape: tuple[int, ...], seed: int = 12345) -> np.ndarray:
 def state_dict(entries: list[tuple[str, list[int], str]]) -> dict[str, torch.Tensor]:
     """A state dict for (name, shape, dtype) entries as the fixtures' JSON lists them."""
     return {name: torch.from_numpy(value(name, tuple(shape))) for name, shape, _ in entries}
+
+
+def to_reference_names(sd: dict[str, torch.Tensor], source: str, arch: str) -> dict:
+    """Rename an atrous state dict to torchvision's or VainF's names (inverse of
+    ``atrous.weights.convert``), to make reference-format checkpoints in tests."""
+    from atrous.models import get_spec
+
+    spec = get_spec(arch)
+    out = {}
+    for k, v in sd.items():
+        if spec.backbone == "mobilenetv3_large":
+            k = k.replace("backbone.features.", "backbone.")
+        if spec.backbone == "mobilenetv2":
+            idx = int(k.split(".")[2]) if k.startswith("backbone.features.") else -1
+            part = "low_level_features" if idx < 4 else "high_level_features"
+            k = k.replace("backbone.features.", f"backbone.{part}.")
+        head = "classifier." if source == "torchvision" else "classifier.classifier."
+        if spec.version == "v3+":
+            k = k.replace("head.project.", "classifier.project.")
+            k = k.replace("head.aspp.", "classifier.aspp.")
+            k = k.replace("head.fuse.0.0.", "classifier.classifier.0.")
+            k = k.replace("head.fuse.0.1.", "classifier.classifier.1.")
+            k = k.replace("head.classifier.", "classifier.classifier.3.")
+        else:
+            k = k.replace("head.aspp.", head + "0.").replace("head.conv.0.", head + "1.")
+            k = k.replace("head.conv.1.", head + "2.").replace("head.classifier.", head + "4.")
+        out[k] = v
+    return out

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from recipe import to_reference_names
 
 import atrous.models as M
 import atrous.weights as W
@@ -145,11 +146,7 @@ def test_eval_torchvision_pth_at_output_stride_8(tmp_path: Path, capsys) -> None
     torch.manual_seed(0)
     arch = "deeplabv3_mobilenetv3_large"
     ref = M.build(arch, 6, **W.source_config("torchvision", arch)).eval()
-    tv = {}  # atrous names -> torchvision's (inverse of the conversion)
-    for k, v in ref.state_dict().items():
-        k = k.replace("backbone.features.", "backbone.").replace("head.aspp.", "classifier.0.")
-        k = k.replace("head.conv.0.", "classifier.1.").replace("head.conv.1.", "classifier.2.")
-        tv[k.replace("head.classifier.", "classifier.4.")] = v
+    tv = to_reference_names(ref.state_dict(), "torchvision", arch)
     pth = tmp_path / "tv.pth"
     torch.save(tv, pth)
     out = tmp_path / "out"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from recipe import to_reference_names
 
 import atrous.models as M
 import atrous.weights as W
@@ -26,12 +27,7 @@ def test_convert_torchvision_checkpoint(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
     ref = M.build("deeplabv3_mobilenetv3_large", 21, aux=True,
                   **W.source_config("torchvision", "deeplabv3_mobilenetv3_large")).eval()  # fmt: skip
-    # Rename ours to torchvision's names: the inverse of the conversion.
-    tv = {}
-    for k, v in ref.state_dict().items():
-        k = k.replace("backbone.features.", "backbone.").replace("head.aspp.", "classifier.0.")
-        k = k.replace("head.conv.0.", "classifier.1.").replace("head.conv.1.", "classifier.2.")
-        tv[k.replace("head.classifier.", "classifier.4.")] = v
+    tv = to_reference_names(ref.state_dict(), "torchvision", "deeplabv3_mobilenetv3_large")
     src = tmp_path / "tv.pth"
     torch.save(tv, src)
     names = tmp_path / "names.txt"

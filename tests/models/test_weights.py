@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe import state_dict
+from recipe import state_dict, to_reference_names
 
 import atrous.models as M
 import atrous.weights as W
@@ -158,31 +158,6 @@ def test_torchvision_imagenet_mobilenetv3_loads() -> None:
     assert sorted(ignored) == sorted(e[0] for e in entries[-4:])
 
 
-def _to_reference_names(sd: dict[str, torch.Tensor], source: str, arch: str) -> dict:
-    """Rename an atrous state dict to the reference's names (inverse of W.convert)."""
-    spec = M.get_spec(arch)
-    out = {}
-    for k, v in sd.items():
-        if spec.backbone == "mobilenetv3_large":
-            k = k.replace("backbone.features.", "backbone.")
-        if spec.backbone == "mobilenetv2":
-            idx = int(k.split(".")[2]) if k.startswith("backbone.features.") else -1
-            part = "low_level_features" if idx < 4 else "high_level_features"
-            k = k.replace("backbone.features.", f"backbone.{part}.")
-        head = "classifier." if source == "torchvision" else "classifier.classifier."
-        if spec.version == "v3+":
-            k = k.replace("head.project.", "classifier.project.")
-            k = k.replace("head.aspp.", "classifier.aspp.")
-            k = k.replace("head.fuse.0.0.", "classifier.classifier.0.")
-            k = k.replace("head.fuse.0.1.", "classifier.classifier.1.")
-            k = k.replace("head.classifier.", "classifier.classifier.3.")
-        else:
-            k = k.replace("head.aspp.", head + "0.").replace("head.conv.0.", head + "1.")
-            k = k.replace("head.conv.1.", head + "2.").replace("head.classifier.", head + "4.")
-        out[k] = v
-    return out
-
-
 @pytest.mark.parametrize(
     ("source", "arch", "os_", "classes"),
     [
@@ -204,7 +179,7 @@ def test_every_conversion_round_trips(
         cfg["output_stride"] = os_
         cfg["atrous_rates"] = [r * 16 // os_ for r in (6, 12, 18)]
     ref = M.build(arch, classes, aux=source == "torchvision", **cfg).eval()
-    sd = _to_reference_names(ref.state_dict(), source, arch)
+    sd = to_reference_names(ref.state_dict(), source, arch)
     if source == "vainf":
         sd = {"model_state": sd, "cur_itrs": 10}
     loaded = W.load(sd, **({"output_stride": os_} if os_ and source == "vainf" else {}))
