@@ -310,7 +310,9 @@ def _load(
         config = json.loads(meta["config"])
         source, arch = "atrous", arch or config["arch"]
         metadata = {
-            k: json.loads(meta[k]) for k in ("class_names", "mean", "std", "palette") if k in meta
+            k: json.loads(meta[k])
+            for k in ("class_names", "mean", "std", "palette", "inference_scales")
+            if k in meta
         }
     else:
         config = {}
@@ -341,6 +343,7 @@ def _load(
 
     reinit = _drop_mismatched_classifier(model, sd) if "num_classes" in overrides else []
     missing, unexpected = _load_into(model, sd, strict and not reinit, where)
+    missing = [k for k in missing if k not in reinit]  # re-initialized on purpose
     model.metadata.update({k: tuple(v) if k in ("mean", "std") else v for k, v in metadata.items()})
     model.metadata.update(
         {"source": source, "weights": where, "reinitialized": reinit,

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from train_helpers import tiny_config
@@ -13,10 +14,10 @@ from atrous.training import (
     EpochSampler,
     Trainer,
     TrainingError,
-    _validate,
     freeze_batchnorm,
     load_checkpoint,
     save_checkpoint,
+    validate_model,
 )
 from atrous.training import checkpoint as ckpt_mod
 
@@ -126,12 +127,12 @@ def test_validate_confusion_miou():
             out[:, 1, :, 2:] = 1
             return {"out": out}
 
-    mask = torch.tensor([[[0, 0, 0, 1], [0, 0, 1, 255]]])
-    loader = [{"image": torch.zeros(1, 3, 2, 4), "mask": mask}]
-    m = _validate(Fixed(), loader, 2)
+    mask = np.array([[0, 0, 0, 1], [0, 0, 1, 255]], np.uint8)
+    data = [{"image": np.zeros((2, 4, 3), np.uint8), "mask": mask}]
+    m = validate_model(Fixed(), data, 2).metrics
     # class 0: tp 4, fp 0, fn 1 -> 4/5; class 1: tp 2, fp 1 (pixel (0,2)), fn 0 -> 2/3
-    assert m["miou"] == pytest.approx((4 / 5 + 2 / 3) / 2)
-    assert m["pixel_acc"] == pytest.approx(6 / 7)
+    assert m.miou == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert m.pixel_accuracy == pytest.approx(6 / 7)
 
 
 def test_validation_writes_best_and_metrics(tmp_path):
@@ -189,7 +190,10 @@ def test_finetune_from_weights_reinitializes_head(tmp_path, capsys):
     cfg = tiny_config(iterations=1, weights=str(tmp_path / "src.safetensors"))
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     out = capsys.readouterr().out
-    assert "re-initialized ['head.classifier.bias', 'head.classifier.weight']" in out
+    assert "re-initialized for 6 classes: ['head.classifier.bias', 'head.classifier.weight']" in out
+    n = len(src.state_dict())
+    assert f"loaded {n - 2}/{n} tensors" in out and "missing (left at init): none" in out
+    assert tr.model.metadata["missing_keys"] == []  # the re-initialized head is not "missing"
     sd = src.state_dict()
     own = tr.model.state_dict()
     assert own["head.classifier.weight"].shape[0] == 6
@@ -225,3 +229,66 @@ def test_pretrained_backbone_is_loaded(tmp_path):
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     k = "backbone.features.3.conv.0.0.weight"
     assert torch.equal(tr.model.state_dict()[k], src.state_dict()[k])
+
+
+def test_tensorboard_curve_and_inference_scales(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from atrous.weights import load
+
+    cfg = tiny_config(iterations=2, val_every=2, eval_scales=[0.75, 1.0], tb_images=2)
+    Trainer(cfg, tmp_path, progress=False).train()
+    acc = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/lr", "val/miou", "val/pixel_acc"} <= set(tags["scalars"])
+    assert {"val/0", "val/1"} <= set(tags["images"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    model = load(tmp_path / "model.safetensors")
+    assert model.metadata["inference_scales"] == [0.75, 1.0]
+
+
+def test_adamw_optimizer_trains(tmp_path):
+    tr = Trainer(tiny_config(iterations=2, optimizer="adamw", lr=1e-3), tmp_path, progress=False)
+    before = _weights(tr)
+    tr.train()
+    assert isinstance(tr.optimizer, torch.optim.AdamW)
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny_config(optimizer="lbfgs")
+
+
+def test_time_limit_sets_iterations_from_speed(tmp_path):
+    # a budget far below what 1000 iterations need: the run is re-planned and ends on time
+    cfg = tiny_config(iterations=1000, time_limit=0.05, log_every=2, val_every=1000)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train()
+    assert 5 <= tr.iteration < 1000
+    assert tr.cfg.iterations == tr.iteration
+    assert tr.elapsed < 12.0  # 3 s budget; loose, as CI machines are noisy
+    assert (tmp_path / "model.safetensors").is_file()
+    assert tr.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sigint_saves_last_checkpoint_and_resumes(tmp_path):
+    import signal
+
+    cfg = tiny_config(iterations=6)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    real_step = tr._step
+
+    def step_then_interrupt(batches):
+        loss = real_step(batches)
+        if tr.iteration == 2:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C would, between two iterations
+        return loss
+
+    tr._step = step_then_interrupt
+    tr.train()
+    assert tr.iteration == 2
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+    assert not (tmp_path / "model.safetensors").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = Trainer(cfg, tmp_path, resume=True, progress=False)
+    resumed.train()
+    assert resumed.iteration == 6 and (tmp_path / "model.safetensors").is_file()

@@ -51,9 +51,10 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--scales",
         type=parse_scales,
-        default=(1.0,),
+        default=None,
         help="test-time scales, comma-separated; logits are averaged (v3 sec. 4.3 uses "
-        "0.5,0.75,1,1.25,1.5,1.75, also spelled 'paper'; default: 1)",
+        "0.5,0.75,1,1.25,1.5,1.75, also spelled 'paper'; default: the scales the model was "
+        "validated at when training saved them, else 1)",
     )
     g.add_argument("--flip", action="store_true", help="also average the left-right flip")
     g.add_argument(
@@ -143,7 +144,7 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
         return Segmenter(
             model,
             num_classes=int(model.config["num_classes"]),
-            scales=args.scales,
+            scales=args.scales or tuple(model.metadata.get("inference_scales") or (1.0,)),
             flip=args.flip,
             tile_size=args.tile_size,
             batch_size=args.batch_size,

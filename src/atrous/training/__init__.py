@@ -16,7 +16,7 @@ from atrous.training.checkpoint import (
 )
 from atrous.training.config import TrainConfig, apply_overrides, load_config
 from atrous.training.optim import PolyLR, build_optimizer, param_groups, poly_factor
-from atrous.training.trainer import EpochSampler, Trainer, _validate, freeze_batchnorm
+from atrous.training.trainer import EpochSampler, Trainer, freeze_batchnorm, validate_model
 
 __all__ = [
     "EpochSampler",
@@ -24,7 +24,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingError",
-    "_validate",
     "apply_overrides",
     "build_optimizer",
     "freeze_batchnorm",
@@ -35,4 +34,5 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "validate_model",
 ]

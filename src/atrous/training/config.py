@@ -12,6 +12,7 @@ from typing import Any
 
 AMP_MODES = ("none", "bf16", "fp16")
 LOSSES = ("ce", "ohem")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str | None = "val"
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    crop_size: int = 513
+    crop_size: int | list[int] = 513  # a side, or [height, width]
     scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     color_jitter: float = 0.0
@@ -42,6 +43,11 @@ class TrainConfig:
     batch_size: int = 16  # per process: the global batch is batch_size × processes × grad_accum
     grad_accum: int = 1
     iterations: int = 30000
+    # Wall-clock budget in minutes (validation included): the iteration count is re-estimated
+    # from the measured speed so the poly schedule ends when the budget does. Not bit-exact
+    # on resume (the schedule depends on timing); null = train exactly ``iterations``.
+    time_limit: float | None = None
+    optimizer: str = "sgd"  # "adamw" (betas 0.9/0.999) converges faster from scratch
     lr: float = 0.007
     lr_power: float = 0.9
     warmup_iters: int = 0
@@ -67,6 +73,11 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 1000
     val_max_images: int | None = None
+    # Test-time scales of validation (logits averaged, evaluated against full-resolution
+    # labels); saved with the weights as the model's default for eval/predict.
+    eval_scales: list[float] = field(default_factory=lambda: [1.0])
+    tensorboard: bool = True  # scalars and sample predictions under <out>/tensorboard
+    tb_images: int = 3  # validation images drawn (image | truth | prediction) per validation
     ckpt_every: int = 1000
     # documentation only: what the paper or reference reports with these settings
     reference: str = ""
@@ -78,17 +89,36 @@ class TrainConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"{where}: {name}={getattr(self, name)!r}: {why}")
 
-        for name in ("batch_size", "grad_accum", "iterations", "crop_size", "log_every",
+        for name in ("batch_size", "grad_accum", "iterations", "log_every",
                      "val_every", "ckpt_every"):  # fmt: skip
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, "must be a positive integer")
+        crop = self.crop_size if isinstance(self.crop_size, list) else [self.crop_size]
+        if len(crop) not in (1, 2) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in crop
+        ):
+            raise bad("crop_size", "must be a positive integer or [height, width]")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise bad("lr", "must be a positive number")
         if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
             raise bad("warmup_iters", "must be a non-negative integer")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"must be one of {AMP_MODES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be one of {OPTIMIZERS}")
+        if self.time_limit is not None and (
+            not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0
+        ):
+            raise bad("time_limit", "must be a positive number of minutes, or null")
+        if (
+            not isinstance(self.eval_scales, list)
+            or not self.eval_scales
+            or not all(isinstance(s, (int, float)) and s > 0 for s in self.eval_scales)
+        ):
+            raise bad("eval_scales", "must be a non-empty list of positive numbers")
+        if not isinstance(self.tb_images, int) or self.tb_images < 0:
+            raise bad("tb_images", "must be a non-negative integer")
         if self.loss not in LOSSES:
             raise bad("loss", f"must be one of {LOSSES}")
         if not 0 < self.ohem_top_k <= 1:

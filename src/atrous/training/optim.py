@@ -104,7 +104,14 @@ def build_optimizer(
     weight_decay: float = 1e-4,
     head_lr_mult: float = 1.0,
     no_decay_norm_bias: bool = False,
-) -> torch.optim.SGD:
-    """SGD with momentum 0.9 over :func:`param_groups` (DeepLab v2 §4.1, v3 §4)."""
+    kind: str = "sgd",
+) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 over :func:`param_groups` (DeepLab v2 §4.1, v3 §4), or AdamW
+    (decoupled weight decay, Loshchilov & Hutter 2019) with ``kind="adamw"``: not the papers'
+    choice, but it gets further in a short from-scratch budget."""
     groups = param_groups(model, lr, weight_decay, head_lr_mult, no_decay_norm_bias)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {kind!r}")

@@ -65,30 +65,31 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _validate(model: nn.Module, loader: DataLoader, num_classes: int) -> dict[str, float]:
-    """mIoU and pixel accuracy over ``loader`` (full-resolution images, batch 1) from a
-    confusion matrix, ignoring label 255. Kept tiny so atrous.evaluation can replace it."""
+def validate_model(
+    model: nn.Module,
+    dataset: Any,
+    num_classes: int,
+    scales: tuple[float, ...] = (1.0,),
+    class_names: list[str] | None = None,
+    limit: int | None = None,
+) -> Any:
+    """Evaluate ``model`` on ``dataset`` (items with uint8 "image" and "mask", untransformed)
+    the way ``atrous eval`` does: :class:`atrous.inference.Segmenter` at ``scales``, scored
+    against the full-resolution labels with :class:`atrous.evaluation.ConfusionMatrix`
+    (ignore 255). Returns an :class:`atrous.evaluation.EvalResult`; the model is left in
+    eval mode."""
+    from atrous.evaluation import evaluate
+    from atrous.inference import Segmenter
+
+    meta = getattr(model, "metadata", {}) or {}
     device = next(model.parameters()).device
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            pred = model(batch["image"].to(device).float())["out"].argmax(1).cpu()
-            gt = batch["mask"]
-            keep = gt != 255
-            idx = gt[keep] * num_classes + pred[keep]
-            conf += torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
-    model.train(was_training)
-    tp = conf.diag().double()
-    union = conf.sum(0).double() + conf.sum(1).double() - tp
-    present = union > 0
-    iou = tp[present] / union[present]
-    total = conf.sum().item()
-    return {
-        "miou": float(iou.mean()) if present.any() else 0.0,
-        "pixel_acc": float(tp.sum() / total) if total else 0.0,
-    }
+    seg = Segmenter(
+        model, mean=meta.get("mean"), std=meta.get("std"), num_classes=num_classes,
+        scales=scales, batch_size=1, device=device,
+    )  # fmt: skip
+    return evaluate(
+        seg, dataset, num_classes, class_names=class_names, trimap_widths=None, limit=limit
+    )
 
 
 def freeze_batchnorm(model: nn.Module) -> int:
@@ -102,6 +103,14 @@ def freeze_batchnorm(model: nn.Module) -> int:
                 p.requires_grad_(False)
             n += 1
     return n
+
+
+def _tb_tag(key: str) -> str:
+    """metrics.jsonl key -> TensorBoard tag: ``val_miou`` -> ``val/miou``."""
+    for prefix in ("val_", "loss_"):
+        if key.startswith(prefix):
+            return prefix[:-1] + "/" + key[len(prefix) :]
+    return "train/" + key
 
 
 class Trainer:
@@ -128,7 +137,10 @@ class Trainer:
             if not self.resume_path.is_file():
                 raise FileNotFoundError(f"{self.resume_path}: no checkpoint to resume from")
         self.iteration = 0
+        self.elapsed = 0.0  # training seconds before this process (time_limit runs)
         self.best_miou = -1.0
+        self._stop_requested = False
+        self._tb: Any = None
         self.last_good: Path | None = None
         self._setup()
 
@@ -147,7 +159,7 @@ class Trainer:
         np.random.seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        from atrous.data import build_dataset, eval_transforms, train_transforms
+        from atrous.data import build_dataset, train_transforms
 
         scale = tuple(cfg.scale_range) if cfg.scale_range else None
         tt = train_transforms(cfg.crop_size, scale, cfg.flip, cfg.color_jitter)
@@ -155,9 +167,9 @@ class Trainer:
             cfg.dataset, cfg.data_root, cfg.train_split, tt, seed=cfg.seed, **cfg.dataset_options
         )
         self.val_set: Dataset | None = None
-        if cfg.val_split:
+        if cfg.val_split:  # untransformed: the Segmenter normalizes, as in ``atrous eval``
             self.val_set = build_dataset(
-                cfg.dataset, cfg.data_root, cfg.val_split, eval_transforms(), **cfg.dataset_options
+                cfg.dataset, cfg.data_root, cfg.val_split, None, **cfg.dataset_options
             )
         self.class_names = list(getattr(self.train_set, "class_names", []) or [])
         self.num_classes = cfg.num_classes or getattr(self.train_set, "num_classes", None)
@@ -190,7 +202,7 @@ class Trainer:
         ).to(self.device)
         self.optimizer = build_optimizer(
             self.model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.head_lr_mult,
-            cfg.no_decay_norm_bias,
+            cfg.no_decay_norm_bias, cfg.optimizer,
         )  # fmt: skip
         self.scheduler = PolyLR(
             self.optimizer, cfg.iterations, cfg.lr_power, cfg.warmup_iters, cfg.warmup_factor
@@ -217,10 +229,15 @@ class Trainer:
             from atrous.weights import load
 
             model = load(cfg.weights, arch=cfg.model, strict=False, **kw, **cfg.model_options)
+            meta = model.metadata
+            n_model = len(model.state_dict())
+            n_loaded = n_model - len(meta["reinitialized"]) - len(meta["missing_keys"])
             self.log_text(
-                f"fine-tuning from {cfg.weights}: re-initialized {model.metadata['reinitialized']},"
-                f" missing {len(model.metadata['missing_keys'])} key(s), unexpected "
-                f"{len(model.metadata['unexpected_keys'])}"
+                f"fine-tuning from {cfg.weights} ({meta['source']} format): loaded "
+                f"{n_loaded}/{n_model} tensors; re-initialized for {self.num_classes} classes: "
+                f"{meta['reinitialized'] or 'none'}; missing (left at init): "
+                f"{meta['missing_keys'] or 'none'}; unexpected (ignored): "
+                f"{meta['unexpected_keys'] or 'none'}"
             )
             return model.train()
         opts = dict(cfg.model_options)
@@ -264,6 +281,7 @@ class Trainer:
             "iteration": self.iteration,
             "epoch": self.iteration * self.cfg.grad_accum // self.batches_per_epoch,
             "best_miou": self.best_miou,
+            "elapsed": self._elapsed(),
             "config": self.cfg.to_dict(),
             "class_names": self.class_names,
         }
@@ -277,6 +295,10 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_miou = float(state.get("best_miou", -1.0))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        if self.cfg.time_limit is not None:  # the re-estimated length, not the config's
+            self.cfg.iterations = max(int(state["config"]["iterations"]), self.iteration)
+            self.scheduler.max_iterations = self.cfg.iterations
         set_rng_state(state["rng"])
         self.last_good = self.resume_path
         self._truncate_metrics()
@@ -313,6 +335,20 @@ class Trainer:
         if self.main:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            tb = self._writer()
+            if tb is not None:
+                it = record["iteration"]
+                for k, v in record.items():
+                    if k != "iteration" and isinstance(v, (int, float)):
+                        tb.add_scalar(_tb_tag(k), v, it)
+
+    def _writer(self) -> Any:
+        """TensorBoard writer under ``<out>/tensorboard`` (rank 0, ``tensorboard: true``)."""
+        if self._tb is None and self.main and self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.iteration + 1)
+        return self._tb
 
     # ------------------------------------------------------------------ loop
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -397,71 +433,199 @@ class Trainer:
             "Lower lr, add warmup_iters, or check the data for bad labels."
         )
 
-    def _val_loader(self) -> DataLoader | None:
-        if self.val_set is None:
-            return None
-        from atrous.data import collate
-
-        ds: Dataset = self.val_set
-        if self.cfg.val_max_images:
-            ds = torch.utils.data.Subset(ds, range(min(len(ds), self.cfg.val_max_images)))
-        return DataLoader(ds, 1, shuffle=False, num_workers=0, collate_fn=collate)
-
     def validate(self) -> dict[str, float]:
-        loader = self._val_loader()
-        if loader is None:
+        """Validation mIoU with the evaluation module's confusion matrix at ``eval_scales``
+        against full-resolution labels (what ``atrous eval`` reports), plus sample
+        predictions for TensorBoard."""
+        if self.val_set is None:
             return {}
-        metrics = _validate(self.model, loader, self.num_classes)
+        t0 = time.perf_counter()
+        result = validate_model(
+            self.model, self.val_set, self.num_classes, tuple(self.cfg.eval_scales),
+            self.class_names, limit=self.cfg.val_max_images,
+        )  # fmt: skip
+        m = result.metrics
+        metrics = {
+            "miou": float(m.miou),
+            "pixel_acc": float(m.pixel_accuracy),
+            "mean_acc": float(m.mean_class_accuracy),
+            "seconds": time.perf_counter() - t0,
+        }
+        for name, iou in zip(self.class_names, m.iou):
+            if np.isfinite(iou):
+                metrics[f"iou/{name}"] = float(iou)
+        self._tb_samples()
         self._train_mode()
         return metrics
 
-    def train(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Run until ``cfg.iterations`` (or ``stop_at``, to simulate an interruption);
-        returns the last logged record."""
+    def _tb_samples(self) -> None:
+        """Image | ground truth | prediction strips of the first ``tb_images`` val images."""
+        tb = self._writer()
+        if tb is None or not self.cfg.tb_images or self.val_set is None:
+            return
+        from atrous.data.palettes import colorize
+        from atrous.inference import Segmenter
+
+        seg = Segmenter(self.model, num_classes=self.num_classes,
+                        scales=tuple(self.cfg.eval_scales), batch_size=1)  # fmt: skip
+        palette = getattr(self.train_set, "palette", None)
+        if palette is None:
+            from atrous.data.palettes import voc_colormap
+
+            palette = voc_colormap(max(self.num_classes, 1))
+        for i in range(min(self.cfg.tb_images, len(self.val_set))):
+            item = self.val_set[i]
+            image = np.asarray(item["image"])
+            pred = seg.predict(image)
+            strip = np.concatenate(
+                [image, colorize(np.asarray(item["mask"]), palette), colorize(pred, palette)],
+                axis=1,
+            )
+            tb.add_image(f"val/{i}", strip, self.iteration, dataformats="HWC")
+
+    def _elapsed(self) -> float:
+        """Training wall time so far, over all resumed segments (seconds)."""
+        start = getattr(self, "_t_start", None)
+        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
+
+    def _fit_time_limit(self, it0: int, t_loop: float, val_seconds: float) -> None:
+        """Re-estimate the run length so that training, the remaining validations and the
+        final one end at ``time_limit``: the poly schedule then decays to zero on time."""
         cfg = self.cfg
-        end = min(cfg.iterations, stop_at or cfg.iterations)
+        done = self.iteration - it0
+        if cfg.time_limit is None or done < 5:
+            return
+        per_it = t_loop / done  # seconds per iteration, validations excluded
+        left = cfg.time_limit * 60.0 - self._elapsed()
+        # each remaining validation (and the final one) costs ~val_seconds
+        budget_its = left / per_it
+        n_val = 1 + budget_its / cfg.val_every
+        its = max(0.0, (left - n_val * val_seconds) / per_it)
+        total = max(self.iteration + 1, self.iteration + int(its))
+        cfg.iterations = total
+        self.scheduler.max_iterations = total
+
+    def _estimate_val_seconds(self) -> float:
+        """Time of one validation, from one timed image (for planning a ``time_limit`` run
+        before the first validation has been measured)."""
+        if self.val_set is None or not self.main:
+            return 0.0
+        from atrous.inference import Segmenter
+
+        n = len(self.val_set)
+        if self.cfg.val_max_images:
+            n = min(n, self.cfg.val_max_images)
+        seg = Segmenter(self.model, num_classes=self.num_classes,
+                        scales=tuple(self.cfg.eval_scales), batch_size=1)  # fmt: skip
+        image = np.asarray(self.val_set[0]["image"])
+        seg.predict(image)  # warm-up
+        t = time.perf_counter()
+        seg.predict(image)
+        seconds = (time.perf_counter() - t) * n
+        self._train_mode()
+        return seconds
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log_text("\ninterrupt: finishing this iteration and saving last.pt "
+                      "(press Ctrl-C again to abort without saving)")  # fmt: skip
+
+    def train(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Run until ``cfg.iterations`` (or ``stop_at``, to simulate an interruption), the
+        ``time_limit`` or a Ctrl-C (which saves ``last.pt`` to ``--resume`` from); returns
+        the last logged record."""
+        import signal
+        import threading
+
+        cfg = self.cfg
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         self._train_mode()
         batches = self._batches()
+        old_handler = None
+        if self.world == 1 and threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = None
         if self.main and self.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="train", unit="it")
         record: dict[str, Any] = {}
-        t0, it0, smooth = time.perf_counter(), self.iteration, None
-        while self.iteration < end:
-            loss = self._step(batches)
-            smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
-            lr = self.scheduler.get_last_lr()[0]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}")
-            it = self.iteration
-            if it % cfg.log_every == 0 or it == end:
-                dt = time.perf_counter() - t0
-                ips = (it - it0) * cfg.batch_size * cfg.grad_accum * self.world / max(dt, 1e-9)
-                record = {"iteration": it, "loss": loss, "lr": lr, "images_per_s": ips,
-                          **{f"loss_{k}": v for k, v in self.criterion.parts.items()}}  # fmt: skip
-                self.log_metrics(record)
-            if it % cfg.val_every == 0 or it == cfg.iterations:
-                metrics = self.validate() if self.main else {}
-                if metrics:
-                    record = {"iteration": it, **{f"val_{k}": v for k, v in metrics.items()}}
+        self._t_start = time.perf_counter()
+        t0, it0, smooth = self._t_start, self.iteration, None
+        t_val, t_loop_start = 0.0, self._t_start
+        val_seconds = self._estimate_val_seconds() if cfg.time_limit is not None else 0.0
+        try:
+            while self.iteration < min(cfg.iterations, stop_at or cfg.iterations):
+                try:
+                    loss = self._step(batches)
+                except Exception:
+                    if self._stop_requested:  # a DataLoader worker killed by the same Ctrl-C
+                        break
+                    raise
+                smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
+                lr = self.scheduler.get_last_lr()[0]
+                it = self.iteration
+                if cfg.time_limit is not None and (it % cfg.log_every == 0 or it - it0 == 5):
+                    self._fit_time_limit(it0, time.perf_counter() - t_loop_start - t_val,
+                                         val_seconds)  # fmt: skip
+                    if bar is not None:
+                        bar.total = cfg.iterations
+                end = min(cfg.iterations, stop_at or cfg.iterations)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}")
+                if it % cfg.log_every == 0 or it == end:
+                    dt = time.perf_counter() - t0
+                    ips = (it - it0) * cfg.batch_size * cfg.grad_accum * self.world / max(dt, 1e-9)
+                    record = {"iteration": it, "loss": loss, "lr": lr, "images_per_s": ips,
+                              "elapsed_s": round(self._elapsed(), 1),
+                              **{f"loss_{k}": v for k, v in self.criterion.parts.items()}}  # fmt: skip
                     self.log_metrics(record)
-                    self.log_text(f"iteration {it}: val mIoU {metrics['miou']:.4f}")
-                    if metrics["miou"] > self.best_miou:
-                        self.best_miou = metrics["miou"]
-                        self.save("best.pt")
-            if it % cfg.ckpt_every == 0 or it == end:
-                self.save("last.pt")
-        if bar is not None:
-            bar.close()
-        if self.iteration >= cfg.iterations:
+                if it % cfg.val_every == 0 or it == cfg.iterations:
+                    tv = time.perf_counter()
+                    metrics = self.validate() if self.main else {}
+                    if metrics:
+                        val_seconds = metrics.pop("seconds")
+                        record = {"iteration": it, "elapsed_s": round(self._elapsed(), 1),
+                                  **{f"val_{k}": v for k, v in metrics.items()}}  # fmt: skip
+                        self.log_metrics(record)
+                        self.log_text(f"iteration {it}: val mIoU {metrics['miou']:.4f}")
+                        if metrics["miou"] > self.best_miou:
+                            self.best_miou = metrics["miou"]
+                            self.save("best.pt")
+                        self.plot_curve()
+                    t_val += time.perf_counter() - tv
+                if it % cfg.ckpt_every == 0 or it == end:
+                    self.save("last.pt")
+                if self._stop_requested:
+                    self.save("last.pt")
+                    self.log_text(f"stopped at iteration {it}; resume with --resume")
+                    break
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if bar is not None:
+                bar.close()
+            self.elapsed, self._t_start = self._elapsed(), None
+            if self._tb is not None:
+                self._tb.flush()
+        if self.iteration >= cfg.iterations and not self._stop_requested:
             self.export()
+            if self.main and self.cfg.val_split:
+                self.plot_curve()
         return record
+
+    def plot_curve(self) -> Path | None:
+        """``learning_curve.png``: training loss and validation mIoU against iterations."""
+        if not self.main or not (self.out / "metrics.jsonl").is_file():
+            return None
+        from atrous.training.curve import plot_learning_curve
+
+        return plot_learning_curve(self.out / "metrics.jsonl", self.out / "learning_curve.png")
 
     def export(self, path: str | os.PathLike | None = None) -> Path | None:
         """Final weights as safetensors with class names (:func:`atrous.weights.save`)."""
@@ -473,5 +637,6 @@ class Trainer:
             self.model, Path(path) if path else self.out / "model.safetensors",
             class_names=self.class_names,
             extra={"training_iterations": str(self.iteration),
-                   "best_val_miou": str(self.best_miou)},
+                   "best_val_miou": str(self.best_miou),
+                   "inference_scales": json.dumps([float(x) for x in self.cfg.eval_scales])},
         )  # fmt: skip

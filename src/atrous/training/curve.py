@@ -1,0 +1,50 @@
+"""The learning curve of a run: training loss and validation mIoU from ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Records of a ``metrics.jsonl`` (a line cut by a crash is skipped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def plot_learning_curve(metrics: str | os.PathLike, png: str | os.PathLike) -> Path:
+    """Loss (left axis) and val mIoU (right axis) against iterations, written to ``png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics)
+    train = [r for r in recs if "loss" in r]
+    val = [r for r in recs if "val_miou" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=0.8,
+                color="tab:blue", label="train loss")  # fmt: skip
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss", color="tab:blue")
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([r["iteration"] for r in val], [100 * r["val_miou"] for r in val], "o-",
+                 color="tab:red", label="val mIoU")  # fmt: skip
+        ax2.set_ylabel("val mIoU (%)", color="tab:red")
+        best = max(val, key=lambda r: r["val_miou"])
+        ax.set_title(
+            f"best val mIoU {100 * best['val_miou']:.1f}% at iteration {best['iteration']}"
+        )
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
