@@ -144,7 +144,8 @@ def test_validation_writes_best_and_metrics(tmp_path):
     assert all(0 <= r["val_miou"] <= 1 for r in vals)
     assert load_checkpoint(tmp_path / "best.pt")["best_miou"] == max(r["val_miou"] for r in vals)
     train = [r for r in recs if "loss" in r]
-    assert {"loss", "lr", "images_per_s", "loss_ce"} <= set(train[0])
+    assert {"loss", "lr", "images_per_s", "loss_ce", "data_wait_frac"} <= set(train[0])
+    assert 0 <= train[0]["data_wait_frac"] <= 1
 
 
 def test_epoch_sampler_shards_and_resumes():

@@ -141,6 +141,7 @@ class Trainer:
         self.best_miou = -1.0
         self._stop_requested = False
         self._tb: Any = None
+        self._data_wait = 0.0  # seconds spent waiting for batches since the last log
         self.last_good: Path | None = None
         self._setup()
 
@@ -387,7 +388,9 @@ class Trainer:
             else nullcontext()
         )
         for micro in range(cfg.grad_accum):
+            t_data = time.perf_counter()
             batch = next(batches)
+            self._data_wait += time.perf_counter() - t_data
             x = batch["image"].to(self.device, non_blocking=True).float()
             y = batch["mask"].to(self.device, non_blocking=True)
             if cfg.channels_last:
@@ -555,7 +558,8 @@ class Trainer:
             bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="train", unit="it")
         record: dict[str, Any] = {}
         self._t_start = time.perf_counter()
-        t0, it0, smooth = self._t_start, self.iteration, None
+        it0, smooth = self.iteration, None
+        t_log, it_log = self._t_start, self.iteration  # speed over the last log interval
         t_val, t_loop_start = 0.0, self._t_start
         val_seconds = self._estimate_val_seconds() if cfg.time_limit is not None else 0.0
         try:
@@ -579,9 +583,13 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}")
                 if it % cfg.log_every == 0 or it == end:
-                    dt = time.perf_counter() - t0
-                    ips = (it - it0) * cfg.batch_size * cfg.grad_accum * self.world / max(dt, 1e-9)
+                    now = time.perf_counter()
+                    dt = max(now - t_log, 1e-9)
+                    ips = (it - it_log) * cfg.batch_size * cfg.grad_accum * self.world / dt
+                    wait, self._data_wait = self._data_wait, 0.0
+                    t_log, it_log = now, it
                     record = {"iteration": it, "loss": loss, "lr": lr, "images_per_s": ips,
+                              "data_wait_frac": wait / dt,
                               "elapsed_s": round(self._elapsed(), 1),
                               **{f"loss_{k}": v for k, v in self.criterion.parts.items()}}  # fmt: skip
                     self.log_metrics(record)
@@ -599,6 +607,7 @@ class Trainer:
                             self.save("best.pt")
                         self.plot_curve()
                     t_val += time.perf_counter() - tv
+                    t_log, it_log, self._data_wait = time.perf_counter(), it, 0.0
                 if it % cfg.ckpt_every == 0 or it == end:
                     self.save("last.pt")
                 if self._stop_requested:
