@@ -171,7 +171,10 @@ class Trainer:
                 f"batch_size × processes = {cfg.batch_size * self.world}"
             )
 
-        self.model = self._build_model().to(self.device)
+        from atrous.crf.rnn_model import with_crf_rnn
+
+        # crf_rnn: the CRF-as-RNN layer is part of the model (loss on its output; exported).
+        self.model = with_crf_rnn(self._build_model(), cfg.crf_rnn).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.freeze_bn:
