@@ -25,6 +25,7 @@ from .meanfield import (
     mean_field,
     positional_features,
 )
+from .search import grid_search
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, with_crf_rnn
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "crf_rnn_options",
     "dense_crf",
     "exact_filter",
+    "grid_search",
     "mean_field",
     "positional_features",
     "with_crf_rnn",
