@@ -25,8 +25,8 @@ from .meanfield import (
     mean_field,
     positional_features,
 )
-from .search import grid_search
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, with_crf_rnn
+from .search import grid_search
 
 __all__ = [
     "CRFRNNModel",
