@@ -227,3 +227,29 @@ def test_crf_params_file(crf_weights, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--crf-params" in err and "unknown key(s) ['bi_weight']" in err
+
+
+def test_predict_cli_runs_learned_crf(crf_weights, tmp_path):
+    from PIL import Image
+
+    img = np.random.default_rng(1).integers(0, 256, (30, 34, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(crf_weights), str(tmp_path / "a.png"), "-o", str(out),
+                 "--probs", "--no-progress"]) == 0  # fmt: skip
+    files = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert any(f.endswith(".png") for f in files), files
+    # the saved labels are the learned CRF's, not the network's
+    model = weights.load(crf_weights)
+    seg = Segmenter(model.without_crf(), crf=model.crf_hook())
+    expected = seg.predict(img)
+    mask = np.asarray(Image.open(next(p for p in out.rglob("a*.png") if "overlay" not in p.name)))
+    assert np.array_equal(mask, expected)
+
+
+def test_bf16_autocast_training_step(tmp_path):
+    """Under autocast the CRF still runs in float32 (the lattice needs it)."""
+    cfg = tiny_config(crf_rnn=CRF, iterations=1, amp="bf16")
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train()
+    assert all(torch.isfinite(p).all() for p in tr.model.crf.parameters())
