@@ -97,6 +97,26 @@ def test_grid_search_select_band_and_errors():
         grid_search([], 3, grid)
 
 
+def test_coarse_to_fine_refines_around_the_best():
+    samples = _samples(1)
+    grid = {"bi_w": [2.0, 6.0], "bi_xy_std": [10.0, 30.0], "bi_rgb_std": [5.0]}
+    res = grid_search(samples, 3, grid, {"iterations": 3}, refine=1)
+    first = [p for p in res.points if p["round"] == 0]
+    second = [p for p in res.points if p["round"] == 1]
+    assert len(first) == 4 and second
+    b0 = max(first, key=lambda p: p["miou"])["params"]
+    for p in second:  # half the spacing around round 0's best; a single value stays fixed
+        assert abs(p["params"]["bi_w"] - b0["bi_w"]) in (0.0, 2.0)
+        assert abs(p["params"]["bi_xy_std"] - b0["bi_xy_std"]) in (0.0, 10.0)
+        assert p["params"]["bi_rgb_std"] == 5.0
+    keys = [tuple(p["params"].values()) for p in res.points]
+    assert len(keys) == len(set(keys))  # nothing evaluated twice
+    assert res.best_index == int(np.argmax([p["miou"] for p in res.points]))
+    assert res.to_dict()["refine_rounds"] == 1
+    with pytest.raises(ValueError, match="refine"):
+        grid_search(samples, 3, grid, refine=-1)
+
+
 @pytest.fixture
 def tiny_weights(tmp_path) -> Path:
     torch.manual_seed(0)
@@ -139,6 +159,7 @@ def test_cli_writes_json_and_best_params(tiny_weights, tmp_path, capsys):
         (["--bi-rgb-std", "5:1:2"], "--bi-rgb-std"),
         (["--band-widths", "0"], "--band-widths: values must be positive"),
         (["--pos-xy-std", "-1"], "--pos-xy-std must be positive"),
+        (["--refine", "-2"], "--refine must be >= 0"),
     ],
 )
 def test_cli_bad_arguments(tiny_weights, capsys, args, message):

@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pos-w", type=float, default=3.0, help="fixed smoothness weight w2 (3)")
     g.add_argument("--pos-xy-std", type=float, default=3.0, help="fixed theta_gamma (3)")
     g.add_argument("--iterations", type=positive_int, default=10, help="mean-field iterations")
+    g.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="coarse-to-fine rounds after the grid: best point +- half the spacing (default 0)",
+    )
     s = p.add_argument_group("scoring")
     s.add_argument(
         "--band-widths",
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         "bi_rgb_std": _values(args.bi_rgb_std, "--bi-rgb-std", positive=True),
     }
     widths = _values(args.band_widths, "--band-widths", positive=True)
+    if args.refine < 0:
+        raise CLIError(f"--refine must be >= 0, got {args.refine}")
     if args.pos_xy_std <= 0:
         raise CLIError(f"--pos-xy-std must be positive, got {args.pos_xy_std}")
     fixed = {"iterations": args.iterations, "pos_w": args.pos_w, "pos_xy_std": args.pos_xy_std}
@@ -127,11 +136,13 @@ def run(args: argparse.Namespace) -> int:
     if not samples:
         raise CLIError("the dataset gave no image")
     npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
-    print(f"searching {npoints} grid points on {len(samples)} images")
+    more = f" + {args.refine} refinement round(s)" if args.refine else ""
+    print(f"searching {npoints} grid points{more} on {len(samples)} images")
     try:
         result = grid_search(
-            samples, num_classes, grid, fixed, widths, args.select, progress=not args.no_progress
-        )
+            samples, num_classes, grid, fixed, widths, args.select,
+            progress=not args.no_progress, refine=args.refine,
+        )  # fmt: skip
     except ValueError as e:
         raise CLIError(str(e)) from None
     summary = model_summary(model)

@@ -135,6 +135,7 @@ class SearchResult:
     grid: dict[str, list[float]]
     num_images: int
     seconds: float = 0.0
+    refine: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -158,6 +159,7 @@ class SearchResult:
             "num_images": self.num_images,
             "seconds": self.seconds,
             "grid": self.grid,
+            "refine_rounds": self.refine,
             "fixed": self.fixed,
             "band_widths": self.band_widths,
             "baseline": self.baseline,
@@ -251,6 +253,25 @@ def _measure(
     }
 
 
+def _refined(
+    values: Mapping[str, list[float]], best: Mapping[str, float]
+) -> dict[str, list[float]]:
+    """The next coarse-to-fine grid: ``best`` and its two neighbours at half the spacing
+    around it (a parameter searched at one value stays fixed; stds stay positive)."""
+    out = {}
+    for k in GRID_KEYS:
+        vals, v = sorted(set(values[k])), best[k]
+        if len(vals) < 2:
+            out[k] = [v]
+            continue
+        i = vals.index(v)
+        gaps = [abs(vals[j] - v) for j in (i - 1, i + 1) if 0 <= j < len(vals)]
+        half = min(gaps) / 2
+        cand = [round(v - half, 10), v, round(v + half, 10)]
+        out[k] = [c for c in cand if k == "bi_w" or c > 0]
+    return out
+
+
 def grid_search(
     samples: Sequence[Sample],
     num_classes: int,
@@ -260,6 +281,7 @@ def grid_search(
     select: str = "miou",
     ignore_index: int | None = 255,
     progress: bool = False,
+    refine: int = 0,
 ) -> SearchResult:
     """Score :func:`dense_crf` at every point of ``grid`` (lists for ``bi_w``, ``bi_xy_std``,
     ``bi_rgb_std``; default :data:`DEEPLAB_V1_GRID`) with the ``fixed`` parameters
@@ -267,6 +289,10 @@ def grid_search(
 
     ``select`` picks the best point: ``"miou"`` (whole-image mIoU, as DeepLab v1) or
     ``"band"`` (mIoU in the widest band of ``band_widths``); ties go to the first point.
+
+    ``refine`` > 0 adds coarse-to-fine rounds (v1 sec. 4.1): each round searches the best
+    point so far and its neighbours at half the previous spacing, per parameter that had more
+    than one value. Points evaluated once are not evaluated again.
     """
     if not samples:
         raise ValueError("grid_search needs at least one sample")
@@ -289,25 +315,40 @@ def grid_search(
     widths = sorted(float(w) for w in band_widths)
     if not widths or widths[0] <= 0:
         raise ValueError(f"band_widths must be positive, got {list(band_widths)}")
+    if not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be a non-negative integer, got {refine!r}")
 
     labels = [s.label for s in samples]
     t0 = time.perf_counter()
     baseline = _measure((s.pred for s in samples), labels, num_classes, widths, ignore_index)
-    combos = list(itertools.product(*(full[k] for k in GRID_KEYS)))
-    it: Iterable[tuple[float, ...]] = combos
-    if progress:
-        from tqdm import tqdm
+    points: list[dict[str, Any]] = []
+    seen: set[tuple[float, ...]] = set()
 
-        it = tqdm(combos, desc="CRF grid", unit="point")
-    points = []
-    for combo in it:
-        params = dict(zip(GRID_KEYS, combo))
-        preds = (dense_crf(s.image, s.probs32(), **fixed, **params).argmax(0) for s in samples)
-        points.append(
-            {"params": params, **_measure(preds, labels, num_classes, widths, ignore_index)}
-        )
-    scores = [_score(p, select, widths) for p in points]
-    best = int(np.argmax(scores))
+    def run_grid(values: dict[str, list[float]], rnd: int) -> None:
+        combos = [c for c in itertools.product(*(values[k] for k in GRID_KEYS)) if c not in seen]
+        it: Iterable[tuple[float, ...]] = combos
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(combos, desc=f"CRF grid, round {rnd}", unit="point")
+        for combo in it:
+            seen.add(combo)
+            params = dict(zip(GRID_KEYS, combo))
+            preds = (dense_crf(s.image, s.probs32(), **fixed, **params).argmax(0) for s in samples)
+            points.append(
+                {"params": params, "round": rnd,
+                 **_measure(preds, labels, num_classes, widths, ignore_index)}
+            )  # fmt: skip
+
+    def best_index() -> int:
+        return int(np.argmax([_score(p, select, widths) for p in points]))
+
+    current = full
+    run_grid(current, 0)
+    for rnd in range(1, refine + 1):
+        current = _refined(current, points[best_index()]["params"])
+        run_grid(current, rnd)
+    best = best_index()
     return SearchResult(
         baseline=baseline,
         points=points,
@@ -315,7 +356,8 @@ def grid_search(
         select=select,
         band_widths=widths,
         fixed=fixed,
-        grid=full,
+        grid=full,  # the initial grid; refined points carry their "round"
         num_images=len(samples),
         seconds=time.perf_counter() - t0,
+        refine=refine,
     )
