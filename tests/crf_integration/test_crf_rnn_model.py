@@ -253,3 +253,14 @@ def test_bf16_autocast_training_step(tmp_path):
     tr = Trainer(cfg, tmp_path, progress=False)
     tr.train()
     assert all(torch.isfinite(p).all() for p in tr.model.crf.parameters())
+
+
+def test_split_crf():
+    from atrous.crf import split_crf
+
+    plain = _tiny_model()
+    assert split_crf(plain) == (plain, None)
+    model = CRFRNNModel(_tiny_model(), **CRF)
+    net, hook = split_crf(model)
+    assert type(net).__name__ == "DeepLab" and net.head is model.head
+    assert hook is not None and hook.iterations == 3 and hook.crf is model.crf

@@ -180,14 +180,13 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
     (:class:`atrous.crf.CRFRNNModel`) runs it once on the full-resolution, TTA-averaged
     probabilities (the network runs without it); ``--crf`` replaces it by the dense CRF and
     ``--no-crf-rnn`` drops it."""
-    from atrous.crf.rnn_model import CRFRNNModel
+    from atrous.crf.rnn_model import split_crf
     from atrous.inference import Segmenter
 
     hook = crf_hook(args)
-    if isinstance(model, CRFRNNModel):
-        if hook is None and not getattr(args, "no_crf_rnn", False):
-            hook = model.crf_hook()
-        model = model.without_crf()
+    model, learned = split_crf(model)
+    if hook is None and not getattr(args, "no_crf_rnn", False):
+        hook = learned
     try:
         return Segmenter(
             model,

@@ -90,7 +90,7 @@ def _values(text: str, flag: str, positive: bool) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.crf.rnn_model import CRFRNNModel
+    from atrous.crf.rnn_model import split_crf
     from atrous.crf.search import collect_samples, grid_search
     from atrous.data import DatasetError
     from atrous.inference import Segmenter
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len(ds.class_names)}: search with weights trained on this dataset's classes"
         )
     # The search is over the dense CRF on the network's own probabilities.
-    net = model.without_crf() if isinstance(model, CRFRNNModel) else model
+    net, _ = split_crf(model)
     try:
         segmenter = Segmenter(
             net,

@@ -25,7 +25,7 @@ from .meanfield import (
     mean_field,
     positional_features,
 )
-from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, with_crf_rnn
+from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
 from .search import grid_search
 
 __all__ = [
@@ -43,5 +43,6 @@ __all__ = [
     "grid_search",
     "mean_field",
     "positional_features",
+    "split_crf",
     "with_crf_rnn",
 ]

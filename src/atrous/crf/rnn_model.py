@@ -35,7 +35,14 @@ from atrous.models.deeplab import DeepLab
 
 from .crfasrnn import CRFasRNN
 
-__all__ = ["CRF_RNN_DEFAULTS", "CRFRNNModel", "LearnedCRF", "crf_rnn_options", "with_crf_rnn"]
+__all__ = [
+    "CRF_RNN_DEFAULTS",
+    "CRFRNNModel",
+    "LearnedCRF",
+    "crf_rnn_options",
+    "split_crf",
+    "with_crf_rnn",
+]
 
 # Zheng et al. (sec. 6): 5 iterations in training, 10 at test; kernels: DeepLab v2's VOC setting.
 CRF_RNN_DEFAULTS: dict[str, Any] = {
@@ -186,6 +193,15 @@ class CRFRNNModel(DeepLab):
         """The learned CRF as a Segmenter hook (``eval_iterations`` unless given)."""
         n = self.crf_rnn_config["eval_iterations"] if iterations is None else iterations
         return LearnedCRF(self.crf, n)
+
+
+def split_crf(model: Any) -> tuple[Any, LearnedCRF | None]:
+    """``(network, crf hook)`` to build a :class:`~atrous.inference.Segmenter` from: a
+    :class:`CRFRNNModel` gives its network without the CRF and its learned CRF (run once on the
+    TTA-averaged probabilities); any other model is returned as is, with None."""
+    if isinstance(model, CRFRNNModel):
+        return model.without_crf(), model.crf_hook()
+    return model, None
 
 
 def with_crf_rnn(model: DeepLab, options: Mapping[str, Any] | None) -> DeepLab:
