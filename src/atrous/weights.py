@@ -306,6 +306,10 @@ def _load(
     if source not in ("auto", *SOURCES):
         raise ValueError(f"source must be 'auto' or one of {SOURCES}, got {source!r}")
     metadata: dict[str, Any] = {}
+    # A learned CRF-as-RNN layer (atrous.crf.rnn_model): its tensors are set aside here and
+    # the layer is rebuilt around the model at the end.
+    crf_rnn = json.loads(meta["crf_rnn"]) if "crf_rnn" in meta else None
+    crf_sd = {k[4:]: sd.pop(k) for k in [k for k in sd if k.startswith("crf.")]} if crf_rnn else {}
     if meta.get("format") == FORMAT:
         config = json.loads(meta["config"])
         source, arch = "atrous", arch or config["arch"]
@@ -345,6 +349,14 @@ def _load(
     missing, unexpected = _load_into(model, sd, strict and not reinit, where)
     missing = [k for k in missing if k not in reinit]  # re-initialized on purpose
     model.metadata.update({k: tuple(v) if k in ("mean", "std") else v for k, v in metadata.items()})
+    if crf_rnn is not None:
+        from atrous.crf.rnn_model import attach_saved_crf
+
+        try:
+            model, crf_reinit = attach_saved_crf(model, crf_rnn, crf_sd, "num_classes" in overrides)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        reinit += crf_reinit
     model.metadata.update(
         {"source": source, "weights": where, "reinitialized": reinit,
          "missing_keys": missing, "unexpected_keys": unexpected}
@@ -474,6 +486,9 @@ def save(
     palette = palette if palette is not None else model.metadata.get("palette")
     if palette is not None:
         meta["palette"] = json.dumps([[int(c) for c in rgb] for rgb in palette])
+    crf_rnn = getattr(model, "crf_rnn_config", None)  # atrous.crf.CRFRNNModel's CRF layer
+    if crf_rnn is not None:
+        meta["crf_rnn"] = json.dumps(crf_rnn)
     meta.update(extra or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

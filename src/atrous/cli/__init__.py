@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.demo_cmd",
     "atrous.cli.data_cmd",
     "atrous.cli.eval_cmd",
+    "atrous.cli.crf_search_cmd",
     "atrous.cli.predict_cmd",
     "atrous.cli.train_cmd",
 )

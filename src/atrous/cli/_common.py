@@ -67,12 +67,25 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
     c = p.add_argument_group("dense CRF (DeepLab v1 §4, v2 §3.3; defaults: v2's VOC setting)")
     c.add_argument("--crf", action="store_true", help="refine probabilities with a dense CRF")
-    c.add_argument("--crf-iterations", type=positive_int, default=10)
-    c.add_argument("--crf-bi-w", type=float, default=4.0, help="appearance kernel weight w1")
-    c.add_argument("--crf-bi-xy-std", type=float, default=67.0, help="theta_alpha (pixels)")
-    c.add_argument("--crf-bi-rgb-std", type=float, default=3.0, help="theta_beta (intensity)")
-    c.add_argument("--crf-pos-w", type=float, default=3.0, help="smoothness kernel weight w2")
-    c.add_argument("--crf-pos-xy-std", type=float, default=1.0, help="theta_gamma (pixels)")
+    # Numeric defaults are None so that --crf-params FILE < explicit flags (see crf_hook).
+    c.add_argument("--crf-iterations", type=positive_int, default=None, help="default 10")
+    c.add_argument("--crf-bi-w", type=float, default=None, help="appearance weight w1 (4)")
+    c.add_argument("--crf-bi-xy-std", type=float, default=None, help="theta_alpha, pixels (67)")
+    c.add_argument("--crf-bi-rgb-std", type=float, default=None, help="theta_beta (3)")
+    c.add_argument("--crf-pos-w", type=float, default=None, help="smoothness weight w2 (3)")
+    c.add_argument("--crf-pos-xy-std", type=float, default=None, help="theta_gamma, pixels (1)")
+    c.add_argument(
+        "--crf-params",
+        default=None,
+        metavar="JSON",
+        help="dense-CRF parameters from a file (e.g. best_crf.json of atrous crf-search); "
+        "implies --crf; explicit --crf-* flags win",
+    )
+    c.add_argument(
+        "--no-crf-rnn",
+        action="store_true",
+        help="ignore the learned CRF-as-RNN layer saved with the weights (network alone)",
+    )
 
 
 def resolve_device(name: str | None) -> Any:
@@ -117,29 +130,64 @@ def model_palette(model: Any) -> np.ndarray:
     return voc_colormap(256)
 
 
+_CRF_FLAGS = ("iterations", "pos_w", "pos_xy_std", "bi_w", "bi_xy_std", "bi_rgb_std")
+
+
+def read_crf_params(path: str) -> dict[str, Any]:
+    """Dense-CRF parameters from a JSON object (keys of :class:`atrous.crf.DenseCRF`; a
+    ``"params"`` sub-object, as crf-search's ``best_crf.json`` has, is also accepted)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--crf-params {p}: file not found")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CLIError(f"--crf-params {p}: not valid JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("params"), dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise CLIError(f"--crf-params {p}: expected a JSON object of CRF parameters")
+    data = {k: v for k, v in data.items() if k != "method"}
+    unknown = sorted(set(data) - set(_CRF_FLAGS))
+    if unknown:
+        raise CLIError(f"--crf-params {p}: unknown key(s) {unknown}; known: {list(_CRF_FLAGS)}")
+    return data
+
+
 def crf_hook(args: argparse.Namespace) -> CRFHook | None:
     """The dense CRF to apply after the test-time augmentation, from the command line:
-    the one place a CRF enters inference for both ``eval`` and ``predict``."""
-    if not getattr(args, "crf", False):
+    the one place a CRF enters inference for both ``eval`` and ``predict``. Parameters:
+    DenseCRF's defaults, then ``--crf-params FILE``, then explicit ``--crf-*`` flags."""
+    params_file = getattr(args, "crf_params", None)
+    if not getattr(args, "crf", False) and not params_file:
         return None
     from atrous.crf import DenseCRF
 
+    params: dict[str, Any] = read_crf_params(params_file) if params_file else {}
+    for key in _CRF_FLAGS:
+        value = getattr(args, f"crf_{key}", None)
+        if value is not None:
+            params[key] = value
     try:
-        return DenseCRF(
-            iterations=args.crf_iterations,
-            pos_w=args.crf_pos_w,
-            pos_xy_std=args.crf_pos_xy_std,
-            bi_w=args.crf_bi_w,
-            bi_xy_std=args.crf_bi_xy_std,
-            bi_rgb_std=args.crf_bi_rgb_std,
-        )
+        return DenseCRF(**params)
     except (ValueError, TypeError) as e:
         raise CLIError(f"--crf: {e}") from None
 
 
 def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:
+    """The Segmenter of eval/predict. A model with a learned CRF-as-RNN layer
+    (:class:`atrous.crf.CRFRNNModel`) runs it once on the full-resolution, TTA-averaged
+    probabilities (the network runs without it); ``--crf`` replaces it by the dense CRF and
+    ``--no-crf-rnn`` drops it."""
+    from atrous.crf.rnn_model import split_crf
     from atrous.inference import Segmenter
 
+    hook = crf_hook(args)
+    model, learned = split_crf(model)
+    if hook is None and not getattr(args, "no_crf_rnn", False):
+        hook = learned
     try:
         return Segmenter(
             model,
@@ -149,7 +197,7 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
             tile_size=args.tile_size,
             batch_size=args.batch_size,
             device=device,
-            crf=crf_hook(args),
+            crf=hook,
         )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None

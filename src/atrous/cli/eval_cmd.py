@@ -53,13 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "confusion.png and trimap.png.",
     )
     p.add_argument("weights", help="checkpoint: atrous .safetensors, torchvision/VainF .pth")
-    p.add_argument("--data", dest="root", default=None, help="dataset folder (not for synthetic)")
-    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout")
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--classes", default=None, help="class-names file (folder format)")
-    p.add_argument(
-        "--size", type=positive_int, default=128, help="image side of --format synthetic"
-    )
+    add_dataset_args(p)
     p.add_argument(
         "--output-stride",
         type=int,
@@ -79,6 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_inference_args(p)
     p.set_defaults(func=run)
+
+
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """The dataset options (``--data --format --split --classes --size``) that
+    :func:`_dataset` reads; shared with ``atrous crf-search``."""
+    p.add_argument("--data", dest="root", default=None, help="dataset folder (not for synthetic)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--classes", default=None, help="class-names file (folder format)")
+    p.add_argument(
+        "--size", type=positive_int, default=128, help="image side of --format synthetic"
+    )
 
 
 def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, str, str | None]:

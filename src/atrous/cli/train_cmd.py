@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from --out/last.pt (or the given checkpoint)")  # fmt: skip
     p.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="wall-clock budget: the run length is fitted to it (poly LR ends on time)")  # fmt: skip
     p.add_argument("--weights", help="fine-tune from this checkpoint (head re-initialized)")
     p.add_argument("--pretrained-backbone", help="ImageNet backbone weights (torchvision naming)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's, auto)")
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"iterations={args.iterations}")
+    if args.time_limit is not None:
+        overrides.append(f"time_limit={args.time_limit}")
     for key, value in (("weights", args.weights), ("pretrained_backbone",
                        args.pretrained_backbone), ("device", args.device)):  # fmt: skip
         if value:

@@ -7,6 +7,9 @@ Public API:
 - :class:`PermutohedralLattice` — the Gaussian filter of Adams et al. (2010), CPU or CUDA, batched.
 - :func:`exact_filter` — the O(N^2) Gaussian filter (small images, tests).
 - :class:`CRFasRNN`, :class:`CRFWrapper` — the differentiable CRF layer of Zheng et al. (2015).
+- :class:`CRFRNNModel`, :func:`with_crf_rnn` — a DeepLab with that layer last, trainable end to
+  end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
+- :func:`grid_search` — DeepLab v1's cross-validation of the dense-CRF parameters.
 """
 
 from __future__ import annotations
@@ -22,16 +25,24 @@ from .meanfield import (
     mean_field,
     positional_features,
 )
+from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
+from .search import grid_search
 
 __all__ = [
+    "CRFRNNModel",
     "CRFWrapper",
     "CRFasRNN",
     "DenseCRF",
     "GaussianKernel",
+    "LearnedCRF",
     "PermutohedralLattice",
     "bilateral_features",
+    "crf_rnn_options",
     "dense_crf",
     "exact_filter",
+    "grid_search",
     "mean_field",
     "positional_features",
+    "split_crf",
+    "with_crf_rnn",
 ]

@@ -28,6 +28,9 @@ class TrainConfig:
     weights: str | None = None  # fine-tune from an atrous/torchvision/VainF checkpoint
     pretrained_backbone: str | None = None  # ImageNet backbone weights (torchvision naming)
     freeze_bn: bool = False  # v3 §4 second stage: BN statistics and affine frozen
+    # CRF-as-RNN last layer (Zheng et al. 2015), trained end to end: null, or options of
+    # atrous.crf.CRF_RNN_DEFAULTS, e.g. {"iterations": 5, "eval_iterations": 10, "bi_w": 4}
+    crf_rnn: dict[str, Any] | None = None
     # data
     dataset: str = "synthetic"
     data_root: str | None = None
@@ -134,6 +137,10 @@ class TrainConfig:
             len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]
         ):
             raise bad("scale_range", "must be [min, max] with 0 < min <= max, or null")
+        if self.crf_rnn is not None:
+            from atrous.crf.rnn_model import crf_rnn_options
+
+            crf_rnn_options(self.crf_rnn, f"{where}: crf_rnn")
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
             raise ValueError(f"{where}: model_options and dataset_options must be objects")
         return self

@@ -65,6 +65,20 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def make_segmenter(model: nn.Module, num_classes: int, scales: tuple[float, ...]) -> Any:
+    """The :class:`atrous.inference.Segmenter` validation uses: batch 1 at ``scales``; a
+    CRF-as-RNN model's learned CRF runs once on the scale-averaged probabilities, as in
+    ``atrous eval``."""
+    from atrous.crf.rnn_model import split_crf
+    from atrous.inference import Segmenter
+
+    net, crf = split_crf(model)
+    device = next(model.parameters()).device
+    return Segmenter(
+        net, num_classes=num_classes, scales=scales, batch_size=1, device=device, crf=crf
+    )
+
+
 def validate_model(
     model: nn.Module,
     dataset: Any,
@@ -79,14 +93,8 @@ def validate_model(
     (ignore 255). Returns an :class:`atrous.evaluation.EvalResult`; the model is left in
     eval mode."""
     from atrous.evaluation import evaluate
-    from atrous.inference import Segmenter
 
-    meta = getattr(model, "metadata", {}) or {}
-    device = next(model.parameters()).device
-    seg = Segmenter(
-        model, mean=meta.get("mean"), std=meta.get("std"), num_classes=num_classes,
-        scales=scales, batch_size=1, device=device,
-    )  # fmt: skip
+    seg = make_segmenter(model, num_classes, scales)
     return evaluate(
         seg, dataset, num_classes, class_names=class_names, trimap_widths=None, limit=limit
     )
@@ -184,7 +192,10 @@ class Trainer:
                 f"batch_size × processes = {cfg.batch_size * self.world}"
             )
 
-        self.model = self._build_model().to(self.device)
+        from atrous.crf.rnn_model import with_crf_rnn
+
+        # crf_rnn: the CRF-as-RNN layer is part of the model (loss on its output; exported).
+        self.model = with_crf_rnn(self._build_model(), cfg.crf_rnn).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.freeze_bn:
@@ -467,10 +478,8 @@ class Trainer:
         if tb is None or not self.cfg.tb_images or self.val_set is None:
             return
         from atrous.data.palettes import colorize
-        from atrous.inference import Segmenter
 
-        seg = Segmenter(self.model, num_classes=self.num_classes,
-                        scales=tuple(self.cfg.eval_scales), batch_size=1)  # fmt: skip
+        seg = make_segmenter(self.model, self.num_classes, tuple(self.cfg.eval_scales))
         palette = getattr(self.train_set, "palette", None)
         if palette is None:
             from atrous.data.palettes import voc_colormap
@@ -513,13 +522,10 @@ class Trainer:
         before the first validation has been measured)."""
         if self.val_set is None or not self.main:
             return 0.0
-        from atrous.inference import Segmenter
-
         n = len(self.val_set)
         if self.cfg.val_max_images:
             n = min(n, self.cfg.val_max_images)
-        seg = Segmenter(self.model, num_classes=self.num_classes,
-                        scales=tuple(self.cfg.eval_scales), batch_size=1)  # fmt: skip
+        seg = make_segmenter(self.model, self.num_classes, tuple(self.cfg.eval_scales))
         image = np.asarray(self.val_set[0]["image"])
         seg.predict(image)  # warm-up
         t = time.perf_counter()
