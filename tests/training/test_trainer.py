@@ -293,3 +293,26 @@ def test_sigint_saves_last_checkpoint_and_resumes(tmp_path):
     resumed = Trainer(cfg, tmp_path, resume=True, progress=False)
     resumed.train()
     assert resumed.iteration == 6 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_compile_option_trains_and_checkpoints_plain_names(tmp_path):
+    # the "eager" backend exercises the wiring without a C++ toolchain
+    cfg = tiny_config(iterations=2, compile=True, compile_backend="eager")
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train()
+    assert tr.ddp_model is not tr.model  # the compiled wrapper
+    keys = load_checkpoint(tmp_path / "last.pt")["model"].keys()
+    assert not any(k.startswith("_orig_mod") for k in keys)
+    with pytest.raises(ValueError, match="compile"):
+        tiny_config(compile=3)
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="sync_bn=true needs CUDA"):
+        Trainer(tiny_config(sync_bn=True), tmp_path, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm needs CUDA")
+def test_sync_bn_single_gpu_trains(tmp_path):
+    cfg = tiny_config(iterations=1, sync_bn=True, device="cuda", model_options={"norm": "bn"})
+    Trainer(cfg, tmp_path, progress=False).train()

@@ -254,10 +254,11 @@ class Normalize:
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         out = dict(sample)
-        img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
-        out["image"] = (img.float().div_(255.0) - self.mean) / self.std
+        # np.array copies: decoded PIL arrays are read-only, which torch warns about
+        img = torch.from_numpy(np.array(sample["image"], dtype=np.float32)).permute(2, 0, 1)
+        out["image"] = (img.div_(255.0) - self.mean) / self.std
         if sample.get("mask") is not None:
-            out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"])).long()
+            out["mask"] = torch.from_numpy(np.array(sample["mask"], dtype=np.int64))
         return out
 
     def __repr__(self) -> str:

@@ -71,6 +71,13 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "none"
     channels_last: bool = False
+    # torch.compile the training forward (false, true, or a mode: "reduce-overhead",
+    # "max-autotune"); compile_backend "inductor" needs a C++ compiler on CPU.
+    compile: bool | str = False
+    compile_backend: str = "inductor"
+    # BatchNorm -> SyncBatchNorm across processes (DDP on CUDA only: torch's SyncBatchNorm
+    # has no CPU kernel; on CPU use norm=gn or freeze_bn).
+    sync_bn: bool = False
     deterministic: bool = False
     seed: int = 0
     log_every: int = 10
@@ -120,6 +127,8 @@ class TrainConfig:
             or not all(isinstance(s, (int, float)) and s > 0 for s in self.eval_scales)
         ):
             raise bad("eval_scales", "must be a non-empty list of positive numbers")
+        if not isinstance(self.compile, (bool, str)):
+            raise bad("compile", "must be true, false or a torch.compile mode string")
         if not isinstance(self.tb_images, int) or self.tb_images < 0:
             raise bad("tb_images", "must be a non-negative integer")
         if self.loss not in LOSSES:

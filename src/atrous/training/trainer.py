@@ -150,6 +150,7 @@ class Trainer:
         self._stop_requested = False
         self._tb: Any = None
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log
+        self._speed_hist: list[tuple[float, int]] = []  # (train seconds, iteration) samples
         self.last_good: Path | None = None
         self._setup()
 
@@ -200,11 +201,23 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.freeze_bn:
             freeze_batchnorm(self.model)
+        if cfg.sync_bn:
+            if self.device.type != "cuda":
+                raise ValueError(
+                    "sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+                    "on CPU use model_options.norm=gn or freeze_bn=true"
+                )
+            if self.world > 1:  # one process: plain BatchNorm is the same thing
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ddp_model: nn.Module = self.model
         if self.world > 1:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if cfg.compile:
+            mode = cfg.compile if isinstance(cfg.compile, str) else None
+            # compiled wrapper shares the parameters; checkpoints keep self.model's names
+            self.ddp_model = torch.compile(self.ddp_model, mode=mode, backend=cfg.compile_backend)
         self.criterion = SegmentationLoss(
             weight=self._class_weights(),
             ohem_top_k=cfg.ohem_top_k if cfg.loss == "ohem" else None,
@@ -500,18 +513,24 @@ class Trainer:
         start = getattr(self, "_t_start", None)
         return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
 
-    def _fit_time_limit(self, it0: int, t_loop: float, val_seconds: float) -> None:
+    def _fit_time_limit(self, t_train: float, val_seconds: float) -> None:
         """Re-estimate the run length so that training, the remaining validations and the
-        final one end at ``time_limit``: the poly schedule then decays to zero on time."""
+        final one end at ``time_limit``: the poly schedule then decays to zero on time.
+
+        ``t_train`` is the training time so far in this process (validations excluded); the
+        speed is taken over the most recent ~10 fits, so a slow start (another job on the
+        machine, warm-up) does not shorten the whole run."""
         cfg = self.cfg
-        done = self.iteration - it0
-        if cfg.time_limit is None or done < 5:
+        hist = self._speed_hist
+        hist.append((t_train, self.iteration))
+        del hist[:-10]
+        (t_a, it_a), (t_b, it_b) = hist[0], hist[-1]
+        if cfg.time_limit is None or it_b - it_a < 5:
             return
-        per_it = t_loop / done  # seconds per iteration, validations excluded
+        per_it = (t_b - t_a) / (it_b - it_a)
         left = cfg.time_limit * 60.0 - self._elapsed()
         # each remaining validation (and the final one) costs ~val_seconds
-        budget_its = left / per_it
-        n_val = 1 + budget_its / cfg.val_every
+        n_val = 1 + (left / per_it) / cfg.val_every
         its = max(0.0, (left - n_val * val_seconds) / per_it)
         total = max(self.iteration + 1, self.iteration + int(its))
         cfg.iterations = total
@@ -579,9 +598,8 @@ class Trainer:
                 smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
                 lr = self.scheduler.get_last_lr()[0]
                 it = self.iteration
-                if cfg.time_limit is not None and (it % cfg.log_every == 0 or it - it0 == 5):
-                    self._fit_time_limit(it0, time.perf_counter() - t_loop_start - t_val,
-                                         val_seconds)  # fmt: skip
+                if cfg.time_limit is not None and (it % cfg.log_every == 0 or it - it0 <= 5):
+                    self._fit_time_limit(time.perf_counter() - t_loop_start - t_val, val_seconds)
                     if bar is not None:
                         bar.total = cfg.iterations
                 end = min(cfg.iterations, stop_at or cfg.iterations)
