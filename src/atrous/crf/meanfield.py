@@ -42,11 +42,12 @@ __all__ = [
 
 # When a dict, dense_crf records perf_counter() stamps of its stages in it (benchmarks/bench_crf.py).
 _STAGE_TIMES: dict[str, float] | None = None
+_CLOCK = time.perf_counter
 
 
 def _stamp(name: str) -> None:
     if _STAGE_TIMES is not None:
-        _STAGE_TIMES[name] = time.perf_counter()
+        _STAGE_TIMES[name] = _CLOCK()
 
 
 def _div(x: Tensor, s: float) -> Tensor:
