@@ -204,7 +204,7 @@ class PermutohedralLattice:
             plus = (r_radix - rj, -d * r_radix + (rk_sum - rj))  # (r <= d - 1, r == d)
             deltas.append((minus, plus))
         self.num_keys = n_keys
-        if n_keys <= max(4 * n_total * d1, 1 << 22):
+        if n_keys <= 4 * n_total * d1 + 4096:  # table about as large as the entries
             self._build_dense(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
         else:
             self._build_sorted(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
@@ -352,6 +352,7 @@ class PermutohedralLattice:
         _tick("vertices")
         # splat rows: for each vertex, the points of each simplex using it
         pv_sorted, p_order = torch.sort(pair_vid, stable=True)
+        _tick("psort")
         p_simp = p_order // d1
         p_len = s_count.index_select(0, p_simp)
         counts = torch.zeros(m, dtype=torch.int64, device=dev)
@@ -359,7 +360,9 @@ class PermutohedralLattice:
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
         # pair q contributes the points perm[s_start[simplex] + t], t < p_len[q]
+        _tick("pcount")
         seg = torch.repeat_interleave(torch.arange(p_len.numel(), device=dev), p_len)
+        _tick("repeat")
         shift = s_start.index_select(0, p_simp) - (torch.cumsum(p_len, 0) - p_len)
         pos = torch.arange(n_total * d1, device=dev) + shift.index_select(0, seg)
         pts = perm.index_select(0, pos)
@@ -406,12 +409,12 @@ class PermutohedralLattice:
         blurs = []
         ar = torch.arange(m, dtype=idx_dt, device=dev)
         crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
+        stencil = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev)
         for lower, upper in self._neighbours:
             c = torch.stack([lower.to(idx_dt), ar, upper.to(idx_dt)], dim=1)
             absent = c < 0
-            w = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev).repeat(m, 1)
-            w.masked_fill_(absent, 0.0)
-            c = torch.where(absent, ar[:, None], c)
+            w = (~absent).to(dtype).mul_(stencil)
+            c += absent * (ar[:, None] + 1)  # -1 -> the vertex itself
             blurs.append(csr_matrix(crow_b, c.reshape(-1), w.reshape(-1), size=(m, m)))
         ops = (splat_m, slice_m, blurs)
         self._cache[dtype] = ops

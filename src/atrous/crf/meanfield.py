@@ -183,50 +183,68 @@ class _FusedMeanField:
     inner dim of every product.  Buffers are allocated once per call and reused.
     """
 
-    def __init__(self, kernels: Sequence[tuple[GaussianKernel, float]], dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        kernels: Sequence[tuple[GaussianKernel, float]],
+        dtype: torch.dtype,
+        with_unary: bool = True,
+    ) -> None:
         lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0]._offsets.shape[0]
         dev = lats[0][0].device
+        self.n = n
         self.sizes = [lat.num_vertices for lat, _, _ in lats]
         self.m_total = sum(self.sizes)
         starts = [0]
         for m in self.sizes[:-1]:
             starts.append(starts[-1] + m)
         self.starts = starts
+        # With with_unary, the slice matrix gets a first column of ones that reads -U from
+        # rows 2M.. of G (written once per run), so the slice product writes the logits
+        # directly instead of copying -U into them every iteration.
+        self.with_unary = with_unary
+        width = int(with_unary) + sum(lat.d + 1 for lat, _, _ in lats)
+        n_cols = 2 * self.m_total + (n if with_unary else 0)
+        nnz_splat = sum(lat._splat_order.numel() for lat, _, _ in lats)
+        idx_dt = torch.int32 if max(n_cols, n * width, nnz_splat) < 2**31 - 1 else torch.int64
         crows, cols, vals = [], [], []
-        sl_cols, sl_vals = [], []
+        sl_cols = torch.empty(n, width, dtype=idx_dt, device=dev)
+        sl_vals = torch.empty(n, width, dtype=dtype, device=dev)
+        if with_unary:
+            torch.arange(2 * self.m_total, n_cols, out=sl_cols[:, 0])
+            sl_vals[:, 0] = 1.0
         self.blurs = []
-        nnz = 0
+        nnz, k = 0, int(with_unary)
         for (lat, norm, w), start in zip(lats, starts):
             splat, _, blurs = lat._operators(dtype)
-            crow = splat.crow_indices().to(torch.int64)
-            col = splat.col_indices().to(torch.int64)
-            crows.append(crow[(1 if crows else 0) :] + nnz)
+            col = splat.col_indices().to(idx_dt)
+            crows.append(splat.crow_indices()[(1 if crows else 0) :].to(idx_dt) + nnz)
             cols.append(col)
-            vals.append(splat.values() * norm[col])
+            vals.append(splat.values() * norm.index_select(0, col))
             nnz += col.numel()
             self.blurs.append(blurs)
             # after an odd number of blur passes the result sits in the second half of G
             half = self.m_total if len(blurs) % 2 else 0
-            sl_cols.append(lat._offsets + (start + half))
-            sl_vals.append(lat._bary.to(dtype) * (lat.alpha * w) * norm[:, None])
+            d1 = lat.d + 1
+            torch.add(lat._offsets, start + half, out=sl_cols[:, k : k + d1])
+            torch.mul(lat._bary, norm[:, None], out=sl_vals[:, k : k + d1])
+            sl_vals[:, k : k + d1] *= lat.alpha * w
+            k += d1
         self.splat = csr_matrix(
             torch.cat(crows), torch.cat(cols), torch.cat(vals), size=(self.m_total, n)
         )
-        sc, sv = torch.cat(sl_cols, dim=1), torch.cat(sl_vals, dim=1)
-        width = sc.shape[1]
-        crow = torch.arange(0, n * width + 1, width, device=dev)
-        self.slice = csr_matrix(crow, sc.reshape(-1), sv.reshape(-1), size=(n, 2 * self.m_total))
+        crow = torch.arange(0, n * width + 1, width, dtype=idx_dt, device=dev)
+        self.slice = csr_matrix(crow, sl_cols.view(-1), sl_vals.view(-1), size=(n, n_cols))
 
     def run(self, unary: Tensor, iterations: int, compat: Tensor | None) -> Tensor:
         b, n, c = unary.shape
-        # labels must be the contiguous dim of every operand (unary made from a (C, H, W)
-        # array keeps that layout through the elementwise ops unless told otherwise)
         neg_u = torch.neg(unary).reshape(b * n, c).contiguous()
         q = torch.softmax(neg_u, dim=-1)
         if iterations == 0:
             return q.view(b, n, c)
+        if compat is not None and self.with_unary:
+            raise ValueError("a compat matrix needs _FusedMeanField(with_unary=False)")
         # The softmax is invariant to a per-pixel constant, so subtract max(-U) once here
         # instead of the logits' max each iteration: a row-wise max over a few labels is slow
         # (the label dim is tiny), and with non-negative messages the largest exp is then >= 1
@@ -234,13 +252,17 @@ class _FusedMeanField:
         # whose sums are not in a safe range (huge or negative kernel weights, a compat
         # matrix) falls back to the exact softmax.
         neg_u -= neg_u.amax(dim=1, keepdim=True)
-        g = torch.empty(2 * self.m_total, c, dtype=unary.dtype, device=unary.device)
+        m = self.m_total
+        g = torch.empty(
+            2 * m + (b * n if self.with_unary else 0), c, dtype=unary.dtype, device=unary.device
+        )
+        if self.with_unary:
+            g[2 * m :] = neg_u
         logits = torch.empty_like(neg_u)
         sums = torch.empty(b * n, dtype=unary.dtype, device=unary.device)
         ones = torch.ones(c, dtype=unary.dtype, device=unary.device)
         msg = torch.empty_like(neg_u) if compat is not None else None
         mu_t = None if compat is None else -compat.to(unary.dtype).T.contiguous()
-        m = self.m_total
         for _ in range(iterations):
             torch.addmm(g[:m], self.splat, q, beta=0, out=g[:m])
             for start, size, blurs in zip(self.starts, self.sizes, self.blurs):
@@ -249,7 +271,10 @@ class _FusedMeanField:
                     torch.addmm(dst, bm, src, beta=0, out=dst)
                     src, dst = dst, src
             if compat is None:
-                torch.addmm(neg_u, self.slice, g, out=logits)
+                if self.with_unary:
+                    torch.addmm(logits, self.slice, g, beta=0, out=logits)
+                else:
+                    torch.addmm(neg_u, self.slice, g, out=logits)
             else:
                 torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
                 torch.addmm(neg_u, msg, mu_t, out=logits)
@@ -407,7 +432,7 @@ def dense_crf(
         )
         _stamp("bilateral")
     if method == "lattice" and kernels:
-        fused = _FusedMeanField(kernels, torch.float32)
+        fused = _FusedMeanField(kernels, torch.float32, with_unary=mu is None)
         _stamp("built")
         q = fused.run(unary, iterations, mu)
     else:
