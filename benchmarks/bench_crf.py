@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ except ImportError:  # the optional C++ reference
     dcrf = None
 
 PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
+# the clock for both methods: wall time, or CPU time of the process (--clock cpu)
+CLOCK = [time.perf_counter]
 VOC_DIR = Path("/work/shared/data/voc_sample")
 
 
@@ -136,7 +139,7 @@ def run_ours(
 
 def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.ndarray, float, float]:
     c, h, w = probs.shape
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     d = dcrf.DenseCRF2D(w, h, c)
     d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(c, -1)))
     d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
@@ -146,9 +149,9 @@ def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.nda
         rgbim=np.ascontiguousarray(img),
         compat=PARAMS["bi_w"],
     )
-    t1 = time.perf_counter()
+    t1 = CLOCK[0]()
     q = np.array(d.inference(iterations)).reshape(c, h, w)
-    t2 = time.perf_counter()
+    t2 = CLOCK[0]()
     return q, t1 - t0, t2 - t1
 
 
@@ -161,17 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=3, help="runs per method (interleaved); the fastest is kept"
     )
+    ap.add_argument(
+        "--sizes", help="comma-separated WxH list (default: 500x375,1000x750,2000x1500)"
+    )
+    ap.add_argument("--labels", help="comma-separated label counts (default: 2,21,150)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time (all threads summed) instead of wall time, a load-independent "
+        "proxy on a busy machine (exact for 1 thread; an upper bound on idle wall time otherwise)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
+    meanfield._CLOCK = CLOCK[0]
     sizes = [(375, 500), (750, 1000), (1500, 2000)]
     labels = [2, 21, 150]
     if args.quick:
         sizes, labels = sizes[:2], [21]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in s.split("x"))[::-1] for s in args.sizes.split(",")]
+    if args.labels:
+        labels = [int(v) for v in args.labels.split(",")]
     ref = dcrf is not None and not args.no_ref
     src = "real VOC image" if _real_image() is not None else "synthetic image"
     print(
         f"# dense CRF, {args.iterations} iterations, DeepLab v2 VOC params, {src}, "
-        f"torch {torch.__version__}, {args.threads} threads"
+        f"torch {torch.__version__}, {args.threads} threads, {args.clock} time, best of {args.repeat}, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
     )
     if not ref:
         print("# pydensecrf2 not available: reference columns are empty", file=sys.stderr)
@@ -181,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
+    per_mpix: dict[int, list[tuple[str, float]]] = {}
     # warm up torch's lazy initialisation so that the first row is not penalized
     run_ours(*make_input(32, 32, 2), 1)
     for h, w in sizes:
@@ -201,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                         best_ref = (rb, ri)
                     m_ref = mr if m_ref is None else max(m_ref, mr, key=lambda x: x.mib)
             tb, ti = best_ours
+            per_mpix.setdefault(c, []).append((f"{w}x{h}", (tb + ti) / (w * h / 1e6)))
             row = f"| {w}x{h} | {c} | {tb:.3f} | {ti:.3f} | {tb + ti:.3f} | {m_ours.mib:.0f} MiB "
             if ref:
                 rb, ri = best_ref
@@ -214,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                 row += "| | | | | | |"
             print(row, flush=True)
             del q, img, probs
+    print(
+        f"\nLinearity (our total seconds per megapixel; load average now {os.getloadavg()[0]:.2f}):"
+    )
+    for c, vals in per_mpix.items():
+        print(f"- {c} labels: " + ", ".join(f"{sz} {v:.2f} s/MP" for sz, v in vals))
     return 0
 
 

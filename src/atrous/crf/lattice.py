@@ -13,6 +13,12 @@ labels.  All three maps are stored once per image as sparse CSR matrices; the fi
 chain of sparse x dense products over all labels at once (labels are the contiguous dim), which
 runs on any device torch supports.  Several images form one block-diagonal lattice (the image
 index is part of each vertex key), so a batch costs one chain of products.
+
+Distinct vertices are found without hashing: every coordinate of vertex r is = r (mod d+1), so
+keys compress (d+1)-fold per coordinate.  When the compressed range is small (the positional
+kernel) a direct-address table dedups them (first use by ``scatter_reduce`` amin, neighbours by
+plain gathers); otherwise (the bilateral kernel) the points are grouped by simplex with one sort
+of N keys and only the distinct simplices are expanded to vertices.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch import Tensor
 
 __all__ = ["PermutohedralLattice", "csr_matrix"]
 
+# Stage timing for optimization work: when a list, _build appends (stage, thread CPU time).
 _TICKS: list[tuple[str, float]] | None = None
 
 
@@ -34,6 +41,9 @@ def _tick(name: str) -> None:
     if _TICKS is not None:
         _TICKS.append((name, time.thread_time()))
 
+
+# The direct-address table is used while it has at most this many slots per (point, vertex).
+_DENSE_TABLE_FACTOR = 4
 
 # Packed vertex keys must fit an int64 with room for the neighbour offsets.
 _MAX_PACKED = 2**62
@@ -204,7 +214,7 @@ class PermutohedralLattice:
             plus = (r_radix - rj, -d * r_radix + (rk_sum - rj))  # (r <= d - 1, r == d)
             deltas.append((minus, plus))
         self.num_keys = n_keys
-        if n_keys <= 4 * n_total * d1 + 4096:  # table about as large as the entries
+        if n_keys <= _DENSE_TABLE_FACTOR * (n_total * d1 + 1024):
             self._build_dense(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
         else:
             self._build_sorted(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
@@ -302,6 +312,11 @@ class PermutohedralLattice:
         dev, d, d1 = self.device, self.d, self.d + 1
         n_total = big_k.shape[0]
         # simplex key: (image, K, rank of the first d coordinates)
+        if r_radix * d1**d * self.batch >= _MAX_PACKED:
+            raise ValueError(
+                "features span too large a range for the permutohedral lattice keys "
+                f"({r_radix * d1**d * self.batch} simplex keys); use larger standard deviations"
+            )
         skey = ((big_k - k_lo) * radix_t).sum(dim=1)
         code = torch.zeros_like(skey)
         for i in range(d):
@@ -352,7 +367,6 @@ class PermutohedralLattice:
         _tick("vertices")
         # splat rows: for each vertex, the points of each simplex using it
         pv_sorted, p_order = torch.sort(pair_vid, stable=True)
-        _tick("psort")
         p_simp = p_order // d1
         p_len = s_count.index_select(0, p_simp)
         counts = torch.zeros(m, dtype=torch.int64, device=dev)
@@ -360,9 +374,7 @@ class PermutohedralLattice:
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
         # pair q contributes the points perm[s_start[simplex] + t], t < p_len[q]
-        _tick("pcount")
         seg = torch.repeat_interleave(torch.arange(p_len.numel(), device=dev), p_len)
-        _tick("repeat")
         shift = s_start.index_select(0, p_simp) - (torch.cumsum(p_len, 0) - p_len)
         pos = torch.arange(n_total * d1, device=dev) + shift.index_select(0, seg)
         pts = perm.index_select(0, pos)
