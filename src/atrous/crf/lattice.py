@@ -81,6 +81,16 @@ def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(x)
 
 
+def _with_inverse(minus: Tensor) -> list[Tensor]:
+    """``[minus, plus]`` neighbour ids (-1 = absent): "plus" is the inverse map of "minus"
+    (u = minus(v) exactly when v = plus(u)), so it needs no second look-up."""
+    m = minus.numel()
+    plus = torch.full((m + 1,), -1, dtype=minus.dtype, device=minus.device)
+    dest = torch.where(minus >= 0, minus, m)  # absent ones land in the spare slot
+    plus.scatter_(0, dest, torch.arange(m, dtype=minus.dtype, device=minus.device))
+    return [minus, plus[:m]]
+
+
 def _scale_factors(d: int) -> Tensor:
     """Diagonal of the elevation matrix E scaled to unit-std blur (Adams et al. 2010, p. 5-6).
 
@@ -246,18 +256,17 @@ class PermutohedralLattice:
         r = torch.arange(d1, device=big_k.device, dtype=torch.int64) * r_radix
         return torch.sub(base[:, None] + r, drop)
 
-    def _neighbour_keys(self, keys: Tensor, r: Tensor, deltas: list) -> list[tuple[Tensor, Tensor]]:
-        """Keys of the two blur neighbours of every vertex, for each lattice direction."""
+    def _minus_keys(
+        self, keys: Tensor, r: Tensor, deltas: list, plus: bool = False
+    ) -> list[Tensor]:
+        """Keys of every vertex's "minus" (or "plus") blur neighbour, per lattice direction."""
         d = self.d
         out = []
         for (m_hi, m_lo), (p_lo, p_hi) in deltas:
             # the key offset depends only on r: a lookup in a (d+1)-entry table
-            tab = torch.tensor(
-                [[m_lo] + [m_hi] * d, [p_lo] * d + [p_hi]], dtype=keys.dtype, device=keys.device
-            )
-            minus = keys + tab[0].index_select(0, r)
-            plus = keys + tab[1].index_select(0, r)
-            out.append((minus, plus))
+            offs = [p_lo] * d + [p_hi] if plus else [m_lo] + [m_hi] * d
+            tab = torch.tensor(offs, dtype=keys.dtype, device=keys.device)
+            out.append(keys + tab.index_select(0, r))
         return out
 
     def _build_dense(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
@@ -308,8 +317,10 @@ class PermutohedralLattice:
         table.fill_(-1).index_copy_(0, vkeys, torch.arange(m, dtype=idx_dt, device=dev))
         vr = first_ent % d1
         neighbours = []
-        for (minus, plus), swap in zip(self._neighbour_keys(vkeys, vr, deltas), minus_is_upper):
-            pair = [table.index_select(0, target) for target in (minus, plus)]
+        # (two gathers in the table beat one gather and the inverse map here)
+        keys2 = zip(self._minus_keys(vkeys, vr, deltas), self._minus_keys(vkeys, vr, deltas, True))
+        for (minus, plus), swap in zip(keys2, minus_is_upper):
+            pair = [table.index_select(0, minus), table.index_select(0, plus)]
             neighbours.append(pair[::-1] if swap else pair)
         self._neighbours = neighbours
         _tick("neighbours")
@@ -394,13 +405,11 @@ class PermutohedralLattice:
         # neighbours, looked up in key order (sorted queries)
         vr = (uniq // r_radix) % d1
         neighbours = []
-        for (minus, plus), swap in zip(self._neighbour_keys(uniq, vr, deltas), minus_is_upper):
-            pair = []
-            for target in (minus, plus):
-                idx = torch.searchsorted(uniq, target).clamp_(max=m - 1)
-                found = uniq.index_select(0, idx) == target
-                nb = use_id.index_select(0, idx).masked_fill_(~found, -1)
-                pair.append(torch.empty_like(nb).index_copy_(0, use_id, nb))
+        for minus, swap in zip(self._minus_keys(uniq, vr, deltas), minus_is_upper):
+            idx = torch.searchsorted(uniq, minus).clamp_(max=m - 1)
+            found = uniq.index_select(0, idx) == minus
+            nb = use_id.index_select(0, idx).masked_fill_(~found, -1)
+            pair = _with_inverse(torch.empty_like(nb).index_copy_(0, use_id, nb))
             neighbours.append(pair[::-1] if swap else pair)
         self._neighbours = neighbours
         _tick("neighbours")
