@@ -7,7 +7,7 @@ Usage::
 For each image size and label count it times our lattice build (both kernels and their
 normalization) and the mean-field iterations, the same for pydensecrf2 if it is importable
 (``pip install pydensecrf2``, the ``crf-ref`` extra), and prints time ratio, label agreement and
-the peak RSS growth of each run (sampled from /proc every 2 ms).  The input is synthetic but
+the peak RSS growth of each run (Linux's VmHWM, reset before each run).  The input is synthetic but
 image-like (smooth regions, edges, texture, noise; probabilities from noisy one-hot scores); a
 real VOC image is used instead when /work/shared/data/voc_sample is present.
 """
@@ -18,20 +18,16 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from atrous.crf.meanfield import (
-    GaussianKernel,
-    bilateral_features,
-    mean_field,
-    positional_features,
-)
+from atrous.crf import meanfield
+from atrous.crf.meanfield import dense_crf
 
 try:
     import pydensecrf.densecrf as dcrf
@@ -39,12 +35,17 @@ except ImportError:  # the optional C++ reference
     dcrf = None
 
 PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
+# the clock for both methods: wall time, or CPU time of the process (--clock cpu)
+CLOCK = [time.perf_counter]
 VOC_DIR = Path("/work/shared/data/voc_sample")
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def _trim() -> None:
@@ -54,30 +55,27 @@ def _trim() -> None:
 
 
 class PeakRSS:
-    """Peak resident-set growth over a block, sampled by a background thread."""
+    """Peak resident-set growth over a block.
+
+    Linux keeps the peak (VmHWM) itself and resets it to the current RSS when "5" is written to
+    /proc/self/clear_refs, so the peak is exact and costs nothing while the block runs (a
+    sampling thread would compete for the CPU and the GIL with what it measures).
+    """
 
     def __enter__(self) -> PeakRSS:
         gc.collect()
         _trim()
-        self.base = self.peak = _rss()
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        self.base = _status_kib("VmRSS")
         return self
 
-    def _run(self) -> None:
-        while not self._stop:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.002)
-
     def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, _rss())
+        self.peak = _status_kib("VmHWM")
 
     @property
     def mib(self) -> float:
-        return (self.peak - self.base) / 2**20
+        return (self.peak - self.base) / 1024
 
 
 def _real_image() -> np.ndarray | None:
@@ -118,33 +116,30 @@ def make_input(h: int, w: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     scores = 1.5 * np.eye(c, dtype=np.float32)[label].transpose(2, 0, 1)
     scores += rng.normal(0, 1.0, size=(c, h, w)).astype(np.float32)
     p = np.exp(scores - scores.max(0))
-    return img, (p / p.sum(0)).astype(np.float32)
+    return np.ascontiguousarray(img), np.ascontiguousarray(p / p.sum(0), dtype=np.float32)
 
 
 def run_ours(
     img: np.ndarray, probs: np.ndarray, iterations: int
 ) -> tuple[np.ndarray, float, float]:
-    c, h, w = probs.shape
-    t0 = time.perf_counter()
-    image = torch.from_numpy(img)[None]
-    kernels = [
-        (GaussianKernel(positional_features(1, h, w, PARAMS["pos_xy_std"])), PARAMS["pos_w"]),
-        (
-            GaussianKernel(bilateral_features(image, PARAMS["bi_xy_std"], PARAMS["bi_rgb_std"])),
-            PARAMS["bi_w"],
-        ),
-    ]
-    t1 = time.perf_counter()
-    unary = -torch.log(torch.from_numpy(probs).permute(1, 2, 0).reshape(1, h * w, c))
-    q = mean_field(unary, kernels, iterations)
-    q = q.reshape(h, w, c).permute(2, 0, 1).numpy()
-    t2 = time.perf_counter()
-    return q, t1 - t0, t2 - t1
+    """The public ``dense_crf`` on numpy inputs, as a user calls it.
+
+    Build = input checks, unary, both lattices with their normalization and the fused
+    operators; infer = the mean-field iterations and the output conversion (stage stamps that
+    ``dense_crf`` records when ``meanfield._STAGE_TIMES`` is a dict).
+    """
+    stamps: dict[str, float] = {}
+    meanfield._STAGE_TIMES = stamps
+    try:
+        q = dense_crf(img, probs, iterations=iterations, **PARAMS)
+    finally:
+        meanfield._STAGE_TIMES = None
+    return q, stamps["built"] - stamps["start"], stamps["end"] - stamps["built"]
 
 
 def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.ndarray, float, float]:
     c, h, w = probs.shape
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     d = dcrf.DenseCRF2D(w, h, c)
     d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(c, -1)))
     d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
@@ -154,9 +149,9 @@ def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.nda
         rgbim=np.ascontiguousarray(img),
         compat=PARAMS["bi_w"],
     )
-    t1 = time.perf_counter()
+    t1 = CLOCK[0]()
     q = np.array(d.inference(iterations)).reshape(c, h, w)
-    t2 = time.perf_counter()
+    t2 = CLOCK[0]()
     return q, t1 - t0, t2 - t1
 
 
@@ -169,17 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=3, help="runs per method (interleaved); the fastest is kept"
     )
+    ap.add_argument(
+        "--sizes", help="comma-separated WxH list (default: 500x375,1000x750,2000x1500)"
+    )
+    ap.add_argument("--labels", help="comma-separated label counts (default: 2,21,150)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time (all threads summed) instead of wall time, a load-independent "
+        "proxy on a busy machine (exact for 1 thread; an upper bound on idle wall time otherwise)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
+    meanfield._CLOCK = CLOCK[0]
     sizes = [(375, 500), (750, 1000), (1500, 2000)]
     labels = [2, 21, 150]
     if args.quick:
         sizes, labels = sizes[:2], [21]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in s.split("x"))[::-1] for s in args.sizes.split(",")]
+    if args.labels:
+        labels = [int(v) for v in args.labels.split(",")]
     ref = dcrf is not None and not args.no_ref
     src = "real VOC image" if _real_image() is not None else "synthetic image"
     print(
         f"# dense CRF, {args.iterations} iterations, DeepLab v2 VOC params, {src}, "
-        f"torch {torch.__version__}, {args.threads} threads"
+        f"torch {torch.__version__}, {args.threads} threads, {args.clock} time, best of {args.repeat}, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
     )
     if not ref:
         print("# pydensecrf2 not available: reference columns are empty", file=sys.stderr)
@@ -189,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
+    per_mpix: dict[int, list[tuple[str, float]]] = {}
     # warm up torch's lazy initialisation so that the first row is not penalized
     run_ours(*make_input(32, 32, 2), 1)
     for h, w in sizes:
@@ -209,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                         best_ref = (rb, ri)
                     m_ref = mr if m_ref is None else max(m_ref, mr, key=lambda x: x.mib)
             tb, ti = best_ours
+            per_mpix.setdefault(c, []).append((f"{w}x{h}", (tb + ti) / (w * h / 1e6)))
             row = f"| {w}x{h} | {c} | {tb:.3f} | {ti:.3f} | {tb + ti:.3f} | {m_ours.mib:.0f} MiB "
             if ref:
                 rb, ri = best_ref
@@ -222,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                 row += "| | | | | | |"
             print(row, flush=True)
             del q, img, probs
+    print(
+        f"\nLinearity (our total seconds per megapixel; load average now {os.getloadavg()[0]:.2f}):"
+    )
+    for c, vals in per_mpix.items():
+        print(f"- {c} labels: " + ", ".join(f"{sz} {v:.2f} s/MP" for sz, v in vals))
     return 0
 
 

@@ -115,6 +115,30 @@ def test_lattice_reverse_is_transpose_and_batch_is_independent() -> None:
     assert lat.num_vertices > 0 and lat.d == 5
 
 
+@pytest.mark.parametrize("kind", ["positional", "bilateral"])
+def test_lattice_table_and_sort_builds_agree(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct-address-table and the sort-based vertex search build the same lattice."""
+    import atrous.crf.lattice as lattice_mod
+
+    img, _ = _synthetic(23, 31, 3)
+    image = torch.from_numpy(img)[None].expand(2, -1, -1, -1)
+    if kind == "positional":
+        f = positional_features(2, 23, 31, 1.0)
+    else:
+        f = bilateral_features(image, 5.0, 10.0)
+    x = torch.rand(2, 23 * 31, 4, dtype=torch.float64)
+    monkeypatch.setattr(lattice_mod, "_DENSE_TABLE_FACTOR", 10**6)
+    table = PermutohedralLattice(f)
+    monkeypatch.setattr(lattice_mod, "_DENSE_TABLE_FACTOR", 0)
+    sort = PermutohedralLattice(f)
+    assert table.num_vertices == sort.num_vertices
+    assert torch.equal(table._offsets.long(), sort._offsets.long())  # same first-use ids
+    torch.testing.assert_close(table.filter(x), sort.filter(x), rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(
+        table.filter(x, reverse=True), sort.filter(x, reverse=True), rtol=1e-12, atol=1e-9
+    )
+
+
 def test_lattice_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="shape"):
         PermutohedralLattice(torch.zeros(2, 3, 4, 5))

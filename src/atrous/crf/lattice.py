@@ -13,17 +13,37 @@ labels.  All three maps are stored once per image as sparse CSR matrices; the fi
 chain of sparse x dense products over all labels at once (labels are the contiguous dim), which
 runs on any device torch supports.  Several images form one block-diagonal lattice (the image
 index is part of each vertex key), so a batch costs one chain of products.
+
+Distinct vertices are found without hashing: every coordinate of vertex r is = r (mod d+1), so
+keys compress (d+1)-fold per coordinate.  When the compressed range is small (the positional
+kernel) a direct-address table dedups them (first use by ``scatter_reduce`` amin, neighbours by
+plain gathers); otherwise (the bilateral kernel) the points are grouped by simplex with one sort
+of N keys and only the distinct simplices are expanded to vertices.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["PermutohedralLattice", "csr_matrix"]
+
+# Stage timing for optimization work: when a list, _build appends (stage, thread CPU time).
+_TICKS: list[tuple[str, float]] | None = None
+
+
+def _tick(name: str) -> None:
+    if _TICKS is not None:
+        _TICKS.append((name, time.thread_time()))
+
+
+# The direct-address table is used while it has at most this many slots per (point, vertex).
+_DENSE_TABLE_FACTOR = 4
 
 # Packed vertex keys must fit an int64 with room for the neighbour offsets.
 _MAX_PACKED = 2**62
@@ -40,6 +60,35 @@ def csr_matrix(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+
+
+def _stable_argsort(x: Tensor) -> Tensor:
+    """Stable argsort of a 1-D integer tensor (NumPy's timsort on CPU: about 3x faster than
+    torch.sort here, where the keys are nearly ordered)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.argsort(x.numpy(), kind="stable"))
+    return torch.sort(x, stable=True)[1]
+
+
+def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted values and permutation of a 1-D integer tensor (not stable).
+
+    NumPy's SIMD quicksort on CPU is about 4x faster than torch.sort for the int64 keys here.
+    """
+    if x.device.type == "cpu":
+        perm = torch.from_numpy(np.argsort(x.numpy()))
+        return x.index_select(0, perm), perm
+    return torch.sort(x)
+
+
+def _with_inverse(minus: Tensor) -> list[Tensor]:
+    """``[minus, plus]`` neighbour ids (-1 = absent): "plus" is the inverse map of "minus"
+    (u = minus(v) exactly when v = plus(u)), so it needs no second look-up."""
+    m = minus.numel()
+    plus = torch.full((m + 1,), -1, dtype=minus.dtype, device=minus.device)
+    dest = torch.where(minus >= 0, minus, m)  # absent ones land in the spare slot
+    plus.scatter_(0, dest, torch.arange(m, dtype=minus.dtype, device=minus.device))
+    return [minus, plus[:m]]
 
 
 def _scale_factors(d: int) -> Tensor:
@@ -95,122 +144,275 @@ class PermutohedralLattice:
         scale = _scale_factors(d).to(dev)
         inv_d1 = torch.tensor(1.0 / d1, dtype=torch.float32).item()  # float32(1/(d+1))
 
-        # Elevate onto the hyperplane sum(x) = 0 in R^{d+1} (y = E p), column by column as in
-        # the original so that every float32 rounding is the same.
-        elevated = torch.empty(n_total, d1, dtype=torch.float32, device=dev)
+        # Elevate onto the hyperplane sum(x) = 0 in R^{d+1} (y = E p), coordinate by coordinate
+        # as in the original so that every float32 rounding is the same.  Coordinates are rows
+        # (d+1, N) here: every step below is a contiguous elementwise op.
+        ft = f.t()
+        elevated = torch.empty(d1, n_total, dtype=torch.float32, device=dev)
         sm = torch.zeros(n_total, dtype=torch.float32, device=dev)
         for j in range(d, 0, -1):
-            cf = f[:, j - 1] * scale[j - 1]
-            elevated[:, j] = sm - cf * float(j)
-            sm = sm + cf
-        elevated[:, 0] = sm
+            cf = ft[j - 1] * scale[j - 1]
+            torch.sub(sm, cf * float(j), out=elevated[j])
+            sm += cf
+        elevated[0] = sm
+        _tick("elevate")
 
         # Closest remainder-0 lattice point: round each coordinate to a multiple of d+1
         # (round half to even, as the SSE rounding mode does).
         v = torch.round(elevated * inv_d1)
         rem0 = v * float(d1)
-        coord_sum = v.sum(dim=1)  # integers, exact in float32
+        coord_sum = v.sum(dim=0)  # integers, exact in float32
 
         # Rank of each residual (its position in the sorted order), ties broken by index.
         resid = elevated - rem0
-        rank = torch.zeros(n_total, d1, dtype=torch.float32, device=dev)
+        # For i < j: resid_i < resid_j ranks i up, else j (as in the original loop).
+        count = torch.zeros(d1, n_total, dtype=torch.uint8, device=dev)
+        less = torch.empty(n_total, dtype=torch.bool, device=dev)
         for i in range(d):
-            less = (resid[:, i : i + 1] < resid[:, i + 1 :]).to(torch.float32)
-            rank[:, i] += less.sum(dim=1)
-            rank[:, i + 1 :] += 1.0 - less
+            for j in range(i + 1, d1):
+                torch.lt(resid[i], resid[j], out=less)
+                count[i] += less
+                count[j] += ~less
         # Points off the plane sum(x) = 0: move along the cyclic ranks and fix rem0.
-        rank += coord_sum[:, None]
+        rank = count + coord_sum  # float32
         wrap = (rank < 0).to(torch.float32) - (rank >= d1).to(torch.float32)
         rank += wrap * d1
         rem0 += wrap * d1
         rank_i = rank.to(torch.int64)
+        _tick("rank")
 
-        # Barycentric coordinates (Adams et al. 2010, p. 10), accumulated in the same order.
-        bary = torch.zeros(n_total, d + 2, dtype=torch.float32, device=dev)
+        # Barycentric coordinates (Adams et al. 2010, p. 10).  The original accumulates, for
+        # every coordinate i, +resid_i at d - rank_i and -resid_i at d - rank_i + 1; each slot
+        # gets exactly two terms, so with s_k the residual of rank k this is bary[j] =
+        # s_{d-j} - s_{d+1-j} (bit-identical: a + (-b) and (-b) + a round the same).
         resid = (elevated - rem0) * inv_d1
-        pos = d - rank_i
-        for i in range(d1):
-            bary.scatter_add_(1, pos[:, i : i + 1], resid[:, i : i + 1])
-            bary.scatter_add_(1, pos[:, i : i + 1] + 1, -resid[:, i : i + 1])
-        bary[:, 0] += 1.0 + bary[:, d + 1]
-        bary = bary[:, :d1].contiguous()
+        s_rev = torch.empty_like(resid)
+        s_rev.scatter_(0, d - rank_i, resid)  # s_rev[j] = s_{d-j}
+        bary = torch.empty(n_total, d1, dtype=torch.float32, device=dev)
+        bary_t = bary.t()
+        torch.sub(s_rev[1:], s_rev[:-1], out=bary_t[1:])
+        torch.add(s_rev[0], 1.0 - s_rev[d], out=bary_t[0])
+        del s_rev, resid, elevated
+        _tick("bary")
 
-        # Integer keys (first d coordinates) of the d+1 simplex vertices: vertex r of the simplex
-        # is rem0 + r for coordinates ranked <= d - r, else rem0 + r - (d+1).  Keys are packed
-        # into int64 with a mixed radix padded by 2(d+1) around rem0's range, so that every
-        # vertex and its blur neighbours (coordinates moved by at most d+1) pack injectively and
-        # a neighbour is a constant offset away.
-        rem0_i = rem0[:, :d].to(torch.int64)
-        lo = rem0_i.amin(dim=0) - 2 * d1
-        span = rem0_i.amax(dim=0) + 2 * d1 - lo + 1
+        # Vertex r of the simplex is rem0 + r in the coordinates ranked <= d - r, else
+        # rem0 + r - (d+1).  Every coordinate of vertex r is = r (mod d+1), so a vertex is the
+        # pair (r, k) with k = (coordinate - r) / (d+1): keys compressed (d+1)-fold per
+        # coordinate.  k_i = K_i - [rank_i > d - r] with K = rem0 / (d+1); only the first d
+        # coordinates are free (they sum to zero).
+        big_k = (v[:d] + wrap[:d]).to(torch.int64).t()
+        rank_i = rank_i.t()
+        del v, wrap, rem0
+        k_lo = big_k.amin(dim=0) - 2  # blur neighbours move k by one, a vertex by one more
+        k_span = (big_k.amax(dim=0) + 2 - k_lo).tolist()
         radix = [1]
-        for s in span.tolist():
-            radix.append(radix[-1] * int(s))
-        if radix[-1] * self.batch >= _MAX_PACKED:
+        for sp in k_span:
+            radix.append(radix[-1] * int(sp))
+        n_keys = radix[d] * d1 * self.batch
+        if n_keys >= _MAX_PACKED:
             raise ValueError(
                 "features span too large a range for the permutohedral lattice keys "
-                f"(radix product {radix[-1] * self.batch}); use larger standard deviations"
+                f"({n_keys} keys); use larger standard deviations"
             )
         radix_t = torch.tensor(radix[:d], dtype=torch.int64, device=dev)
-        img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
-        base = ((rem0_i - lo) * radix_t).sum(dim=1) + img * radix[d]
-        # coordinate i drops by d+1 in the vertices r >= d + 1 - rank_i: a cumulative sum
-        drop = torch.zeros(n_total, d + 2, dtype=torch.int64, device=dev)
-        drop.scatter_add_(1, d1 - rank_i[:, :d], radix_t.expand(n_total, d))
-        drop = drop.cumsum_(dim=1)[:, :d1]
-        r = torch.arange(d1, device=dev, dtype=torch.int64)
-        packed = base[:, None] + r * sum(radix[:d]) - d1 * drop  # (N, d+1)
+        r_radix = radix[d]
+        # Which neighbour of a pair has the smaller key in the uncompressed packing of the
+        # original (it decides the column order in the blur rows, hence the float rounding).
+        full_span = [d1 * sp + 1 for sp in k_span]
+        full_radix = [1]
+        for sp in full_span:
+            full_radix.append(full_radix[-1] * sp)
+        minus_is_upper = [d1 * full_radix[j] - sum(full_radix[:d]) > 0 for j in range(d)]
+        minus_is_upper.append(False)
+        # Key offsets of the blur neighbours of direction j: "minus" moves every coordinate by
+        # -1 except coordinate j by +d (j < d).  In (r, k): r -> r - 1 and k_j + 1, or from r = 0
+        # to r = d with k_i - 1 for i != j.  "plus" is the inverse map.
+        rk_sum = sum(radix[:d])
+        deltas = []
+        for j in range(d1):
+            rj = radix[j] if j < d else 0
+            minus = (-r_radix + rj, d * r_radix - (rk_sum - rj))  # (r >= 1, r == 0)
+            plus = (r_radix - rj, -d * r_radix + (rk_sum - rj))  # (r <= d - 1, r == d)
+            deltas.append((minus, plus))
+        self.num_keys = n_keys
+        if n_keys <= _DENSE_TABLE_FACTOR * (n_total * d1 + 1024):
+            self._build_dense(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
+        else:
+            self._build_sorted(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
+        self._bary = bary
+        self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
 
-        # Distinct vertices by a sort of the packed keys.  Vertex ids are then assigned in order
-        # of first use by a point (as the C++ hash table does): points are in raster order, so
-        # the splat, blur and slice products read memory in near-sequential streams; key order
-        # would sweep the image diagonally and thrash the cache on large images.
-        flat = packed.reshape(-1)
-        flat_sorted, order = torch.sort(flat, stable=True)
-        new = torch.ones_like(flat_sorted, dtype=torch.bool)
-        new[1:] = flat_sorted[1:] != flat_sorted[:-1]
-        starts = torch.nonzero(new).reshape(-1)
-        uniq = flat_sorted[starts]
-        m = uniq.numel()
+    def _vertex_keys(
+        self, big_k: Tensor, k_lo: Tensor, radix_t: Tensor, r_radix: int, rank_i: Tensor
+    ) -> Tensor:
+        """Packed keys ``(n, d+1)`` of the d+1 vertices of each row's simplex."""
+        d, d1 = self.d, self.d + 1
+        n = big_k.shape[0]
+        base = ((big_k - k_lo) * radix_t).sum(dim=1)
+        # k_i drops by one in the vertices r >= d + 1 - rank_i: a cumulative sum over r
+        drop = torch.zeros(n, d + 2, dtype=torch.int64, device=big_k.device)
+        drop.scatter_add_(1, d1 - rank_i[:, :d], radix_t.expand(n, d))
+        drop = drop.cumsum_(dim=1)[:, :d1]
+        r = torch.arange(d1, device=big_k.device, dtype=torch.int64) * r_radix
+        return torch.sub(base[:, None] + r, drop)
+
+    def _minus_keys(
+        self, keys: Tensor, r: Tensor, deltas: list, plus: bool = False
+    ) -> list[Tensor]:
+        """Keys of every vertex's "minus" (or "plus") blur neighbour, per lattice direction."""
+        d = self.d
+        out = []
+        for (m_hi, m_lo), (p_lo, p_hi) in deltas:
+            # the key offset depends only on r: a lookup in a (d+1)-entry table
+            offs = [p_lo] * d + [p_hi] if plus else [m_lo] + [m_hi] * d
+            tab = torch.tensor(offs, dtype=keys.dtype, device=keys.device)
+            out.append(keys + tab.index_select(0, r))
+        return out
+
+    def _build_dense(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
+        """Distinct vertices by a direct-address table over the compressed key range.
+
+        Used when that range is small (the positional kernel: about one key per point).  The
+        table holds the first (point, vertex) entry using each key, so vertex ids come in order
+        of first use by a raster-order point, as the C++ hash table assigns them.
+        """
+        dev, d1 = self.device, self.d + 1
+        n_total = big_k.shape[0]
+        n_ent = n_total * d1
+        keys = self._vertex_keys(big_k, k_lo, radix_t, r_radix, rank_i)
+        if self.batch > 1:
+            img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
+            keys += (img * (r_radix * d1))[:, None]
+        keys = keys.reshape(-1)
+        _tick("keys")
+        # int32 ids and entries (they index the sparse matrices, which are int32 anyway)
+        idx_dt = torch.int32 if n_ent < 2**31 - 1 else torch.int64
+        ent = torch.arange(n_ent, dtype=idx_dt, device=dev)
+        table = torch.full((self.num_keys + 1,), n_ent, dtype=idx_dt, device=dev)
+        table.scatter_reduce_(0, keys, ent, "amin")
+        _tick("table")
+        first = table.index_select(0, keys)  # first entry using each entry's key
+        is_first = first == ent
+        # vertex id of each first entry, with one spare slot for "absent" (n_ent) -> -1
+        vid_of_first = torch.empty(n_ent + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(is_first, 0, out=vid_of_first[:n_ent])
+        vid_of_first[:n_ent] -= 1
+        vid_of_first[n_ent] = -1
+        vid = vid_of_first.index_select(0, first)
+        del first
+        _tick("ids")
+        first_ent = torch.nonzero(is_first).reshape(-1)
+        m = first_ent.numel()
         self.num_vertices = m
-        key_id = torch.empty_like(order)
-        key_id[order] = torch.cumsum(new, 0) - 1  # id in key order, per (point, vertex)
-        by_use = torch.argsort(order[starts])  # key-order ids sorted by first use
-        use_id = torch.empty_like(by_use)
-        use_id[by_use] = torch.arange(m, device=dev)
-        offsets = use_id[key_id].view(n_total, d1)
-        # splat rows: the key-sorted groups moved to their first-use rows, without another sort
-        ends = torch.cat([starts[1:], starts.new_tensor([flat.numel()])])
-        counts = torch.empty_like(starts)
-        counts[use_id] = ends - starts
+        self._offsets = vid.view(n_total, d1)
+        # splat rows: entries grouped by vertex id, in entry order within a row
+        counts = torch.bincount(vid, minlength=m)
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
-        group = key_id[order]
-        dest = self._splat_crow[use_id[group]] + torch.arange(flat.numel(), device=dev)
-        dest -= starts[group]
-        self._splat_order = torch.empty_like(order)
-        self._splat_order[dest] = order
-
-        # Neighbours along direction j: all first-d coordinates -1 except coordinate j +d
-        # (j < d); j = d is all -1.  n2 is the opposite.  Stored as (lower, upper) vertex ids
-        # (ids by first use; -1 = absent), rows in id order.  Looked up in key order, where the
-        # queries are sorted and the binary searches stream through memory.
-        all_minus = -sum(radix[:d])
+        self._splat_order = _stable_argsort(vid.to(idx_dt))
+        _tick("splat")
+        # neighbours of every vertex, by direct look-up in a table of vertex ids
+        vkeys = keys.index_select(0, first_ent)
+        del keys
+        table.fill_(-1).index_copy_(0, vkeys, torch.arange(m, dtype=idx_dt, device=dev))
+        vr = first_ent % d1
         neighbours = []
-        for j in range(d1):
-            delta = abs(all_minus + (d1 * radix[j] if j < d else 0))
-            pair = []
-            for sign in (-1, 1):
-                target = uniq + sign * delta
-                idx = torch.searchsorted(uniq, target).clamp_(max=m - 1)
-                nb = torch.empty_like(idx)
-                nb[use_id] = torch.where(uniq[idx] == target, use_id[idx], -1)
-                pair.append(nb)
-            neighbours.append(pair)
-        self._offsets = offsets
-        self._bary = bary
+        # (two gathers in the table beat one gather and the inverse map here)
+        keys2 = zip(self._minus_keys(vkeys, vr, deltas), self._minus_keys(vkeys, vr, deltas, True))
+        for (minus, plus), swap in zip(keys2, minus_is_upper):
+            pair = [table.index_select(0, minus), table.index_select(0, plus)]
+            neighbours.append(pair[::-1] if swap else pair)
         self._neighbours = neighbours
-        self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
+        _tick("neighbours")
+
+    def _build_sorted(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
+        """Distinct vertices by sorting, for a large key range (the bilateral kernel).
+
+        Many points share a simplex there, so the points are grouped by simplex first (one
+        sort of N keys) and only the distinct simplices are expanded to vertices.
+        """
+        dev, d, d1 = self.device, self.d, self.d + 1
+        n_total = big_k.shape[0]
+        # simplex key: (image, K, rank of the first d coordinates)
+        if r_radix * d1**d * self.batch >= _MAX_PACKED:
+            raise ValueError(
+                "features span too large a range for the permutohedral lattice keys "
+                f"({r_radix * d1**d * self.batch} simplex keys); use larger standard deviations"
+            )
+        skey = ((big_k - k_lo) * radix_t).sum(dim=1)
+        code = torch.zeros_like(skey)
+        for i in range(d):
+            code *= d1
+            code += rank_i[:, i]
+        skey *= d1**d
+        skey += code
+        if self.batch > 1:
+            img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
+            skey += img * (r_radix * d1**d)
+        _tick("skeys")
+        s_sorted, perm = _sort(skey)
+        _tick("ssort")
+        new = torch.ones_like(s_sorted, dtype=torch.bool)
+        torch.ne(s_sorted[1:], s_sorted[:-1], out=new[1:])
+        s_start = torch.nonzero(new).reshape(-1)
+        n_simp = s_start.numel()
+        sid = torch.empty_like(perm)
+        sid.index_copy_(0, perm, torch.cumsum(new, 0) - 1)
+        s_count = torch.diff(s_start, append=s_start.new_tensor([n_total]))
+        # representative (first) point of each simplex
+        rep = torch.full((n_simp,), n_total, dtype=torch.int64, device=dev)
+        rep.scatter_reduce_(0, sid, torch.arange(n_total, device=dev), "amin")
+        vkeys = self._vertex_keys(
+            big_k.index_select(0, rep), k_lo, radix_t, r_radix, rank_i.index_select(0, rep)
+        )
+        if self.batch > 1:
+            vkeys += ((rep // self.num_pixels) * (r_radix * d1))[:, None]
+        _tick("simplices")
+        # distinct vertices; ids by first use (entry index point * (d+1) + r)
+        flat = vkeys.reshape(-1)
+        u_sorted, u_perm = _sort(flat)
+        new = torch.ones_like(u_sorted, dtype=torch.bool)
+        torch.ne(u_sorted[1:], u_sorted[:-1], out=new[1:])
+        uniq = u_sorted[new]
+        m = uniq.numel()
+        self.num_vertices = m
+        kid = torch.empty_like(u_perm)
+        kid.index_copy_(0, u_perm, torch.cumsum(new, 0) - 1)  # key-order id of (simplex, r)
+        first_use = torch.full((m,), n_total * d1, dtype=torch.int64, device=dev)
+        pair_ent = (rep[:, None] * d1 + torch.arange(d1, device=dev)).reshape(-1)
+        first_use.scatter_reduce_(0, kid, pair_ent, "amin")
+        by_use = torch.argsort(first_use)
+        use_id = torch.empty_like(by_use)
+        use_id.index_copy_(0, by_use, torch.arange(m, device=dev))
+        pair_vid = use_id.index_select(0, kid)  # (n_simp * (d+1),)
+        self._offsets = pair_vid.view(n_simp, d1).index_select(0, sid)
+        _tick("vertices")
+        # splat rows: for each vertex, the points of each simplex using it
+        pv_sorted, p_order = _sort(pair_vid)
+        p_simp = p_order // d1
+        p_len = s_count.index_select(0, p_simp)
+        counts = torch.zeros(m, dtype=torch.int64, device=dev)
+        counts.index_add_(0, pv_sorted, p_len)
+        self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(counts, 0, out=self._splat_crow[1:])
+        # pair q contributes the points perm[s_start[simplex] + t], t < p_len[q]
+        seg = torch.repeat_interleave(torch.arange(p_len.numel(), device=dev), p_len)
+        shift = s_start.index_select(0, p_simp) - (torch.cumsum(p_len, 0) - p_len)
+        pos = torch.arange(n_total * d1, device=dev) + shift.index_select(0, seg)
+        pts = perm.index_select(0, pos)
+        self._splat_order = pts * d1 + (p_order % d1).index_select(0, seg)
+        _tick("splat")
+        # neighbours, looked up in key order (sorted queries)
+        vr = (uniq // r_radix) % d1
+        neighbours = []
+        for minus, swap in zip(self._minus_keys(uniq, vr, deltas), minus_is_upper):
+            idx = torch.searchsorted(uniq, minus).clamp_(max=m - 1)
+            found = uniq.index_select(0, idx) == minus
+            nb = use_id.index_select(0, idx).masked_fill_(~found, -1)
+            pair = _with_inverse(torch.empty_like(nb).index_copy_(0, use_id, nb))
+            neighbours.append(pair[::-1] if swap else pair)
+        self._neighbours = neighbours
+        _tick("neighbours")
 
     # ------------------------------------------------------------------ sparse operators
     def _operators(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -219,25 +421,33 @@ class PermutohedralLattice:
             return self._cache[dtype]
         dev, d1 = self.device, self.d + 1
         n_total, m = self._offsets.shape[0], self.num_vertices
-        bary = self._bary.to(dtype)
+        idx_dt = torch.int32 if max(n_total * d1, m * 3) < 2**31 - 1 else torch.int64
+        bary = self._bary.to(dtype).reshape(-1)
         # slice: row i holds its d+1 vertices (the sparse kernels accept unsorted columns)
-        crow = torch.arange(0, n_total * d1 + 1, d1, device=dev)
+        crow = torch.arange(0, n_total * d1 + 1, d1, dtype=idx_dt, device=dev)
         slice_m = csr_matrix(
-            crow, self._offsets.reshape(-1), bary.reshape(-1) * self.alpha, size=(n_total, m)
+            crow, self._offsets.reshape(-1).to(idx_dt), bary * self.alpha, size=(n_total, m)
         )
         order = self._splat_order
         splat_m = csr_matrix(
-            self._splat_crow, order // d1, bary.reshape(-1)[order], size=(m, n_total)
+            self._splat_crow.to(idx_dt),
+            torch.div(order, d1, rounding_mode="floor").to(idx_dt),
+            bary.index_select(0, order),
+            size=(m, n_total),
         )
+        # blur rows [lower, self, upper] with weights [1/2, 1, 1/2]; an absent neighbour is
+        # kept as a zero weight on the vertex itself (x + 0 is exact), so every row has three
+        # entries and the matrix needs no compaction
         blurs = []
-        ar = torch.arange(m, device=dev)
-        w = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev).expand(m, 3)
+        ar = torch.arange(m, dtype=idx_dt, device=dev)
+        crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
+        stencil = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev)
         for lower, upper in self._neighbours:
-            c = torch.stack([lower, ar, upper], dim=1)  # sorted columns, -1 = absent
-            keep = c >= 0
-            crow_b = torch.zeros(m + 1, dtype=torch.int64, device=dev)
-            torch.cumsum(keep.sum(dim=1), 0, out=crow_b[1:])
-            blurs.append(csr_matrix(crow_b, c[keep], w[keep], size=(m, m)))
+            c = torch.stack([lower.to(idx_dt), ar, upper.to(idx_dt)], dim=1)
+            absent = c < 0
+            w = (~absent).to(dtype).mul_(stencil)
+            c += absent * (ar[:, None] + 1)  # -1 -> the vertex itself
+            blurs.append(csr_matrix(crow_b, c.reshape(-1), w.reshape(-1), size=(m, m)))
         ops = (splat_m, slice_m, blurs)
         self._cache[dtype] = ops
         return ops

@@ -18,6 +18,7 @@ With the Potts model ``mu(l, l') = [l != l']`` this equals densecrf's ``-U + sum
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +38,16 @@ __all__ = [
     "mean_field",
     "positional_features",
 ]
+
+
+# When a dict, dense_crf records perf_counter() stamps of its stages in it (benchmarks/bench_crf.py).
+_STAGE_TIMES: dict[str, float] | None = None
+_CLOCK = time.perf_counter
+
+
+def _stamp(name: str) -> None:
+    if _STAGE_TIMES is not None:
+        _STAGE_TIMES[name] = _CLOCK()
 
 
 def _div(x: Tensor, s: float) -> Tensor:
@@ -172,53 +183,86 @@ class _FusedMeanField:
     inner dim of every product.  Buffers are allocated once per call and reused.
     """
 
-    def __init__(self, kernels: Sequence[tuple[GaussianKernel, float]], dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        kernels: Sequence[tuple[GaussianKernel, float]],
+        dtype: torch.dtype,
+        with_unary: bool = True,
+    ) -> None:
         lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0]._offsets.shape[0]
         dev = lats[0][0].device
+        self.n = n
         self.sizes = [lat.num_vertices for lat, _, _ in lats]
         self.m_total = sum(self.sizes)
         starts = [0]
         for m in self.sizes[:-1]:
             starts.append(starts[-1] + m)
         self.starts = starts
+        # With with_unary, the slice matrix gets a first column of ones that reads -U from
+        # rows 2M.. of G (written once per run), so the slice product writes the logits
+        # directly instead of copying -U into them every iteration.
+        self.with_unary = with_unary
+        width = int(with_unary) + sum(lat.d + 1 for lat, _, _ in lats)
+        n_cols = 2 * self.m_total + (n if with_unary else 0)
+        nnz_splat = sum(lat._splat_order.numel() for lat, _, _ in lats)
+        idx_dt = torch.int32 if max(n_cols, n * width, nnz_splat) < 2**31 - 1 else torch.int64
         crows, cols, vals = [], [], []
-        sl_cols, sl_vals = [], []
+        sl_cols = torch.empty(n, width, dtype=idx_dt, device=dev)
+        sl_vals = torch.empty(n, width, dtype=dtype, device=dev)
+        if with_unary:
+            torch.arange(2 * self.m_total, n_cols, out=sl_cols[:, 0])
+            sl_vals[:, 0] = 1.0
         self.blurs = []
-        nnz = 0
+        nnz, k = 0, int(with_unary)
         for (lat, norm, w), start in zip(lats, starts):
             splat, _, blurs = lat._operators(dtype)
-            crow = splat.crow_indices().to(torch.int64)
-            col = splat.col_indices().to(torch.int64)
-            crows.append(crow[(1 if crows else 0) :] + nnz)
+            col = splat.col_indices().to(idx_dt)
+            crows.append(splat.crow_indices()[(1 if crows else 0) :].to(idx_dt) + nnz)
             cols.append(col)
-            vals.append(splat.values() * norm[col])
+            vals.append(splat.values() * norm.index_select(0, col))
             nnz += col.numel()
             self.blurs.append(blurs)
             # after an odd number of blur passes the result sits in the second half of G
             half = self.m_total if len(blurs) % 2 else 0
-            sl_cols.append(lat._offsets + (start + half))
-            sl_vals.append(lat._bary.to(dtype) * (lat.alpha * w) * norm[:, None])
+            d1 = lat.d + 1
+            torch.add(lat._offsets, start + half, out=sl_cols[:, k : k + d1])
+            torch.mul(lat._bary, norm[:, None], out=sl_vals[:, k : k + d1])
+            sl_vals[:, k : k + d1] *= lat.alpha * w
+            k += d1
         self.splat = csr_matrix(
             torch.cat(crows), torch.cat(cols), torch.cat(vals), size=(self.m_total, n)
         )
-        sc, sv = torch.cat(sl_cols, dim=1), torch.cat(sl_vals, dim=1)
-        width = sc.shape[1]
-        crow = torch.arange(0, n * width + 1, width, device=dev)
-        self.slice = csr_matrix(crow, sc.reshape(-1), sv.reshape(-1), size=(n, 2 * self.m_total))
+        crow = torch.arange(0, n * width + 1, width, dtype=idx_dt, device=dev)
+        self.slice = csr_matrix(crow, sl_cols.view(-1), sl_vals.view(-1), size=(n, n_cols))
 
     def run(self, unary: Tensor, iterations: int, compat: Tensor | None) -> Tensor:
         b, n, c = unary.shape
-        neg_u = (-unary).reshape(b * n, c)
+        neg_u = torch.neg(unary).reshape(b * n, c).contiguous()
         q = torch.softmax(neg_u, dim=-1)
         if iterations == 0:
             return q.view(b, n, c)
-        g = torch.empty(2 * self.m_total, c, dtype=unary.dtype, device=unary.device)
+        if compat is not None and self.with_unary:
+            raise ValueError("a compat matrix needs _FusedMeanField(with_unary=False)")
+        # The softmax is invariant to a per-pixel constant, so subtract max(-U) once here
+        # instead of the logits' max each iteration: a row-wise max over a few labels is slow
+        # (the label dim is tiny), and with non-negative messages the largest exp is then >= 1
+        # (no underflow).  Rows are then summed by a matrix-vector product.  An iteration
+        # whose sums are not in a safe range (huge or negative kernel weights, a compat
+        # matrix) falls back to the exact softmax.
+        neg_u -= neg_u.amax(dim=1, keepdim=True)
+        m = self.m_total
+        g = torch.empty(
+            2 * m + (b * n if self.with_unary else 0), c, dtype=unary.dtype, device=unary.device
+        )
+        if self.with_unary:
+            g[2 * m :] = neg_u
         logits = torch.empty_like(neg_u)
+        sums = torch.empty(b * n, dtype=unary.dtype, device=unary.device)
+        ones = torch.ones(c, dtype=unary.dtype, device=unary.device)
         msg = torch.empty_like(neg_u) if compat is not None else None
         mu_t = None if compat is None else -compat.to(unary.dtype).T.contiguous()
-        m = self.m_total
         for _ in range(iterations):
             torch.addmm(g[:m], self.splat, q, beta=0, out=g[:m])
             for start, size, blurs in zip(self.starts, self.sizes, self.blurs):
@@ -227,11 +271,20 @@ class _FusedMeanField:
                     torch.addmm(dst, bm, src, beta=0, out=dst)
                     src, dst = dst, src
             if compat is None:
-                torch.addmm(neg_u, self.slice, g, out=logits)
+                if self.with_unary:
+                    torch.addmm(logits, self.slice, g, beta=0, out=logits)
+                else:
+                    torch.addmm(neg_u, self.slice, g, out=logits)
             else:
                 torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
                 torch.addmm(neg_u, msg, mu_t, out=logits)
-            torch.ops.aten._softmax.out(logits, -1, False, out=q)
+            torch.exp(logits, out=q)
+            torch.mv(q, ones, out=sums)
+            lo, hi = sums.amin(), sums.amax()
+            if bool((lo >= 1e-20) & (hi <= 1e30)):
+                q.mul_(sums.reciprocal_().unsqueeze(1))
+            else:
+                torch.ops.aten._softmax.out(logits, -1, False, out=q)
         return q.view(b, n, c)
 
 
@@ -258,7 +311,10 @@ def _as_tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        try:  # any positive-stride layout is read in place (the copies below handle it)
+            return torch.from_numpy(x)
+        except (ValueError, TypeError):
+            return torch.from_numpy(np.ascontiguousarray(x))
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
@@ -299,13 +355,18 @@ def _check_inputs(image: Any, probs: Any) -> tuple[Tensor, Tensor, bool]:
         )
     if img.device != p.device:
         raise ValueError(f"image is on {img.device} but probs are on {p.device}")
-    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
+    # Checked on the caller's (C, H, W) layout, where the label sum is a contiguous reduction.
+    # NaN fails p >= 0; an infinite value makes its pixel's sum infinite.
+    raw = _as_tensor(probs, "probs")
+    sums = raw.sum(dim=0 if raw.dim() == 3 else 1, dtype=torch.float32)
+    # (amin/amax propagate NaN and are much faster than min()/aminmax() on CPU)
+    lo, hi = sums.amin(), sums.amax()
+    if not bool(raw.amin() >= 0) or not bool(torch.isfinite(hi)):
         raise ValueError("probs must be finite and non-negative (probabilities, not logits)")
-    sums = p.to(torch.float64).sum(dim=-1)
-    if bool(((sums - 1.0).abs() > 1e-3).any()):
+    if bool((lo < 1.0 - 1e-3) | (hi > 1.0 + 1e-3)):
         raise ValueError(
             "probs must sum to 1 over the label dim (got sums in "
-            f"[{sums.min().item():.4g}, {sums.max().item():.4g}]); apply softmax to logits first"
+            f"[{lo.item():.4g}, {hi.item():.4g}]); apply softmax to logits first"
         )
     return img, p, batched
 
@@ -345,31 +406,43 @@ def dense_crf(
     ):
         if not val > 0:
             raise ValueError(f"{name} must be positive, got {val}")
+    _stamp("start")
     img, p, batched = _check_inputs(image, probs)
+    _stamp("checked")
     b, h, w, c = p.shape
     mu = None
     if compat is not None:
         mu = _as_tensor(compat, "compat").to(device=p.device, dtype=torch.float32)
         if mu.shape != (c, c):
             raise ValueError(f"compat must have shape ({c}, {c}), got {tuple(mu.shape)}")
-    unary = -torch.log(p.to(torch.float32).clamp_min(torch.finfo(torch.float32).tiny))
-    unary = unary.reshape(b, h * w, c)
+    # one transposing copy to (B, H*W, C), labels contiguous, then in place
+    unary = torch.empty((b, h * w, c), dtype=torch.float32, device=p.device)
+    unary.view(b, h, w, c).copy_(p)
+    unary.clamp_min_(torch.finfo(torch.float32).tiny).log_().neg_()
+    _stamp("unary")
     kernels = []
     if pos_w != 0:
         kernels.append(
             (GaussianKernel(positional_features(b, h, w, pos_xy_std, p.device), method), pos_w)
         )
+        _stamp("positional")
     if bi_w != 0:
         kernels.append(
             (GaussianKernel(bilateral_features(img, bi_xy_std, bi_rgb_std), method), bi_w)
         )
+        _stamp("bilateral")
     if method == "lattice" and kernels:
-        q = _FusedMeanField(kernels, torch.float32).run(unary, iterations, mu)
+        fused = _FusedMeanField(kernels, torch.float32, with_unary=mu is None)
+        _stamp("built")
+        q = fused.run(unary, iterations, mu)
     else:
+        _stamp("built")
         q = mean_field(unary, kernels, iterations, mu)
     q = q.reshape(b, h, w, c)
     q = q.permute(0, 3, 1, 2)
     if not batched:
         q = q[0]
     q = q.to(p.dtype).contiguous()
-    return q.numpy() if isinstance(probs, np.ndarray) else q
+    out = q.numpy() if isinstance(probs, np.ndarray) else q
+    _stamp("end")
+    return out
