@@ -146,6 +146,7 @@ class Trainer:
                 raise FileNotFoundError(f"{self.resume_path}: no checkpoint to resume from")
         self.iteration = 0
         self.elapsed = 0.0  # training seconds before this process (time_limit runs)
+        self._t_start: float | None = None  # perf_counter() when this process's loop began
         self.best_miou = -1.0
         self._stop_requested = False
         self._tb: Any = None
@@ -510,8 +511,9 @@ class Trainer:
 
     def _elapsed(self) -> float:
         """Training wall time so far, over all resumed segments (seconds)."""
-        start = getattr(self, "_t_start", None)
-        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
+        if self._t_start is None:
+            return self.elapsed
+        return self.elapsed + time.perf_counter() - self._t_start
 
     def _fit_time_limit(self, t_train: float, val_seconds: float) -> None:
         """Re-estimate the run length so that training, the remaining validations and the
@@ -585,7 +587,7 @@ class Trainer:
         self._t_start = time.perf_counter()
         it0, smooth = self.iteration, None
         t_log, it_log = self._t_start, self.iteration  # speed over the last log interval
-        t_val, t_loop_start = 0.0, self._t_start
+        t_val = 0.0  # seconds spent validating in this process
         val_seconds = self._estimate_val_seconds() if cfg.time_limit is not None else 0.0
         try:
             while self.iteration < min(cfg.iterations, stop_at or cfg.iterations):
@@ -599,7 +601,7 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 it = self.iteration
                 if cfg.time_limit is not None and (it % cfg.log_every == 0 or it - it0 <= 5):
-                    self._fit_time_limit(time.perf_counter() - t_loop_start - t_val, val_seconds)
+                    self._fit_time_limit(time.perf_counter() - self._t_start - t_val, val_seconds)
                     if bar is not None:
                         bar.total = cfg.iterations
                 end = min(cfg.iterations, stop_at or cfg.iterations)
