@@ -134,10 +134,11 @@ class PermutohedralLattice:
         self.batch, self.num_pixels, self.d = b, n, d
         self.device = features.device
         self._build(features.reshape(b * n, d).to(torch.float32))
-        self._cache: dict[torch.dtype, tuple[Tensor, Tensor, list[Tensor]]] = {}
+        self._cache: dict = {}
 
     # ------------------------------------------------------------------ construction
     def _build(self, f: Tensor) -> None:
+        _tick("input")
         d, dev = self.d, self.device
         n_total = f.shape[0]
         d1 = d + 1
@@ -387,20 +388,27 @@ class PermutohedralLattice:
         pair_vid = use_id.index_select(0, kid)  # (n_simp * (d+1),)
         self._offsets = pair_vid.view(n_simp, d1).index_select(0, sid)
         _tick("vertices")
-        # splat rows: for each vertex, the points of each simplex using it
+        # splat rows: for each vertex, the points of each simplex using it.  Pairs (simplex, r)
+        # are grouped by vertex; a pair's points follow each other in perm order, so entry
+        # (point i, r) goes to (offset of pair (simplex of i, r)) + (rank of i in its simplex).
         pv_sorted, p_order = _sort(pair_vid)
-        p_simp = p_order // d1
-        p_len = s_count.index_select(0, p_simp)
+        p_len = s_count.index_select(0, torch.div(p_order, d1, rounding_mode="floor"))
         counts = torch.zeros(m, dtype=torch.int64, device=dev)
         counts.index_add_(0, pv_sorted, p_len)
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
-        # pair q contributes the points perm[s_start[simplex] + t], t < p_len[q]
-        seg = torch.repeat_interleave(torch.arange(p_len.numel(), device=dev), p_len)
-        shift = s_start.index_select(0, p_simp) - (torch.cumsum(p_len, 0) - p_len)
-        pos = torch.arange(n_total * d1, device=dev) + shift.index_select(0, seg)
-        pts = perm.index_select(0, pos)
-        self._splat_order = pts * d1 + (p_order % d1).index_select(0, seg)
+        p_off = torch.cumsum(p_len, 0).sub_(p_len)
+        o_tab = torch.empty_like(p_off).index_copy_(0, p_order, p_off).view(n_simp, d1)
+        pos_in_perm = torch.empty_like(perm).index_copy_(
+            0, perm, torch.arange(n_total, device=dev)
+        )
+        rank_in_simplex = pos_in_perm.sub_(s_start.index_select(0, sid))
+        dest = o_tab.index_select(0, sid).add_(rank_in_simplex[:, None])
+        self._splat_order = torch.empty(n_total * d1, dtype=torch.int64, device=dev)
+        self._splat_order.index_copy_(
+            0, dest.view(-1), torch.arange(n_total * d1, dtype=torch.int64, device=dev)
+        )
+        del dest, pos_in_perm
         _tick("splat")
         # neighbours, looked up in key order (sorted queries)
         vr = (uniq // r_radix) % d1
@@ -428,13 +436,30 @@ class PermutohedralLattice:
         slice_m = csr_matrix(
             crow, self._offsets.reshape(-1).to(idx_dt), bary * self.alpha, size=(n_total, m)
         )
-        order = self._splat_order
-        splat_m = csr_matrix(
+        ops = (self.splat_matrix(bary), slice_m, self._blur_ops(dtype))
+        self._cache[dtype] = ops
+        return ops
+
+    def splat_matrix(self, weights: Tensor) -> Tensor:
+        """The (M, N) splat matrix with ``weights`` ``(N * (d+1),)`` (point-major) as values:
+        the barycentric weights, or those times a per-point factor (folded normalization)."""
+        d1, order = self.d + 1, self._splat_order
+        n_total, m = self._offsets.shape[0], self.num_vertices
+        idx_dt = torch.int32 if n_total * d1 < 2**31 - 1 else torch.int64
+        return csr_matrix(
             self._splat_crow.to(idx_dt),
             torch.div(order, d1, rounding_mode="floor").to(idx_dt),
-            bary.index_select(0, order),
+            weights.index_select(0, order),
             size=(m, n_total),
         )
+
+    def _blur_ops(self, dtype: torch.dtype) -> list[Tensor]:
+        """The d+1 blur matrices (M, M), one per lattice direction."""
+        key = ("blur", dtype)
+        if key in self._cache:
+            return self._cache[key]
+        dev, m = self.device, self.num_vertices
+        idx_dt = torch.int32 if m * 3 < 2**31 - 1 else torch.int64
         # blur rows [lower, self, upper] with weights [1/2, 1, 1/2]; an absent neighbour is
         # kept as a zero weight on the vertex itself (x + 0 is exact), so every row has three
         # entries and the matrix needs no compaction
@@ -448,9 +473,21 @@ class PermutohedralLattice:
             w = (~absent).to(dtype).mul_(stencil)
             c += absent * (ar[:, None] + 1)  # -1 -> the vertex itself
             blurs.append(csr_matrix(crow_b, c.reshape(-1), w.reshape(-1), size=(m, m)))
-        ops = (splat_m, slice_m, blurs)
-        self._cache[dtype] = ops
-        return ops
+        self._cache[key] = blurs
+        return blurs
+
+    def degree(self) -> Tensor:
+        """``filter(ones)`` as ``(B, N, 1)`` float32 (the row sums of the kernel), without
+        building the splat and slice matrices: splat by ``index_add_`` (which sums in point
+        order, as the C++ splat does), blur, slice by a gather."""
+        n_total, d1 = self._offsets.shape[0], self.d + 1
+        idx = self._offsets.reshape(-1)
+        x = torch.zeros(self.num_vertices, 1, dtype=torch.float32, device=self.device)
+        x.view(-1).index_add_(0, idx, self._bary.reshape(-1))
+        for bm in self._blur_ops(torch.float32):
+            x = bm @ x
+        g = x.view(-1).index_select(0, idx).view(n_total, d1).mul_(self._bary)
+        return g.sum(dim=1).mul_(self.alpha).view(self.batch, self.num_pixels, 1)
 
     def filter(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Filter ``values`` of shape (N, C) or (B, N, C) through the lattice (splat-blur-slice)."""

@@ -94,8 +94,13 @@ class GaussianKernel:
         self.method = method
         self.features = features
         self.lattice = PermutohedralLattice(features) if method == "lattice" else None
-        ones = torch.ones(*features.shape[:2], 1, dtype=torch.float32, device=features.device)
-        self._norm32 = torch.rsqrt(self.raw(ones) + 1e-20)
+        if self.lattice is not None:
+            deg = self.lattice.degree()
+        else:
+            deg = self.raw(
+                torch.ones(*features.shape[:2], 1, dtype=torch.float32, device=features.device)
+            )
+        self._norm32 = torch.rsqrt(deg + 1e-20)
         self._norm: dict[torch.dtype, Tensor] = {torch.float32: self._norm32}
 
     def raw(self, values: Tensor, reverse: bool = False) -> Tensor:
@@ -217,14 +222,9 @@ class _FusedMeanField:
         self.blurs = []
         k = int(with_unary)
         for (lat, norm, w), start in zip(lats, starts):
-            splat, _, blurs = lat._operators(dtype)
-            col = splat.col_indices().to(idx_dt)
-            self.splats.append(
-                csr_matrix(
-                    splat.crow_indices().to(idx_dt), col,
-                    splat.values() * norm.index_select(0, col), size=(lat.num_vertices, n),
-                )
-            )  # fmt: skip
+            blurs = lat._blur_ops(dtype)
+            # splat with the normalization folded in: weights bary * norm of the point
+            self.splats.append(lat.splat_matrix((lat._bary.to(dtype) * norm[:, None]).view(-1)))
             self.blurs.append(blurs)
             # after an odd number of blur passes the result sits in the second half of G
             half = self.m_total if len(blurs) % 2 else 0
