@@ -9,6 +9,7 @@ Public API:
 - :class:`CRFasRNN`, :class:`CRFWrapper` — the differentiable CRF layer of Zheng et al. (2015).
 - :class:`CRFRNNModel`, :func:`with_crf_rnn` — a DeepLab with that layer last, trainable end to
   end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
+- :func:`set_heap_retention` — how much freed memory dense_crf keeps for its next call.
 - :func:`grid_search` — DeepLab v1's cross-validation of the dense-CRF parameters.
 """
 
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 from .crfasrnn import CRFasRNN, CRFWrapper
 from .exact import exact_filter
+from .heap import heap_retention, set_heap_retention
 from .lattice import PermutohedralLattice
 from .meanfield import (
     DenseCRF,
     GaussianKernel,
     bilateral_features,
+    clear_kernel_cache,
     dense_crf,
     mean_field,
     positional_features,
+    positional_kernel,
 )
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
 from .search import grid_search
@@ -37,12 +41,16 @@ __all__ = [
     "LearnedCRF",
     "PermutohedralLattice",
     "bilateral_features",
+    "clear_kernel_cache",
     "crf_rnn_options",
     "dense_crf",
     "exact_filter",
     "grid_search",
+    "heap_retention",
     "mean_field",
     "positional_features",
+    "positional_kernel",
+    "set_heap_retention",
     "split_crf",
     "with_crf_rnn",
 ]

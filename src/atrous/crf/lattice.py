@@ -399,9 +399,7 @@ class PermutohedralLattice:
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
         p_off = torch.cumsum(p_len, 0).sub_(p_len)
         o_tab = torch.empty_like(p_off).index_copy_(0, p_order, p_off).view(n_simp, d1)
-        pos_in_perm = torch.empty_like(perm).index_copy_(
-            0, perm, torch.arange(n_total, device=dev)
-        )
+        pos_in_perm = torch.empty_like(perm).index_copy_(0, perm, torch.arange(n_total, device=dev))
         rank_in_simplex = pos_in_perm.sub_(s_start.index_select(0, sid))
         dest = o_tab.index_select(0, sid).add_(rank_in_simplex[:, None])
         self._splat_order = torch.empty(n_total * d1, dtype=torch.int64, device=dev)

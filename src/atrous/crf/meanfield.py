@@ -19,6 +19,7 @@ With the Potts model ``mu(l, l') = [l != l']`` this equals densecrf's ``-U + sum
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,15 +29,18 @@ import torch
 from torch import Tensor
 
 from .exact import exact_filter
+from .heap import retained_heap
 from .lattice import PermutohedralLattice, csr_matrix
 
 __all__ = [
     "DenseCRF",
     "GaussianKernel",
     "bilateral_features",
+    "clear_kernel_cache",
     "dense_crf",
     "mean_field",
     "positional_features",
+    "positional_kernel",
 ]
 
 
@@ -101,7 +105,7 @@ class GaussianKernel:
                 torch.ones(*features.shape[:2], 1, dtype=torch.float32, device=features.device)
             )
         self._norm32 = torch.rsqrt(deg + 1e-20)
-        self._norm: dict[torch.dtype, Tensor] = {torch.float32: self._norm32}
+        self._norm: dict = {torch.float32: self._norm32}
 
     def raw(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Un-normalized filter ``K values`` (``K^T values`` with ``reverse``)."""
@@ -114,6 +118,16 @@ class GaussianKernel:
             self._norm[dtype] = self._norm32.to(dtype)
         return self._norm[dtype]
 
+    def normalized_splat(self, dtype: torch.dtype) -> Tensor:
+        """The lattice's splat matrix with ``D^-1/2`` folded in (cached per dtype)."""
+        key = ("splat", dtype)
+        if key not in self._norm:
+            lat = self.lattice
+            assert lat is not None
+            w = lat._bary.to(dtype) * self.norm(dtype).reshape(-1, 1)
+            self._norm[key] = lat.splat_matrix(w.view(-1))
+        return self._norm[key]
+
     def __call__(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Normalized filter; differentiable in ``values`` (backward = the transposed filter)."""
         if values.requires_grad and torch.is_grad_enabled():
@@ -123,6 +137,43 @@ class GaussianKernel:
     def _apply(self, values: Tensor, reverse: bool) -> Tensor:
         n = self.norm(values.dtype)
         return n * self.raw(n * values, reverse=reverse)
+
+
+# Positional kernels depend only on (batch, H, W, std, device): the last few are kept, so that
+# calls on same-size images (a dataset of 500x375 photos) skip their construction.
+_POS_CACHE: OrderedDict[tuple, GaussianKernel] = OrderedDict()
+_POS_CACHE_ENTRIES = 2
+_POS_CACHE_MAX_PIXELS = 4_000_000  # ~0.5 GB of lattice at this size; larger ones are not kept
+
+
+def positional_kernel(
+    batch: int,
+    height: int,
+    width: int,
+    xy_std: float,
+    device: torch.device | str = "cpu",
+    method: str = "lattice",
+) -> GaussianKernel:
+    """The smoothness kernel for a ``(batch, height, width)`` grid, from a small cache.
+
+    :func:`clear_kernel_cache` empties it.
+    """
+    key = (batch, height, width, float(np.float32(xy_std)), str(torch.device(device)), method)
+    kern = _POS_CACHE.get(key)
+    if kern is not None:
+        _POS_CACHE.move_to_end(key)
+        return kern
+    kern = GaussianKernel(positional_features(batch, height, width, xy_std, device), method)
+    if batch * height * width <= _POS_CACHE_MAX_PIXELS and _POS_CACHE_ENTRIES > 0:
+        _POS_CACHE[key] = kern
+        while len(_POS_CACHE) > _POS_CACHE_ENTRIES:
+            _POS_CACHE.popitem(last=False)
+    return kern
+
+
+def clear_kernel_cache() -> None:
+    """Drop the cached positional kernels of :func:`positional_kernel`."""
+    _POS_CACHE.clear()
 
 
 class _KernelFilter(torch.autograd.Function):
@@ -195,6 +246,7 @@ class _FusedMeanField:
         with_unary: bool = True,
     ) -> None:
         lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
+        kerns = [kern for kern, _ in kernels]
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0]._offsets.shape[0]
         dev = lats[0][0].device
@@ -221,10 +273,9 @@ class _FusedMeanField:
             sl_vals[:, 0] = 1.0
         self.blurs = []
         k = int(with_unary)
-        for (lat, norm, w), start in zip(lats, starts):
+        for kern, (lat, norm, w), start in zip(kerns, lats, starts):
             blurs = lat._blur_ops(dtype)
-            # splat with the normalization folded in: weights bary * norm of the point
-            self.splats.append(lat.splat_matrix((lat._bary.to(dtype) * norm[:, None]).view(-1)))
+            self.splats.append(kern.normalized_splat(dtype))  # bary * norm of the point
             self.blurs.append(blurs)
             # after an odd number of blur passes the result sits in the second half of G
             half = self.m_total if len(blurs) % 2 else 0
@@ -422,7 +473,29 @@ def dense_crf(
 
     Returns:
         Refined probabilities with the same container type, layout and dtype as ``probs``.
+
+    CPU memory freed during the call stays in the process heap for the next call (up to 1 GiB
+    by default; see :mod:`atrous.crf.heap`, ``set_heap_retention(0)`` turns it off).
     """
+    with retained_heap():
+        return _dense_crf(
+            image, probs, iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std, compat,
+            method,
+        )  # fmt: skip
+
+
+def _dense_crf(
+    image: Any,
+    probs: Any,
+    iterations: int,
+    pos_w: float,
+    pos_xy_std: float,
+    bi_w: float,
+    bi_xy_std: float,
+    bi_rgb_std: float,
+    compat: Any,
+    method: str,
+) -> Any:
     if not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
     for name, val in (
@@ -452,9 +525,7 @@ def dense_crf(
     _stamp("unary")
     kernels = []
     if pos_w != 0:
-        kernels.append(
-            (GaussianKernel(positional_features(b, h, w, pos_xy_std, p.device), method), pos_w)
-        )
+        kernels.append((positional_kernel(b, h, w, pos_xy_std, p.device, method), pos_w))
         _stamp("positional")
     if bi_w != 0:
         kernels.append(

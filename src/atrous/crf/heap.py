@@ -1,0 +1,79 @@
+"""Keep freed CPU memory in the process heap between dense-CRF calls (glibc only).
+
+A dense CRF on a 1000x750 image allocates ~1 GB in a few hundred large tensors.  glibc serves
+every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on
+free, so each block is page-faulted and zeroed by the kernel again on every call: measured here
+as 0.3-0.6 s of system time per 1000x750 call (150k-270k minor faults), 10-15% of the wall
+time.  PyTorch's CPU performance guide recommends jemalloc/tcmalloc for this; this module does
+the part that matters without an ``LD_PRELOAD``:
+
+- while :func:`retained_heap` is active, large blocks come from the heap (``M_MMAP_MAX = 0``)
+  and the heap is never trimmed, so memory freed during the call is reused without new faults;
+- on exit, mmap is allowed again and the heap keeps at most :func:`heap_retention` bytes of
+  free memory (default 1 GiB) for the next call; the rest is returned to the system.
+
+Process-wide effect after the first call: up to that many bytes of freed memory stay mapped,
+and glibc's dynamic mmap threshold is frozen at its current value.  ``set_heap_retention(0)``
+turns the mechanism off (memory is then trimmed as usual).  On non-glibc systems it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import platform
+import threading
+from collections.abc import Iterator
+
+__all__ = ["heap_retention", "retained_heap", "set_heap_retention"]
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's default
+
+_lock = threading.Lock()
+_depth = 0
+_retention = 1 << 30
+_mallopt = None
+if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    with contextlib.suppress(OSError, AttributeError):
+        _mallopt = ctypes.CDLL(None).mallopt
+        _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        _mallopt.restype = ctypes.c_int
+
+
+def heap_retention() -> int:
+    """Bytes of freed heap memory kept between calls (0: the mechanism is off)."""
+    return _retention if _mallopt is not None else 0
+
+
+def set_heap_retention(max_bytes: int) -> None:
+    """Keep at most ``max_bytes`` of freed memory in the heap between dense-CRF calls
+    (0 turns the mechanism off).  Capped at 2 GiB - 1 (a C int)."""
+    global _retention
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    _retention = min(int(max_bytes), 2**31 - 1)
+
+
+@contextlib.contextmanager
+def retained_heap() -> Iterator[None]:
+    """Serve large allocations from the heap and keep freed memory inside the block."""
+    global _depth
+    if _mallopt is None or _retention == 0:
+        yield
+        return
+    with _lock:
+        if _depth == 0:
+            _mallopt(_M_MMAP_MAX, 0)
+            _mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                _mallopt(_M_TRIM_THRESHOLD, _retention)
