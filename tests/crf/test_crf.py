@@ -17,10 +17,16 @@ from atrous.crf import (
     GaussianKernel,
     PermutohedralLattice,
     bilateral_features,
+    clear_kernel_cache,
     dense_crf,
     exact_filter,
+    heap_retention,
+    mean_field,
     positional_features,
+    positional_kernel,
+    set_heap_retention,
 )
+from atrous.crf import heap as crf_heap
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "densecrf"
 CONFIG = json.loads((FIXTURES / "densecrf.json").read_text())
@@ -178,6 +184,80 @@ def test_dense_crf_layouts_types_and_batch() -> None:
     np.testing.assert_allclose(DenseCRF(iterations=3)(img, probs), q_np)
     # zero iterations return the input
     np.testing.assert_allclose(dense_crf(img, probs, iterations=0), probs, atol=1e-6)
+
+
+def test_dense_crf_half_precision_input_and_zero_probabilities() -> None:
+    img, probs = _synthetic(18, 22, 3)
+    probs[:, 0, 0] = [1.0, 0.0, 0.0]  # exact zeros: -log 0 is clamped, not inf/nan
+    q32 = dense_crf(img, probs, iterations=3)
+    q16 = dense_crf(img, probs.astype(np.float16), iterations=3)
+    assert q16.dtype == np.float16 and np.isfinite(q16).all()
+    assert (q16.argmax(0) == q32.argmax(0)).mean() > 0.99
+    np.testing.assert_allclose(q16.astype(np.float32), q32, atol=5e-3)
+
+
+@pytest.mark.parametrize(("pos_w", "bi_w"), [(150.0, 200.0), (-400.0, 5.0)])
+def test_dense_crf_extreme_weights_fall_back_to_exact_softmax(pos_w: float, bi_w: float) -> None:
+    # exp(messages) overflows (huge weights) or underflows (negative ones): the fused path's
+    # unnormalized softmax must fall back to the exact one and match the unfused mean field
+    img, probs = _synthetic(16, 18, 3)
+    q = dense_crf(img, probs, iterations=3, pos_w=pos_w, bi_w=bi_w, bi_xy_std=5.0)
+    assert np.isfinite(q).all()
+    feats = [
+        positional_features(1, 16, 18, 1.0),
+        bilateral_features(torch.from_numpy(img)[None], 5.0, 3.0),
+    ]
+    kernels = [(GaussianKernel(feats[0]), pos_w), (GaussianKernel(feats[1]), bi_w)]
+    unary = -torch.from_numpy(probs).permute(1, 2, 0).reshape(1, -1, 3).log()
+    ref = mean_field(unary, kernels, 3).reshape(16, 18, 3).permute(2, 0, 1).numpy()
+    np.testing.assert_allclose(q, ref, atol=1e-4)
+
+
+def test_positional_kernel_cache() -> None:
+    clear_kernel_cache()
+    a = positional_kernel(1, 20, 24, 1.0)
+    assert positional_kernel(1, 20, 24, 1.0) is a
+    assert positional_kernel(1, 20, 25, 1.0) is not a
+    assert positional_kernel(2, 20, 24, 1.0) is not a
+    assert positional_kernel(1, 20, 24, 2.0) is not a
+    # LRU of two entries: `a` was evicted by the three above
+    assert positional_kernel(1, 20, 24, 1.0) is not a
+    clear_kernel_cache()
+    # a cached kernel gives bit-identical results to a fresh one
+    img, probs = _synthetic(20, 24, 4)
+    cold = dense_crf(img, probs, iterations=4)
+    warm = dense_crf(img, probs, iterations=4)
+    np.testing.assert_array_equal(cold, warm)
+    clear_kernel_cache()
+
+
+def test_kernel_degree_matches_filter_of_ones() -> None:
+    img, _ = _synthetic(23, 29, 3)
+    feats = bilateral_features(torch.from_numpy(img)[None], 5.0, 10.0)
+    for f in (feats, positional_features(2, 23, 29, 1.5)):
+        lat = PermutohedralLattice(f)
+        ones = torch.ones(*f.shape[:2], 1)
+        torch.testing.assert_close(lat.degree(), lat.filter(ones), rtol=1e-5, atol=1e-6)
+
+
+def test_heap_retention_setting_and_nesting() -> None:
+    before = heap_retention()
+    try:
+        with pytest.raises(ValueError, match=">= 0"):
+            set_heap_retention(-1)
+        set_heap_retention(0)
+        assert heap_retention() == 0
+        img, probs = _synthetic(12, 14, 3)
+        off = dense_crf(img, probs, iterations=2)
+        set_heap_retention(1 << 20)
+        assert heap_retention() in (0, 1 << 20)  # 0 where the C library is not glibc
+        with crf_heap.retained_heap(), crf_heap.retained_heap():
+            assert crf_heap._depth in (0, 2)
+            on = dense_crf(img, probs, iterations=2)
+        assert crf_heap._depth == 0
+        np.testing.assert_array_equal(on, off)
+    finally:
+        set_heap_retention(before)
 
 
 def test_dense_crf_compat_matrix() -> None:

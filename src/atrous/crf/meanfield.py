@@ -315,9 +315,19 @@ class _FusedMeanField:
         # falls back to the exact softmax.
         torch.mv(q, ones, out=sums)
         inv = sums.reciprocal_()
-        logits = None if iterations == 0 else torch.empty_like(q)
         msg = torch.empty_like(q) if compat is not None else None
         mu_t = None if compat is None else -compat.to(dt).T.contiguous()
+
+        def logits_into(dst: Tensor) -> None:
+            if compat is None:
+                if self.with_unary:
+                    torch.addmm(dst, self.slice, g, beta=0, out=dst)
+                else:
+                    torch.addmm(neg_u, self.slice, g, out=dst)
+            else:
+                torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
+                torch.addmm(neg_u, msg, mu_t, out=dst)
+
         for _ in range(iterations):
             q.mul_(inv.unsqueeze(1))
             for start, size, splat, blurs in zip(self.starts, self.sizes, self.splats, self.blurs):
@@ -329,21 +339,17 @@ class _FusedMeanField:
                 for bm in blurs:
                     torch.addmm(dst, bm, src, beta=0, out=dst)
                     src, dst = dst, src
-            if compat is None:
-                if self.with_unary:
-                    torch.addmm(logits, self.slice, g, beta=0, out=logits)
-                else:
-                    torch.addmm(neg_u, self.slice, g, out=logits)
-            else:
-                torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
-                torch.addmm(neg_u, msg, mu_t, out=logits)
-            torch.exp(logits, out=q)
+            # Q has been splatted: the logits overwrite it (no separate logits buffer) and
+            # are exponentiated in place
+            logits_into(q)
+            q.exp_()
             torch.mv(q, ones, out=sums)
             lo, hi = sums.amin(), sums.amax()
             if bool((lo >= 1e-20) & (hi <= 1e30)):
                 inv = sums.reciprocal_()
-            else:
-                torch.ops.aten._softmax.out(logits, -1, False, out=q)
+            else:  # recompute the logits (G is intact) for the exact softmax
+                logits_into(q)
+                q.copy_(torch.softmax(q, dim=-1))
                 inv.fill_(1.0)
         if out is None:
             return q.mul_(inv.unsqueeze(1))
