@@ -81,16 +81,6 @@ def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(x)
 
 
-def _with_inverse(minus: Tensor) -> list[Tensor]:
-    """``[minus, plus]`` neighbour ids (-1 = absent): "plus" is the inverse map of "minus"
-    (u = minus(v) exactly when v = plus(u)), so it needs no second look-up."""
-    m = minus.numel()
-    plus = torch.full((m + 1,), -1, dtype=minus.dtype, device=minus.device)
-    dest = torch.where(minus >= 0, minus, m)  # absent ones land in the spare slot
-    plus.scatter_(0, dest, torch.arange(m, dtype=minus.dtype, device=minus.device))
-    return [minus, plus[:m]]
-
-
 def _scale_factors(d: int) -> Tensor:
     """Diagonal of the elevation matrix E scaled to unit-std blur (Adams et al. 2010, p. 5-6).
 
@@ -257,18 +247,23 @@ class PermutohedralLattice:
         r = torch.arange(d1, device=big_k.device, dtype=torch.int64) * r_radix
         return torch.sub(base[:, None] + r, drop)
 
-    def _minus_keys(
-        self, keys: Tensor, r: Tensor, deltas: list, plus: bool = False
-    ) -> list[Tensor]:
-        """Keys of every vertex's "minus" (or "plus") blur neighbour, per lattice direction."""
+    def _neighbour_keys(self, keys: Tensor, r: Tensor, deltas: list, plus: bool) -> Tensor:
+        """``(M, d+1)`` keys of every vertex's "minus" (or "plus") blur neighbour in each
+        lattice direction; the key offset depends only on the vertex's remainder r."""
         d = self.d
-        out = []
+        tab = []
         for (m_hi, m_lo), (p_lo, p_hi) in deltas:
-            # the key offset depends only on r: a lookup in a (d+1)-entry table
-            offs = [p_lo] * d + [p_hi] if plus else [m_lo] + [m_hi] * d
-            tab = torch.tensor(offs, dtype=keys.dtype, device=keys.device)
-            out.append(keys + tab.index_select(0, r))
-        return out
+            tab.append([p_lo] * d + [p_hi] if plus else [m_lo] + [m_hi] * d)
+        # (r, direction) layout, contiguous (a row gather from a strided view is very slow)
+        tab_t = torch.tensor(tab, dtype=keys.dtype).t().contiguous().to(keys.device)
+        return tab_t.index_select(0, r).add_(keys[:, None])
+
+    def _set_neighbours(self, minus: Tensor, plus: Tensor, minus_is_upper: list[bool]) -> None:
+        """Store ``(d+1, M)`` lower / upper neighbour ids (-1: absent) per direction, from the
+        ``(M, d+1)`` minus / plus ids (which of the two is "lower" follows the C++ key order)."""
+        swap = torch.tensor(minus_is_upper, device=minus.device)
+        self._lower = torch.where(swap, plus, minus).t().contiguous()
+        self._upper = torch.where(swap, minus, plus).t().contiguous()
 
     def _build_dense(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
         """Distinct vertices by a direct-address table over the compressed key range.
@@ -317,13 +312,9 @@ class PermutohedralLattice:
         del keys
         table.fill_(-1).index_copy_(0, vkeys, torch.arange(m, dtype=idx_dt, device=dev))
         vr = first_ent % d1
-        neighbours = []
-        # (two gathers in the table beat one gather and the inverse map here)
-        keys2 = zip(self._minus_keys(vkeys, vr, deltas), self._minus_keys(vkeys, vr, deltas, True))
-        for (minus, plus), swap in zip(keys2, minus_is_upper):
-            pair = [table.index_select(0, minus), table.index_select(0, plus)]
-            neighbours.append(pair[::-1] if swap else pair)
-        self._neighbours = neighbours
+        m_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, False).view(-1))
+        p_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, True).view(-1))
+        self._set_neighbours(m_ids.view(m, d1), p_ids.view(m, d1), minus_is_upper)
         _tick("neighbours")
 
     def _build_sorted(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
@@ -410,14 +401,16 @@ class PermutohedralLattice:
         _tick("splat")
         # neighbours, looked up in key order (sorted queries)
         vr = (uniq // r_radix) % d1
-        neighbours = []
-        for minus, swap in zip(self._minus_keys(uniq, vr, deltas), minus_is_upper):
-            idx = torch.searchsorted(uniq, minus).clamp_(max=m - 1)
-            found = uniq.index_select(0, idx) == minus
-            nb = use_id.index_select(0, idx).masked_fill_(~found, -1)
-            pair = _with_inverse(torch.empty_like(nb).index_copy_(0, use_id, nb))
-            neighbours.append(pair[::-1] if swap else pair)
-        self._neighbours = neighbours
+        minus_k = self._neighbour_keys(uniq, vr, deltas, False).view(-1)
+        idx = torch.searchsorted(uniq, minus_k).clamp_(max=m - 1)
+        found = uniq.index_select(0, idx) == minus_k
+        nb = use_id.index_select(0, idx).masked_fill_(~found, -1).view(m, d1)
+        minus = torch.empty_like(nb).index_copy_(0, use_id, nb)  # rows in vertex-id order
+        # "plus" is the inverse map of "minus" (u = minus(v) exactly when v = plus(u))
+        plus = torch.full((d1, m + 1), -1, dtype=minus.dtype, device=dev)
+        dest = torch.where(minus >= 0, minus, m).t()  # absent ones land in the spare slot
+        plus.scatter_(1, dest, torch.arange(m, dtype=minus.dtype, device=dev).expand(d1, m))
+        self._set_neighbours(minus, plus[:, :m].t(), minus_is_upper)
         _tick("neighbours")
 
     # ------------------------------------------------------------------ sparse operators
@@ -461,16 +454,17 @@ class PermutohedralLattice:
         # blur rows [lower, self, upper] with weights [1/2, 1, 1/2]; an absent neighbour is
         # kept as a zero weight on the vertex itself (x + 0 is exact), so every row has three
         # entries and the matrix needs no compaction
-        blurs = []
+        d1 = self.d + 1
         ar = torch.arange(m, dtype=idx_dt, device=dev)
+        c = torch.empty(d1, m, 3, dtype=idx_dt, device=dev)
+        c[:, :, 0] = self._lower
+        c[:, :, 1] = ar
+        c[:, :, 2] = self._upper
+        absent = c < 0
+        w = (~absent).to(dtype).mul_(torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev))
+        c = torch.where(absent, ar[:, None], c)  # -1 -> the vertex itself
         crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
-        stencil = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev)
-        for lower, upper in self._neighbours:
-            c = torch.stack([lower.to(idx_dt), ar, upper.to(idx_dt)], dim=1)
-            absent = c < 0
-            w = (~absent).to(dtype).mul_(stencil)
-            c += absent * (ar[:, None] + 1)  # -1 -> the vertex itself
-            blurs.append(csr_matrix(crow_b, c.reshape(-1), w.reshape(-1), size=(m, m)))
+        blurs = [csr_matrix(crow_b, c[j].view(-1), w[j].view(-1), size=(m, m)) for j in range(d1)]
         self._cache[key] = blurs
         return blurs
 
