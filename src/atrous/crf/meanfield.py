@@ -105,7 +105,8 @@ class GaussianKernel:
                 torch.ones(*features.shape[:2], 1, dtype=torch.float32, device=features.device)
             )
         self._norm32 = torch.rsqrt(deg + 1e-20)
-        self._norm: dict = {torch.float32: self._norm32}
+        self._norm: dict[torch.dtype, Tensor] = {torch.float32: self._norm32}
+        self._splat: dict[torch.dtype, Tensor] = {}
 
     def raw(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Un-normalized filter ``K values`` (``K^T values`` with ``reverse``)."""
@@ -120,13 +121,12 @@ class GaussianKernel:
 
     def normalized_splat(self, dtype: torch.dtype) -> Tensor:
         """The lattice's splat matrix with ``D^-1/2`` folded in (cached per dtype)."""
-        key = ("splat", dtype)
-        if key not in self._norm:
+        if dtype not in self._splat:
             lat = self.lattice
             assert lat is not None
             w = lat._bary.to(dtype) * self.norm(dtype).reshape(-1, 1)
-            self._norm[key] = lat.splat_matrix(w.view(-1))
-        return self._norm[key]
+            self._splat[dtype] = lat.splat_matrix(w.view(-1))
+        return self._splat[dtype]
 
     def __call__(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Normalized filter; differentiable in ``values`` (backward = the transposed filter)."""
@@ -454,6 +454,7 @@ def _check_inputs(image: Any, probs: Any) -> tuple[Tensor, Tensor, bool]:
     return img, p, batched
 
 
+@retained_heap()  # (a contextmanager is also a decorator, entered on every call)
 def dense_crf(
     image: Any,
     probs: Any,
@@ -483,25 +484,6 @@ def dense_crf(
     CPU memory freed during the call stays in the process heap for the next call (up to 1 GiB
     by default; see :mod:`atrous.crf.heap`, ``set_heap_retention(0)`` turns it off).
     """
-    with retained_heap():
-        return _dense_crf(
-            image, probs, iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std, compat,
-            method,
-        )  # fmt: skip
-
-
-def _dense_crf(
-    image: Any,
-    probs: Any,
-    iterations: int,
-    pos_w: float,
-    pos_xy_std: float,
-    bi_w: float,
-    bi_xy_std: float,
-    bi_rgb_std: float,
-    compat: Any,
-    method: str,
-) -> Any:
     if not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
     for name, val in (
