@@ -124,7 +124,8 @@ class PermutohedralLattice:
         self.batch, self.num_pixels, self.d = b, n, d
         self.device = features.device
         self._build(features.reshape(b * n, d).to(torch.float32))
-        self._cache: dict = {}
+        self._cache: dict[torch.dtype, tuple[Tensor, Tensor, list[Tensor]]] = {}
+        self._blur_cache: dict[torch.dtype, list[Tensor]] = {}
 
     # ------------------------------------------------------------------ construction
     def _build(self, f: Tensor) -> None:
@@ -446,9 +447,8 @@ class PermutohedralLattice:
 
     def _blur_ops(self, dtype: torch.dtype) -> list[Tensor]:
         """The d+1 blur matrices (M, M), one per lattice direction."""
-        key = ("blur", dtype)
-        if key in self._cache:
-            return self._cache[key]
+        if dtype in self._blur_cache:
+            return self._blur_cache[dtype]
         dev, m = self.device, self.num_vertices
         idx_dt = torch.int32 if m * 3 < 2**31 - 1 else torch.int64
         # blur rows [lower, self, upper] with weights [1/2, 1, 1/2]; an absent neighbour is
@@ -465,7 +465,7 @@ class PermutohedralLattice:
         c = torch.where(absent, ar[:, None], c)  # -1 -> the vertex itself
         crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
         blurs = [csr_matrix(crow_b, c[j].view(-1), w[j].view(-1), size=(m, m)) for j in range(d1)]
-        self._cache[key] = blurs
+        self._blur_cache[dtype] = blurs
         return blurs
 
     def degree(self) -> Tensor:

@@ -246,7 +246,6 @@ class _FusedMeanField:
         with_unary: bool = True,
     ) -> None:
         lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
-        kerns = [kern for kern, _ in kernels]
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0]._offsets.shape[0]
         dev = lats[0][0].device
@@ -273,7 +272,7 @@ class _FusedMeanField:
             sl_vals[:, 0] = 1.0
         self.blurs = []
         k = int(with_unary)
-        for kern, (lat, norm, w), start in zip(kerns, lats, starts):
+        for (kern, _), (lat, norm, w), start in zip(kernels, lats, starts):
             blurs = lat._blur_ops(dtype)
             self.splats.append(kern.normalized_splat(dtype))  # bary * norm of the point
             self.blurs.append(blurs)
