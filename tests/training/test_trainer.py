@@ -265,7 +265,7 @@ def test_time_limit_sets_iterations_from_speed(tmp_path):
     tr = Trainer(cfg, tmp_path, progress=False)
     tr.train()
     assert 5 <= tr.iteration < 1000
-    assert tr.cfg.iterations == tr.iteration
+    assert tr.total_iterations == tr.iteration
     assert tr.elapsed < 12.0  # 3 s budget; loose, as CI machines are noisy
     assert (tmp_path / "model.safetensors").is_file()
     assert tr.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
@@ -316,3 +316,37 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
 def test_sync_bn_single_gpu_trains(tmp_path):
     cfg = tiny_config(iterations=1, sync_bn=True, device="cuda", model_options={"norm": "bn"})
     Trainer(cfg, tmp_path, progress=False).train()
+
+
+def test_training_normalizes_with_the_weights_mean_std(tmp_path):
+    # Bug: the datasets were built before the model, with ImageNet statistics, so fine-tuning
+    # weights that carry another mean/std trained on one normalization and validated on another.
+    from atrous.weights import save
+
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+    src = build("deeplabv3_mobilenetv2", num_classes=6, norm="gn", width_mult=0.5)
+    save(src, tmp_path / "src.safetensors", mean=mean, std=std)
+    tr = Trainer(tiny_config(weights=str(tmp_path / "src.safetensors")), tmp_path / "run",
+                 progress=False)  # fmt: skip
+    assert tuple(tr.model.metadata["mean"]) == mean
+    x = tr.train_set[0]["image"]  # normalized (3, H, W)
+    rgb = (x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)) * 255
+    # the model's normalization inverts to whole uint8 values; ImageNet's would not
+    assert rgb.min() > -0.01 and rgb.max() < 255.01
+    assert (rgb - rgb.round()).abs().max() < 1e-3
+
+
+def test_time_limit_keeps_the_config_immutable(tmp_path):
+    # Bug: the time-limit fit overwrote cfg.iterations, so config.json (written at the start)
+    # and the config inside last.pt disagreed. The fitted length is the trainer's state.
+    cfg = tiny_config(iterations=1000, time_limit=0.03, log_every=2, val_every=1000)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.train()
+    assert tr.cfg.iterations == 1000 and cfg.iterations == 1000
+    assert tr.total_iterations == tr.iteration < 1000
+    saved = json.loads((tmp_path / "config.json").read_text())
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert saved == state["config"] == cfg.to_dict()
+    assert state["total_iterations"] == tr.iteration
+    again = Trainer(cfg, tmp_path, resume=True, progress=False)
+    assert again.total_iterations == tr.iteration  # the fitted length survives a resume

@@ -32,7 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atrous.cli import CLIError
-    from atrous.training import TrainConfig, Trainer, TrainingError, apply_overrides, load_config
+    from atrous.training import (
+        TrainConfig,
+        Trainer,
+        TrainingError,
+        apply_overrides,
+        distributed_session,
+        load_config,
+    )
     from atrous.training.checkpoint import load_checkpoint
 
     overrides = list(args.overrides)
@@ -60,35 +67,12 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("give --config FILE (or --resume with --out to continue a run)")
         if not args.resume and (out / "last.pt").exists():
             raise CLIError(f"{out} already holds a run (last.pt); pass --resume or another --out")
-        started = _init_distributed(cfg.device)
-        try:
+        with distributed_session(cfg.device):
             trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
             record = trainer.train()
-        finally:
-            if started:
-                import torch.distributed as dist
-
-                dist.destroy_process_group()
     except (ValueError, TypeError, FileNotFoundError, TrainingError) as e:
         raise CLIError(str(e)) from None
     if trainer.rank != 0:
         return 0
     print(f"done: {trainer.iteration} iterations; {out}/model.safetensors; last {record}")
     return 0
-
-
-def _init_distributed(device: str) -> bool:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1):
-    NCCL on GPUs, gloo on CPU. Returns whether this call started it."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    return True

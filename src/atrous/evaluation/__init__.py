@@ -6,7 +6,15 @@ plots). Start with :func:`evaluate`."""
 from __future__ import annotations
 
 from atrous.evaluation.confusion import ConfusionMatrix, Metrics, metrics_from_matrix
-from atrous.evaluation.evaluate import EvalResult, evaluate, split_item
+from atrous.evaluation.evaluate import (
+    EvalResult,
+    evaluate,
+    evaluate_model,
+    iter_predictions,
+    reconcile_class_names,
+    score,
+    split_item,
+)
 from atrous.evaluation.report import environment, format_table, plot_confusion, write_json
 from atrous.evaluation.trimap import TrimapAccumulator, boundary_distance, plot_trimap
 
@@ -18,10 +26,14 @@ __all__ = [
     "boundary_distance",
     "environment",
     "evaluate",
+    "evaluate_model",
     "format_table",
+    "iter_predictions",
     "metrics_from_matrix",
     "plot_confusion",
     "plot_trimap",
+    "reconcile_class_names",
+    "score",
     "split_item",
     "write_json",
 ]

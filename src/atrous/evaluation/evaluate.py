@@ -16,11 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from atrous.constants import IGNORE_INDEX
 from atrous.evaluation.confusion import ConfusionMatrix, Metrics
 from atrous.evaluation.report import environment, format_table, plot_confusion, write_json
 from atrous.evaluation.trimap import BoundaryMode, TrimapAccumulator, plot_trimap
 
-__all__ = ["EvalResult", "evaluate", "split_item"]
+__all__ = [
+    "EvalResult",
+    "evaluate",
+    "evaluate_model",
+    "iter_predictions",
+    "reconcile_class_names",
+    "score",
+    "split_item",
+]
 
 
 def split_item(item: Any, index: int = 0) -> tuple[Any, Any]:
@@ -51,6 +60,10 @@ class EvalResult:
     num_images: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # What was evaluated and how (model, weights, inference settings, dataset), written into
+    # metrics.json; :func:`evaluate_model` fills it. ``notes``: remarks for the user.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def metrics(self) -> Metrics:
@@ -66,7 +79,7 @@ class EvalResult:
     def to_dict(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         m = self.metrics
         out: dict[str, Any] = {
-            "metadata": dict(metadata or {}),
+            "metadata": dict(self.metadata if metadata is None else metadata),
             "environment": environment(),
             "protocol": {
                 "accumulation": "one confusion matrix over all pixels of the dataset",
@@ -90,8 +103,8 @@ class EvalResult:
         return out
 
     def to_json(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
-        """Every number plus the caller's run metadata (model, weights, output stride,
-        scales, flip, CRF settings, split...) and the software environment."""
+        """Every number plus the run metadata (model, weights, output stride, scales, flip,
+        CRF settings, split...; default :attr:`metadata`) and the software environment."""
         write_json(self.to_dict(metadata), path)
 
     def plot_confusion(self, path: str | Path) -> None:
@@ -129,34 +142,55 @@ class EvalResult:
         return self
 
 
-def _predictions(segmenter: Any, images: Iterable[Any]) -> Iterator[Any]:
+def iter_predictions(
+    segmenter: Any,
+    dataset: Iterable[Any],
+    limit: int | None = None,
+    output: str = "labels",
+    progress: bool = False,
+) -> Iterator[tuple[Any, Any, Any]]:
+    """``(image, label, prediction)`` for the first ``limit`` items of ``dataset`` (items
+    ``(image, label)`` or dicts with "image"/"mask"): the one loop over a dataset that
+    evaluation and the CRF search share. ``segmenter`` is a :class:`~atrous.inference.Segmenter`
+    (batched through ``predict_many(images, output=...)``) or any callable image -> labels."""
+    pending: deque[tuple[Any, Any]] = deque()
+
+    def images() -> Iterator[Any]:
+        for i, item in enumerate(dataset):
+            if limit is not None and i >= limit:
+                return
+            image, label = split_item(item, i)
+            pending.append((image, label))
+            yield image
+
     if hasattr(segmenter, "predict_many"):
-        yield from segmenter.predict_many(images)
-    elif callable(segmenter):
-        for im in images:
-            yield segmenter(im)
+        preds: Iterator[Any] = segmenter.predict_many(images(), output=output)
+    elif callable(segmenter) and output == "labels":
+        preds = (segmenter(im) for im in images())
     else:
         raise TypeError(
             "segmenter must have predict_many(images) or be callable image -> label map, got "
             f"{type(segmenter).__name__}"
         )
+    if progress:
+        from tqdm import tqdm
+
+        preds = tqdm(preds, desc="evaluate", unit="img")
+    for pred in preds:
+        image, label = pending.popleft()
+        yield image, label, pred
 
 
-def evaluate(
-    segmenter: Any,
-    dataset: Iterable[Any],
+def score(
+    pairs: Iterable[tuple[Any, Any]],
     num_classes: int,
     class_names: Sequence[str] | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     trimap_widths: Iterable[float] | None = range(1, 41),
     trimap_boundary: BoundaryMode = "label",
-    limit: int | None = None,
-    progress: bool = False,
 ) -> EvalResult:
-    """Run ``segmenter`` (a :class:`atrous.inference.Segmenter`, or any callable returning an
-    (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
-    "image"/"mask", at full resolution, and accumulate the confusion matrix (and the trimap
-    matrices unless ``trimap_widths`` is None)."""
+    """Accumulate ``(prediction, label)`` pairs of full-resolution label maps into one
+    confusion matrix (and the trimap matrices unless ``trimap_widths`` is None)."""
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(
             f"class_names has {len(class_names)} names but num_classes is {num_classes}"
@@ -167,25 +201,9 @@ def evaluate(
         if trimap_widths is not None
         else None
     )
-    labels: deque[Any] = deque()
-
-    def images() -> Iterator[Any]:
-        for i, item in enumerate(dataset):
-            if limit is not None and i >= limit:
-                return
-            image, label = split_item(item, i)
-            labels.append(label)
-            yield image
-
     t0 = time.perf_counter()
     n = 0
-    preds = _predictions(segmenter, images())
-    if progress:
-        from tqdm import tqdm
-
-        preds = tqdm(preds, desc="evaluate", unit="img")
-    for pred in preds:
-        label = labels.popleft()
+    for pred, label in pairs:
         label = np.asarray(label) if not hasattr(label, "dim") else label
         if tuple(pred.shape) != tuple(label.shape):
             raise ValueError(
@@ -203,3 +221,115 @@ def evaluate(
         num_images=n,
         seconds=time.perf_counter() - t0,
     )
+
+
+def evaluate(
+    segmenter: Any,
+    dataset: Iterable[Any],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int | None = IGNORE_INDEX,
+    trimap_widths: Iterable[float] | None = range(1, 41),
+    trimap_boundary: BoundaryMode = "label",
+    limit: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Run ``segmenter`` (a :class:`atrous.inference.Segmenter`, or any callable returning an
+    (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
+    "image"/"mask", at full resolution, and accumulate the confusion matrix (and the trimap
+    matrices unless ``trimap_widths`` is None)."""
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(class_names)} names but num_classes is {num_classes}"
+        )
+    items = iter_predictions(segmenter, dataset, limit, progress=progress)
+    return score(
+        ((pred, label) for _, label, pred in items),
+        num_classes, class_names, ignore_index, trimap_widths, trimap_boundary,
+    )  # fmt: skip
+
+
+def reconcile_class_names(
+    model_names: Sequence[str] | None, dataset_names: Sequence[str], num_classes: int, where: str
+) -> tuple[list[str], str | None]:
+    """The class names to report, and a note for the user (or None).
+
+    The counts must agree (ValueError naming ``where``, the dataset). A dataset that only
+    knows generic names (``class_0``...) takes the weights' names; when both have real names
+    that differ, the dataset's win and the note says so."""
+    ds_names = list(dataset_names)
+    if len(ds_names) != num_classes:
+        raise ValueError(
+            f"the model predicts {num_classes} classes but the {where} has {len(ds_names)}: "
+            "evaluate with weights trained on this dataset's classes"
+        )
+    generic = ds_names == [f"class_{i}" for i in range(num_classes)]
+    if generic and model_names:
+        return list(model_names), None
+    if model_names and not generic and list(model_names) != ds_names:
+        return (
+            ds_names,
+            "the weights' class names differ from the dataset's; the table uses the dataset's",
+        )
+    return ds_names, None
+
+
+def evaluate_model(
+    model: Any,
+    dataset: Any,
+    *,
+    segmenter: Any = None,
+    class_names: Sequence[str] | None = None,
+    dataset_info: dict[str, Any] | None = None,
+    trimap_widths: Iterable[float] | None = range(1, 41),
+    limit: int | None = None,
+    progress: bool = False,
+    **segmenter_options: Any,
+) -> EvalResult:
+    """Evaluate a loaded atrous model on a dataset by the papers' protocol; the result carries
+    the run metadata (model, weights, inference settings, dataset) and the reconciled class
+    names, ready for ``to_json``.
+
+    ``segmenter``: a prepared :class:`~atrous.inference.Segmenter`; by default one is built
+    with :meth:`Segmenter.from_model(model, **segmenter_options)
+    <atrous.inference.Segmenter.from_model>` (scales, flip, crf, tile_size, batch_size,
+    device). ``class_names`` default to :func:`reconcile_class_names` of the model's and the
+    dataset's (``dataset.class_names``). ``dataset_info`` (format, root, split...) goes into
+    the metadata."""
+    from atrous.inference import Segmenter
+
+    config = dict(getattr(model, "config", None) or {})
+    meta = dict(getattr(model, "metadata", None) or {})
+    num_classes = int(config["num_classes"])
+    notes: list[str] = []
+    if class_names is None:
+        where = "dataset"
+        if dataset_info and dataset_info.get("format"):
+            where = f"{dataset_info['format']} dataset"
+            if dataset_info.get("root"):
+                where += f" at {dataset_info['root']}"
+        ds_names = getattr(dataset, "class_names", None) or [
+            f"class_{i}" for i in range(num_classes)
+        ]
+        class_names, note = reconcile_class_names(
+            meta.get("class_names"), ds_names, num_classes, where
+        )
+        notes += [note] if note else []
+    if segmenter is None:
+        segmenter = Segmenter.from_model(model, **segmenter_options)
+    result = evaluate(
+        segmenter, dataset, num_classes, class_names=class_names,
+        trimap_widths=trimap_widths, limit=limit, progress=progress,
+    )  # fmt: skip
+    infer = segmenter.config() if hasattr(segmenter, "config") else {}
+    result.notes = notes
+    result.metadata = {
+        **{k: config.get(k) for k in ("arch", "num_classes", "output_stride", "atrous_rates")},
+        "weights_file": str(Path(meta["weights"])) if meta.get("weights") else None,
+        "weights_source": meta.get("source"),
+        **{k: infer.get(k) for k in ("scales", "flip", "tile_size", "tile_overlap", "crf")},
+        "inference": infer,
+        "dataset": {**(dataset_info or {}), "num_images": result.num_images, "limit": limit},
+        "trimap_widths": list(trimap_widths) if trimap_widths is not None else None,
+    }
+    return result

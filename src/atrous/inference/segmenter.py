@@ -195,6 +195,42 @@ class Segmenter:
         self.crf = crf
         self.output_key = output_key
 
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        *,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
+        crf: CRFHook | Literal["auto"] | None = "auto",
+        **kwargs: Any,
+    ) -> Segmenter:
+        """The Segmenter every atrous entry point uses for a loaded model (eval, predict,
+        training's validation, the demo, crf-search): the one place inference policy lives.
+
+        - ``scales``: None takes the scales the weights were validated at
+          (``model.metadata["inference_scales"]``, saved by training), else ``(1.0,)``.
+        - ``crf``: ``"auto"`` runs a learned CRF-as-RNN layer (:class:`atrous.crf.CRFRNNModel`)
+          once on the full-resolution, TTA-averaged probabilities, with the network run
+          without it; a callable (e.g. :class:`atrous.crf.DenseCRF`) replaces it; None runs
+          the network alone.
+        - ``num_classes`` defaults to ``model.config["num_classes"]`` (checked on the output);
+          other keyword arguments go to :class:`Segmenter`.
+        """
+        from atrous.crf.rnn_model import split_crf
+
+        if not (crf is None or crf == "auto" or callable(crf)):
+            raise TypeError(f"crf must be 'auto', None or a callable, got {crf!r}")
+        net, learned = split_crf(model)
+        hook = learned if isinstance(crf, str) else crf
+        meta = getattr(model, "metadata", None) or {}
+        if scales is None:
+            scales = tuple(meta.get("inference_scales") or (1.0,))
+        config = getattr(model, "config", None) or {}
+        if "num_classes" in config:
+            kwargs.setdefault("num_classes", int(config["num_classes"]))
+        return cls(net, scales=scales, flip=flip, crf=hook, **kwargs)
+
     # --- public API ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Settings to record with results (JSON metadata)."""

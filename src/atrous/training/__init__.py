@@ -7,6 +7,7 @@ resumable, DDP-ready loop; see :class:`Trainer` and :class:`TrainConfig`.
 
 from __future__ import annotations
 
+from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.checkpoint import (
     TrainingError,
     load_checkpoint,
@@ -15,8 +16,11 @@ from atrous.training.checkpoint import (
     set_rng_state,
 )
 from atrous.training.config import TrainConfig, apply_overrides, load_config
+from atrous.training.distributed import distributed_session
 from atrous.training.optim import PolyLR, build_optimizer, param_groups, poly_factor
-from atrous.training.trainer import EpochSampler, Trainer, freeze_batchnorm, validate_model
+from atrous.training.sampler import EpochSampler
+from atrous.training.trainer import Trainer
+from atrous.training.validation import validate_model
 
 __all__ = [
     "EpochSampler",
@@ -26,6 +30,7 @@ __all__ = [
     "TrainingError",
     "apply_overrides",
     "build_optimizer",
+    "distributed_session",
     "freeze_batchnorm",
     "load_checkpoint",
     "load_config",

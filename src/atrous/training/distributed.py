@@ -1,0 +1,50 @@
+"""torch.distributed for training: start-up from torchrun's environment, rank/world, and the
+loss averaged over processes. Used only when a process group exists; one process never
+touches torch.distributed beyond asking whether it is initialized."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["distributed_session", "global_mean", "rank_and_world"]
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the current process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextmanager
+def distributed_session(device: str = "auto") -> Iterator[bool]:
+    """Join the process group torchrun describes in the environment (``WORLD_SIZE > 1``):
+    NCCL on GPUs, gloo on CPU; leave it on exit. Yields whether this call started it (a
+    single process, or a group someone else initialized, is left alone)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield False
+        return
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()
+
+
+def global_mean(value: torch.Tensor) -> float:
+    """``value`` averaged over processes: what one process with the global batch would log,
+    and the same verdict (e.g. non-finite loss) on every rank."""
+    world = rank_and_world()[1]
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= world
+    return float(value)

@@ -1,0 +1,37 @@
+"""Fitting a run's length to a wall-clock budget (``time_limit`` minutes), so that the poly
+schedule decays to zero on time, validations included."""
+
+from __future__ import annotations
+
+__all__ = ["TimeBudget"]
+
+
+class TimeBudget:
+    """Plans the total iteration count from the measured speed.
+
+    The speed is taken over the most recent ~10 measurements, so a slow start (warm-up,
+    another job on the machine) does not shorten the whole run."""
+
+    def __init__(self, minutes: float, val_every: int) -> None:
+        self.seconds = float(minutes) * 60.0
+        self.val_every = int(val_every)
+        self._hist: list[tuple[float, int]] = []  # (training seconds, iteration)
+
+    def fit(
+        self, train_seconds: float, iteration: int, elapsed: float, val_seconds: float
+    ) -> int | None:
+        """The planned total iterations after ``iteration``, or None while fewer than 5
+        iterations have been timed. ``train_seconds`` excludes validation time; ``elapsed`` is
+        the run's wall time so far (all resumed segments); each remaining validation, and the
+        final one, is expected to cost ``val_seconds``."""
+        hist = self._hist
+        hist.append((train_seconds, iteration))
+        del hist[:-10]
+        (t_a, it_a), (t_b, it_b) = hist[0], hist[-1]
+        if it_b - it_a < 5:
+            return None
+        per_it = (t_b - t_a) / (it_b - it_a)
+        left = self.seconds - elapsed
+        n_val = 1 + (left / per_it) / self.val_every
+        its = max(0.0, (left - n_val * val_seconds) / per_it)
+        return max(iteration + 1, iteration + int(its))
