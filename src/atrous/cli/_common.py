@@ -177,27 +177,24 @@ def crf_hook(args: argparse.Namespace) -> CRFHook | None:
 
 
 def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:
-    """The Segmenter of eval/predict. A model with a learned CRF-as-RNN layer
-    (:class:`atrous.crf.CRFRNNModel`) runs it once on the full-resolution, TTA-averaged
-    probabilities (the network runs without it); ``--crf`` replaces it by the dense CRF and
-    ``--no-crf-rnn`` drops it."""
-    from atrous.crf.rnn_model import split_crf
+    """The Segmenter of eval/predict/crf-search, by :meth:`Segmenter.from_model`: a learned
+    CRF-as-RNN layer runs once on the TTA-averaged probabilities unless ``--crf`` replaces it
+    by the dense CRF or ``--no-crf-rnn`` drops it; ``--scales`` default to the weights'."""
     from atrous.inference import Segmenter
 
     hook = crf_hook(args)
-    model, learned = split_crf(model)
-    if hook is None and not getattr(args, "no_crf_rnn", False):
-        hook = learned
+    crf: Any = (
+        hook if hook is not None else (None if getattr(args, "no_crf_rnn", False) else "auto")
+    )
     try:
-        return Segmenter(
+        return Segmenter.from_model(
             model,
-            num_classes=int(model.config["num_classes"]),
-            scales=args.scales or tuple(model.metadata.get("inference_scales") or (1.0,)),
+            scales=args.scales,
             flip=args.flip,
+            crf=crf,
             tile_size=args.tile_size,
             batch_size=args.batch_size,
             device=device,
-            crf=hook,
         )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None

@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _values(text: str, flag: str, positive: bool) -> list[float]:
-    from atrous.crf.search import parse_values
+    from atrous.evaluation.crf_search import parse_values
 
     try:
         vals = parse_values(text, flag)
@@ -90,9 +90,9 @@ def _values(text: str, flag: str, positive: bool) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.crf.rnn_model import split_crf
-    from atrous.crf.search import collect_samples, grid_search
     from atrous.data import DatasetError
+    from atrous.evaluation import reconcile_class_names
+    from atrous.evaluation.crf_search import collect_samples, grid_search
     from atrous.inference import Segmenter
 
     grid = {
@@ -112,27 +112,19 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.weights)
     num_classes = int(model.config["num_classes"])
-    ds, fmt, root = _dataset(args, num_classes)
-    if len(ds.class_names) != num_classes:
-        raise CLIError(
-            f"{args.weights} predicts {num_classes} classes but the {fmt} dataset has "
-            f"{len(ds.class_names)}: search with weights trained on this dataset's classes"
-        )
-    # The search is over the dense CRF on the network's own probabilities.
-    net, _ = split_crf(model)
+    ds, info = _dataset(args, num_classes)
     try:
-        segmenter = Segmenter(
-            net,
-            num_classes=num_classes,
-            scales=args.scales,
-            flip=args.flip,
-            tile_size=args.tile_size,
-            batch_size=args.batch_size,
-            device=device,
-        )
+        reconcile_class_names(None, ds.class_names, num_classes, f"{info['format']} dataset")
+        # The search is over the dense CRF on the network's own probabilities.
+        segmenter = Segmenter.from_model(
+            model, scales=args.scales, flip=args.flip, crf=None, tile_size=args.tile_size,
+            batch_size=args.batch_size, device=device,
+        )  # fmt: skip
         samples = collect_samples(segmenter, ds, args.limit, progress=not args.no_progress)
-    except (ValueError, TypeError, DatasetError) as e:
+    except DatasetError as e:
         raise CLIError(str(e)) from None
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"{args.weights}: {e}") from None
     if not samples:
         raise CLIError("the dataset gave no image")
     npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
@@ -151,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "weights_file": str(Path(args.weights)),
         "arch": summary["arch"],
         "num_classes": num_classes,
-        "dataset": {"format": fmt, "root": root, "split": args.split, "limit": args.limit},
+        "dataset": {**info, "limit": args.limit},
         "inference": segmenter.config(),
     }
     print(result.table(args.top))

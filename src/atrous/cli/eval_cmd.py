@@ -12,12 +12,13 @@ from atrous.cli._common import (
     add_inference_args,
     build_segmenter,
     load_model,
-    model_summary,
     positive_int,
     resolve_device,
 )
+from atrous.data.factory import FORMATS as DATASET_FORMATS
 
-FORMATS = ("auto", "voc", "cityscapes", "ade20k", "camvid", "folder", "synthetic")
+# --format choices: detection, the on-disk layouts, and the built-in synthetic data.
+FORMATS = ("auto", *DATASET_FORMATS, "synthetic")
 
 
 def parse_widths(text: str) -> tuple[int, ...] | None:
@@ -87,7 +88,9 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, str, str | None]:
+def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[str, Any]]:
+    """The dataset ``--data/--format/--split/--classes/--size`` name, and its description
+    (format, root, split) for the results' metadata."""
     from atrous.data import build_dataset, detect_format
 
     if args.format == "synthetic":
@@ -97,7 +100,7 @@ def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, str, str 
             ds = build_dataset("synthetic", split=args.split, length=length, size=args.size)
         except ValueError as e:
             raise CLIError(str(e)) from None
-        return ds, "synthetic", None
+        return ds, {"format": "synthetic", "root": None, "split": args.split}
     if args.root is None:
         raise CLIError(f"--data ROOT is required for --format {args.format}")
     root = Path(args.root)
@@ -117,90 +120,53 @@ def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, str, str 
         raise CLIError(str(e)) from None
     if len(ds) == 0:
         raise CLIError(f"{root}: split {args.split!r} of the {fmt} dataset has no images")
-    return ds, fmt, str(root)
+    return ds, {"format": fmt, "root": str(root), "split": args.split}
 
 
 def run(args: argparse.Namespace) -> int:
     from atrous.data import DatasetError
-    from atrous.evaluation import evaluate
+    from atrous.evaluation import evaluate_model
 
     device = resolve_device(args.device)
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
-    num_classes = int(model.config["num_classes"])
-    ds, fmt, root = _dataset(args, num_classes)
-
-    ds_names = list(ds.class_names)
-    if len(ds_names) != num_classes:
-        where = f"{fmt} dataset" + (f" at {root}" if root else "")
-        raise CLIError(
-            f"{args.weights} predicts {num_classes} classes but the {where} has "
-            f"{len(ds_names)}: evaluate with weights trained on this dataset's classes"
-        )
-    model_names = model.metadata.get("class_names")
-    generic = ds_names == [f"class_{i}" for i in range(num_classes)]
-    class_names = list(model_names) if generic and model_names else ds_names
-    if model_names and not generic and list(model_names) != ds_names:
-        print(
-            "atrous eval: note: the weights' class names differ from the dataset's; the "
-            "table uses the dataset's",
-            file=sys.stderr,
-        )
-
+    ds, info = _dataset(args, int(model.config["num_classes"]))
     segmenter = build_segmenter(model, args, device)
     try:
-        result = evaluate(
-            segmenter,
-            ds,
-            num_classes,
-            class_names=class_names,
-            trimap_widths=args.trimap_widths,
-            limit=args.limit,
-            progress=not args.no_progress,
-        )
-    except DatasetError as e:
+        result = evaluate_model(
+            model, ds, segmenter=segmenter, dataset_info=info,
+            trimap_widths=args.trimap_widths, limit=args.limit, progress=not args.no_progress,
+        )  # fmt: skip
+    except DatasetError as e:  # names its file
         raise CLIError(str(e)) from None
+    except ValueError as e:  # e.g. the weights' class count does not fit the dataset
+        raise CLIError(f"{args.weights}: {e}") from None
+    for note in result.notes:
+        print(f"atrous eval: note: {note}", file=sys.stderr)
     if result.num_images == 0:
         raise CLIError("no image was evaluated")
-
-    summary = model_summary(model)
-    infer = segmenter.config()
-    metadata = {
-        "command": "atrous eval",
-        **{k: summary[k] for k in ("arch", "num_classes", "output_stride", "atrous_rates")},
-        "weights_file": str(Path(args.weights)),
-        "weights_source": summary["source"],
-        "output_stride_override": args.output_stride,
-        "scales": infer["scales"],
-        "flip": infer["flip"],
-        "tile_size": infer["tile_size"],
-        "tile_overlap": infer["tile_overlap"],
-        "crf": infer["crf"],
-        "inference": infer,
-        "dataset": {
-            "format": fmt,
-            "root": root,
-            "split": args.split,
-            "num_images": result.num_images,
-            "limit": args.limit,
-        },
-        "trimap_widths": list(args.trimap_widths) if args.trimap_widths else None,
-    }
+    meta = result.metadata
+    meta.update(command="atrous eval", weights_file=str(Path(args.weights)),
+                output_stride_override=args.output_stride)  # fmt: skip
     title = (
-        f"{summary['arch']} (OS {summary['output_stride']}, scales {infer['scales']}"
-        f"{', flip' if infer['flip'] else ''}) on {fmt} {args.split}: "
+        f"{meta['arch']} (OS {meta['output_stride']}, scales {meta['scales']}"
+        f"{', flip' if meta['flip'] else ''}) on {info['format']} {args.split}: "
         f"{result.num_images} images"
     )
     print(result.table(title))
     if args.out:
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            result.to_json(out / "metrics.json", metadata)
-            result.plot_confusion(out / "confusion.png")
-            if result.trimap is not None:
-                result.plot_trimap(out / "trimap.png", label=str(summary["arch"]))
-        except OSError as e:
-            raise CLIError(f"{out}: cannot write results ({e})") from None
-        print(f"wrote {out / 'metrics.json'}")
+        _write(result, Path(args.out))
     return 0
+
+
+def _write(result: Any, out: Path) -> None:
+    """metrics.json, confusion.png and (when computed) trimap.png under ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result.to_json(out / "metrics.json")
+        result.plot_confusion(out / "confusion.png")
+        if result.trimap is not None:
+            result.plot_trimap(out / "trimap.png", label=str(result.metadata["arch"]))
+    except OSError as e:
+        raise CLIError(f"{out}: cannot write results ({e})") from None
+    print(f"wrote {out / 'metrics.json'}")

@@ -10,7 +10,6 @@ Public API:
 - :class:`CRFRNNModel`, :func:`with_crf_rnn` — a DeepLab with that layer last, trainable end to
   end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
 - :func:`set_heap_retention` — how much freed memory dense_crf keeps for its next call.
-- :func:`grid_search` — DeepLab v1's cross-validation of the dense-CRF parameters.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from .meanfield import (
     positional_kernel,
 )
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
-from .search import grid_search
 
 __all__ = [
     "CRFRNNModel",
@@ -45,7 +43,6 @@ __all__ = [
     "crf_rnn_options",
     "dense_crf",
     "exact_filter",
-    "grid_search",
     "heap_retention",
     "mean_field",
     "positional_features",

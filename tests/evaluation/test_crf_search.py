@@ -1,4 +1,4 @@
-"""``atrous.crf.search`` and the ``atrous crf-search`` command on tiny synthetic setups."""
+"""``atrous.evaluation.crf_search`` and the ``atrous crf-search`` command on tiny synthetic setups."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from atrous import weights
 from atrous.cli import main
 from atrous.crf import dense_crf
-from atrous.crf.search import DEEPLAB_V1_GRID, Sample, grid_search, parse_values
+from atrous.evaluation.crf_search import DEEPLAB_V1_GRID, Sample, grid_search, parse_values
 from atrous.models import build
 
 

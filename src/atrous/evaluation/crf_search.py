@@ -5,11 +5,12 @@ appearance kernel — its weight w1 (``bi_w``), spatial std theta_alpha (``bi_xy
 colour std theta_beta (``bi_rgb_std``) — on 100 validation images, starting from
 w1 in [5, 10], theta_alpha in [50:10:100], theta_beta in [3:1:10] (:data:`DEEPLAB_V1_GRID`).
 
-The network runs once per image (:func:`collect_samples` caches the probabilities); then
+The network runs once per image (:func:`collect_samples` caches the probabilities, through
+the evaluation's own loop :func:`~atrous.evaluation.iter_predictions`); then
 :func:`grid_search` runs :func:`~atrous.crf.dense_crf` for every grid point and scores it by
-mIoU over the whole subset (one confusion matrix) and by mIoU within boundary bands of a few
-pixels (the trimap of v1 sec. 5, where the CRF's effect shows). The baseline ("before") is the
-network's argmax.
+mIoU over the whole subset (one confusion matrix, :func:`~atrous.evaluation.score`) and by mIoU
+within boundary bands of a few pixels (the trimap of v1 sec. 5, where the CRF's effect shows).
+The baseline ("before") is the network's argmax.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .meanfield import dense_crf
+from atrous.constants import IGNORE_INDEX
+from atrous.crf import dense_crf
+from atrous.evaluation.evaluate import iter_predictions, score
+from atrous.inference.preprocess import to_uint8_hwc
 
 __all__ = [
     "DEEPLAB_V1_FIXED",
@@ -94,31 +98,16 @@ def collect_samples(
 ) -> list[Sample]:
     """Run ``segmenter`` (an :class:`~atrous.inference.Segmenter` without CRF) once over the
     first ``limit`` items of ``dataset`` and cache image, probabilities and labels."""
-    from atrous.evaluation import split_item
-    from atrous.inference.preprocess import to_uint8_hwc
-
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for i, item in enumerate(dataset):
-        if limit is not None and i >= limit:
-            break
-        image, label = split_item(item, i)
-        images.append(to_uint8_hwc(image))
-        labels.append(np.asarray(label))
-    probs = segmenter.predict_many(images, output="proba")
-    if progress:
-        from tqdm import tqdm
-
-        probs = tqdm(probs, total=len(images), desc="network", unit="img")
     samples = []
-    for image, label, p in zip(images, labels, probs):
+    for image, label, p in iter_predictions(segmenter, dataset, limit, "proba", progress):
+        label = np.asarray(label)
         if p.shape[1:] != label.shape:
             raise ValueError(
                 f"probabilities {p.shape[1:]} and label {label.shape} differ in size "
                 "(the search is at full resolution)"
             )
         pred = p.argmax(0).astype(np.int64)
-        samples.append(Sample(image, p.astype(np.float16), pred, label))
+        samples.append(Sample(to_uint8_hwc(image), p.astype(np.float16), pred, label))
     return samples
 
 
@@ -237,19 +226,14 @@ def _measure(
     band_widths: Sequence[float],
     ignore_index: int | None,
 ) -> dict[str, Any]:
-    from atrous.evaluation import ConfusionMatrix, TrimapAccumulator
-
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    tri = TrimapAccumulator(num_classes, band_widths, ignore_index)
-    for pred, label in zip(preds, labels):
-        cm.update(pred, label)
-        tri.update(pred, label)
-    m = cm.compute()
-    band = [bm.miou for bm in tri.compute()]
+    result = score(zip(preds, labels), num_classes, None, ignore_index, band_widths)
+    m = result.metrics
+    assert result.trimap is not None
+    band = [bm.miou for bm in result.trimap.compute()]
     return {
         "miou": _num(m.miou),
         "pixel_accuracy": _num(m.pixel_accuracy),
-        "band_miou": {_w(w): _num(v) for w, v in zip(tri.widths, band)},
+        "band_miou": {_w(w): _num(v) for w, v in zip(result.trimap.widths, band)},
     }
 
 
@@ -279,7 +263,7 @@ def grid_search(
     fixed: Mapping[str, Any] | None = None,
     band_widths: Sequence[float] = (4, 8),
     select: str = "miou",
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     progress: bool = False,
     refine: int = 0,
 ) -> SearchResult:
