@@ -111,3 +111,15 @@ def test_scheduler_matches_closed_form_over_a_run():
     for _ in range(15000):
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.007 * 0.5**0.9)
+
+
+def test_packaged_configs_are_the_repository_configs():
+    # The demo reads its recipe from the package (no drifted embedded copy); the repository's
+    # configs/ folder is the same files.
+    from atrous.training import load_config, packaged_configs
+
+    shipped = packaged_configs()
+    assert {p.name for p in shipped.values()} == {p.name for p in CONFIGS.glob("*.json")}
+    demo = load_config("synthetic_demo")
+    assert demo.to_dict() == load_config(CONFIGS / "synthetic_demo.json").to_dict()
+    assert demo.iterations == 600 and demo.model == "deeplabv3plus_mobilenetv2"

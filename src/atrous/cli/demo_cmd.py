@@ -18,28 +18,8 @@ from typing import Any
 
 import numpy as np
 
-# The synthetic_demo recipe (configs/synthetic_demo.json), embedded so an installed package
-# runs the demo without the repository's configs/ folder.
-DEMO_CONFIG: dict[str, Any] = {
-    "model": "deeplabv3plus_mobilenetv2",
-    "model_options": {"norm": "gn", "width_mult": 0.5},
-    "dataset": "synthetic",
-    "dataset_options": {"length": 256, "size": 96},
-    "train_split": "train",
-    "val_split": "val",
-    "crop_size": 65,
-    "scale_range": [0.75, 1.5],
-    "batch_size": 4,
-    "iterations": 600,
-    "lr": 0.02,
-    "warmup_iters": 20,
-    "weight_decay": 0.00004,
-    "num_workers": 0,
-    "log_every": 10,
-    "val_every": 100,
-    "val_max_images": 16,
-    "ckpt_every": 100,
-}
+# The demo's recipe is the packaged configs/synthetic_demo.json (atrous.training.packaged_configs).
+DEMO_CONFIG_NAME = "synthetic_demo"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(out: Path, iterations: int | None, retrain: bool, progress: bool) -> tuple[Path, float]:
-    from atrous.training import Trainer
-    from atrous.training.config import TrainConfig
+    from atrous.training import Trainer, load_config
 
     run_dir = out / "run"
     weights = run_dir / "model.safetensors"
@@ -65,42 +44,10 @@ def _train(out: Path, iterations: int | None, retrain: bool, progress: bool) -> 
         import shutil
 
         shutil.rmtree(run_dir)
-    cfg = dict(DEMO_CONFIG)
-    if iterations:
-        cfg["iterations"] = iterations
+    overrides = [f"iterations={iterations}"] if iterations else []
     t0 = time.perf_counter()
-    trainer = Trainer(TrainConfig.from_dict(cfg, "demo config"), run_dir, progress=progress)
-    trainer.train()
-    path = trainer.export(weights)
-    return Path(path or weights), time.perf_counter() - t0
-
-
-def _learning_curve(run_dir: Path, png: Path) -> list[dict[str, Any]]:
-    """Plot training loss and validation mIoU from the run's metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    train = [r for r in rows if "loss" in r and "iteration" in r]
-    val = [r for r in rows if "val_miou" in r or "miou" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
-    if train:
-        ax.plot([r["iteration"] for r in train], [r["loss"] for r in train], color="tab:blue")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss", color="tab:blue")
-    if val:
-        ax2 = ax.twinx()
-        key = "val_miou" if "val_miou" in val[0] else "miou"
-        ax2.plot([r["iteration"] for r in val], [r[key] for r in val], "o-", color="tab:red")
-        ax2.set_ylabel("val mIoU", color="tab:red")
-        ax2.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-    return val
+    Trainer(load_config(DEMO_CONFIG_NAME, overrides), run_dir, progress=progress).train()
+    return weights, time.perf_counter() - t0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from atrous import weights as W
     from atrous.data import build_dataset
     from atrous.data.palettes import voc_colormap
-    from atrous.evaluation import evaluate
+    from atrous.evaluation import evaluate_model
     from atrous.inference import Segmenter
+    from atrous.training import load_config
+    from atrous.training.curve import plot_learning_curve
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,20 +73,20 @@ def run(args: argparse.Namespace) -> int:
     names = list(model.metadata.get("class_names") or map(str, range(model.num_classes)))
 
     # 2. evaluate at full resolution on the validation split
-    size = DEMO_CONFIG["dataset_options"]["size"]
+    size = load_config(DEMO_CONFIG_NAME).dataset_options["size"]
     val = build_dataset("synthetic", None, "val", length=args.eval_images, size=size)
-    segmenter = Segmenter(model, num_classes=model.num_classes)
-    result = evaluate(segmenter, val, model.num_classes, class_names=names, progress=progress)
+    result = evaluate_model(
+        model, val, class_names=names, scales=(1.0,), crf=None, progress=progress,
+        dataset_info={"format": "synthetic", "root": None, "split": "val"},
+    )  # fmt: skip
+    result.metadata["command"] = "atrous demo"
     eval_dir = out / "eval"
     eval_dir.mkdir(exist_ok=True)
-    meta = {"model": model.config["arch"], "weights": str(weights_path), "split": "val",
-            "dataset": "synthetic", "output_stride": model.config["output_stride"],
-            **segmenter.config()}  # fmt: skip
-    result.to_json(eval_dir / "metrics.json", meta)
+    result.to_json(eval_dir / "metrics.json")
     result.plot_confusion(eval_dir / "confusion.png")
     result.plot_trimap(eval_dir / "trimap.png")
     print(result.table("atrous demo: synthetic val, full resolution"))
-    val_curve = _learning_curve(out / "run", out / "learning_curve.png")
+    plot_learning_curve(out / "run" / "metrics.jsonl", out / "learning_curve.png")
 
     # 3. segment new images (another seed) with multi-scale + flip
     pred_dir = out / "predictions"
@@ -145,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     colours = voc_colormap(256)
     dataset_palette = np.asarray(val.palette, dtype=np.uint8)
     colours[: len(dataset_palette)] = dataset_palette
-    tta = Segmenter(model, num_classes=model.num_classes, scales=(0.75, 1.0, 1.25), flip=True)
+    tta = Segmenter.from_model(model, scales=(0.75, 1.0, 1.25), flip=True)
     fresh = build_dataset("synthetic", None, "test", length=4, size=160)
     overlays = []
     for i in range(len(fresh)):
@@ -172,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, m.iou)},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _write_report(out, summary, val_curve, overlays)
+    _write_report(out, summary, overlays)
     print(f"\nreport: {out / 'report.html'} (and report.md)")
     return 0
 
 
-def _write_report(out: Path, s: dict[str, Any], curve: list, overlays: list[str]) -> None:
+def _write_report(out: Path, s: dict[str, Any], overlays: list[str]) -> None:
     rows = [(n, "absent" if v is None else f"{100 * v:.1f}") for n, v in s["iou"].items()]
     trained = f"{s['train_seconds']:.0f} s on this machine" if s["train_seconds"] else "reused"
     md = [

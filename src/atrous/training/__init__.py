@@ -15,7 +15,7 @@ from atrous.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from atrous.training.config import TrainConfig, apply_overrides, load_config
+from atrous.training.config import TrainConfig, apply_overrides, load_config, packaged_configs
 from atrous.training.distributed import distributed_session
 from atrous.training.optim import PolyLR, build_optimizer, param_groups, poly_factor
 from atrous.training.sampler import EpochSampler
@@ -34,6 +34,7 @@ __all__ = [
     "freeze_batchnorm",
     "load_checkpoint",
     "load_config",
+    "packaged_configs",
     "param_groups",
     "poly_factor",
     "rng_state",

@@ -185,10 +185,22 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The recipes shipped inside the package (``atrous/configs/*.json``) by name, e.g.
+    ``synthetic_demo``: usable by ``load_config(name)`` without the repository."""
+    from importlib import resources
+
+    folder = resources.files("atrous") / "configs"
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".json")}
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
     """Read ``path`` (JSON, or YAML where pyyaml is installed) and apply ``key=value``
-    overrides (see :func:`apply_overrides`)."""
+    overrides (see :func:`apply_overrides`). A bare name that is no file, such as
+    ``synthetic_demo``, is looked up among :func:`packaged_configs`."""
     path = Path(path)
+    if not path.is_file() and path.suffix == "" and str(path) in packaged_configs():
+        path = packaged_configs()[str(path)]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     cfg = TrainConfig.from_dict(_read(path), str(path))
