@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atrous.crf.rnn_model import crf_rnn_options
+
 AMP_MODES = ("none", "bf16", "fp16")
 LOSSES = ("ce", "ohem")
 OPTIMIZERS = ("sgd", "adamw")
@@ -147,8 +149,6 @@ class TrainConfig:
         ):
             raise bad("scale_range", "must be [min, max] with 0 < min <= max, or null")
         if self.crf_rnn is not None:
-            from atrous.crf.rnn_model import crf_rnn_options
-
             crf_rnn_options(self.crf_rnn, f"{where}: crf_rnn")
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
             raise ValueError(f"{where}: model_options and dataset_options must be objects")
