@@ -22,6 +22,7 @@ from PIL import Image
 
 from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
 from atrous.data.palettes import IGNORE_INDEX
+from atrous.normalization import Normalization
 
 Sample = dict[str, Any]
 RngLike = np.random.Generator | torch.Generator | int | None
@@ -244,25 +245,27 @@ def _hue_matrix(turns: float) -> np.ndarray:
 
 
 class Normalize:
-    """uint8 HxWx3 -> float32 3xHxW tensor ``(x/255 - mean) / std``; mask -> int64 tensor."""
+    """uint8 HxWx3 -> float32 3xHxW tensor ``(x/255 - mean) / std`` (the
+    :class:`~atrous.normalization.Normalization` that inference applies); mask -> int64
+    tensor."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        try:
+            self.norm = Normalization(tuple(mean), tuple(std))
+        except ValueError as e:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}") from e
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         out = dict(sample)
         # np.array copies: decoded PIL arrays are read-only, which torch warns about
         img = torch.from_numpy(np.array(sample["image"], dtype=np.float32)).permute(2, 0, 1)
-        out["image"] = (img.div_(255.0) - self.mean) / self.std
+        out["image"] = self.norm(img)
         if sample.get("mask") is not None:
             out["mask"] = torch.from_numpy(np.array(sample["mask"], dtype=np.int64))
         return out
 
     def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        return f"Normalize(mean={list(self.norm.mean)}, std={list(self.norm.std)})"
 
 
 def mean_fill(mean: Sequence[float] = IMAGENET_MEAN) -> tuple[int, int, int]:

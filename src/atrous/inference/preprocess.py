@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalizer", "to_uint8_hwc"]
 
 # The statistics every ImageNet-pretrained backbone of the family was trained with.
 from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
+from atrous.normalization import Normalization
 
 
 def _check_hw(h: int, w: int, what: str) -> None:
@@ -64,46 +64,18 @@ def to_uint8_hwc(image: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().permute(1, 2, 0).numpy())
 
 
-class Normalizer:
-    """``(x * input_scale - mean) / std`` per channel, channels reordered if asked.
+class Normalizer(Normalization):
+    """:class:`~atrous.normalization.Normalization` of any image a user passes (uint8 HWC
+    array, PIL image, (3, H, W) uint8 tensor or float tensor in [0, 1]).
 
     The default is torchvision/ImageNet style (RGB in [0, 1]); Caffe-era DeepLab v1/v2 weights
     use ``channel_order="BGR"``, ``input_scale=1``, their BGR mean and ``std=(1, 1, 1)``.
     """
 
-    def __init__(
-        self,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        input_scale: float = 1.0 / 255.0,
-        channel_order: str = "RGB",
-    ) -> None:
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need 3 values each, got {list(mean)}, {list(std)}")
-        if any(float(s) <= 0 for s in std):
-            raise ValueError(f"std values must be positive, got {list(std)}")
-        if channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.input_scale = float(input_scale)
-        self.channel_order = channel_order
-
-    def __call__(self, image: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    def __call__(  # type: ignore[override]
+        self, image: Any, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """Normalised float32 (3, H, W) tensor on ``device``."""
         t = _as_chw_tensor(image).to(device)
         # Float tensors are in [0, 1]; bring them to the uint8 range the scale expects.
-        x = t.float() * 255.0 if t.is_floating_point() else t.float()
-        if self.channel_order == "BGR":
-            x = x.flip(0)
-        mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
-        return x.mul_(self.input_scale).sub_(mean).div_(std)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "input_scale": self.input_scale,
-            "channel_order": self.channel_order,
-        }
+        return super().__call__(t * 255.0 if t.is_floating_point() else t)
