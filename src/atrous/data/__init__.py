@@ -7,7 +7,7 @@ the source's void label; :func:`build_dataset` builds one by name, :func:`collat
 
 from __future__ import annotations
 
-from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport, read_image
+from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport
 from atrous.data.check import DatasetReport, scan_dataset
 from atrous.data.datasets import (
     ADE20K,
@@ -53,6 +53,7 @@ from atrous.data.transforms import (
     eval_transforms,
     train_transforms,
 )
+from atrous.imageio import read_image  # re-exported: the one image reader
 
 __all__ = [
     "ADE20K",

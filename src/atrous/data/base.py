@@ -1,7 +1,8 @@
 """The dataset contract every loader follows, and validation of labels as they load.
 
 A sample is ``dict(image=HxWx3 uint8, mask=HxW uint8, path=str, name=str)`` before
-transforms. Each dataset maps its own void label to :data:`IGNORE_INDEX` (255) through a
+transforms. Images are read by :func:`atrous.imageio.read_image`, as displayed (EXIF
+orientation applied); masks as stored (see :mod:`atrous.imageio` for the policy). Each dataset maps its own void label to :data:`IGNORE_INDEX` (255) through a
 lookup table, so the loss and the metrics (DeepLab's protocol: "pixels labelled 255
 ignored") see one ignore index whatever the source.
 """
@@ -19,7 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from atrous.data.palettes import IGNORE_INDEX
+from atrous.constants import IGNORE_INDEX
+from atrous.imageio import ImageReadError, read_image, stored_size
 
 if TYPE_CHECKING:
     from atrous.data.check import DatasetReport
@@ -79,16 +81,35 @@ def identity_lut(num_classes: int, void: Sequence[int] = ()) -> np.ndarray:
     return make_lut(mapping)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB (grey and palette images are expanded)."""
+def _read_item_image(path: Path) -> np.ndarray:
+    """:func:`atrous.imageio.read_image`, its error as a :class:`DatasetError`."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError as e:
-        raise DatasetError(path, "image file not found") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(path, f"unreadable image ({e})") from e
+        return read_image(path)
+    except ImageReadError as e:
+        raise DatasetError(e.path, e.problem) from e
+
+
+def _size_mismatch(item: Item, mask: np.ndarray, image: np.ndarray) -> DatasetError:
+    """The error for a mask whose size is not its image's, saying when the mask fits the
+    image's stored pixels, i.e. was drawn before a 90°/270° EXIF rotation."""
+    mh, mw = mask.shape
+    ih, iw = image.shape[:2]
+    try:
+        drawn_unrotated = mask.shape == stored_size(item.image) != (ih, iw)
+    except ImageReadError:
+        drawn_unrotated = False
+    if drawn_unrotated:
+        return DatasetError(
+            item.mask,
+            f"mask size {mw}x{mh} fits image {item.image} only before its EXIF orientation "
+            f"(shown {iw}x{ih}): the mask seems drawn on the un-rotated pixels; images are "
+            "read as displayed, masks as stored, so redraw the mask on the displayed image "
+            "or save the image with its rotation applied",
+        )
+    return DatasetError(
+        item.mask,
+        f"mask size {mw}x{mh} differs from image {item.image.name} size {iw}x{ih}",
+    )
 
 
 class SegmentationDataset(Dataset):
@@ -244,7 +265,7 @@ class SegmentationDataset(Dataset):
 
     def load_item(self, item: Item) -> dict[str, Any]:
         """Read and validate one item (no transforms). Raises :class:`DatasetError`."""
-        image = read_image(item.image)
+        image = _read_item_image(item.image)
         sample: dict[str, Any] = {"image": image, "path": str(item.image), "name": item.name}
         if item.mask is None:
             sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
@@ -253,11 +274,7 @@ class SegmentationDataset(Dataset):
         if mask.ndim != 2:
             raise DatasetError(item.mask, f"mask must be 2-D, got shape {mask.shape}")
         if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                item.mask,
-                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {item.image.name} "
-                f"size {image.shape[1]}x{image.shape[0]}",
-            )
+            raise _size_mismatch(item, mask, image)
         sample["mask"] = mask
         return sample
 
