@@ -1,7 +1,9 @@
 """Datasets, label validation and joint transforms: the first stage of data -> model -> loss.
 
-Every dataset yields ``dict(image, mask, path, name)`` with one ignore index (255) whatever
-the source's void label; :func:`build_dataset` builds one by name, :func:`collate` batches,
+Every dataset yields ``dict(image, mask, path, name, skipped)`` with one ignore index (255)
+whatever the source's void label (``skipped``: the ``(path, problem)`` pairs of bad files
+passed over under ``on_error="skip"``); :func:`build_dataset` builds one by name,
+:func:`collate` batches (use it with DataLoader: it gathers the skip records),
 :func:`train_transforms` / :func:`eval_transforms` are the DeepLab v3 (sec. 4) presets.
 """
 

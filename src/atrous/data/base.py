@@ -1,7 +1,7 @@
 """The dataset contract every loader follows, and validation of labels as they load.
 
 A sample is ``dict(image=HxWx3 uint8, mask=HxW uint8, path=str, name=str)`` before
-transforms. Images are read by :func:`atrous.imageio.read_image`, as displayed (EXIF
+transforms, plus ``skipped=[(path, problem), ...]`` when served. Images are read by :func:`atrous.imageio.read_image`, as displayed (EXIF
 orientation applied); masks as stored (see :mod:`atrous.imageio` for the policy). Each dataset maps its own void label to :data:`IGNORE_INDEX` (255) through a
 lookup table, so the loss and the metrics (DeepLab's protocol: "pixels labelled 255
 ignored") see one ignore index whatever the source.
@@ -10,7 +10,7 @@ ignored") see one ignore index whatever the source.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,9 +51,26 @@ class Item:
 
 @dataclass
 class SkipReport:
-    """Items left out under ``on_error="skip"``: path -> problem."""
+    """Files left out under ``on_error="skip"``: path -> problem (the first one met).
+
+    Each process fills its own; with DataLoader workers the records travel with the samples
+    (``sample["skipped"]``, gathered by :func:`atrous.data.collate` into
+    ``batch["skipped"]``) and the main process adds them up with :meth:`update`.
+    """
 
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, problem: str) -> bool:
+        """Record one skipped file; False when it was already recorded."""
+        if path in self.skipped:
+            return False
+        self.skipped[path] = problem
+        return True
+
+    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record ``(path, problem)`` pairs, e.g. a batch's ``batch["skipped"]``."""
+        for path, problem in pairs:
+            self.add(path, problem)
 
     def __len__(self) -> int:
         return len(self.skipped)
@@ -122,7 +139,8 @@ class SegmentationDataset(Dataset):
     sample draws its state from torch's generator (seeded per worker by the DataLoader).
 
     ``on_error="raise"`` raises :class:`DatasetError` for a bad sample; ``"skip"`` records it
-    in :attr:`skip_report` and serves the next good item instead (so indices stay valid).
+    in :attr:`skip_report` and in the served sample's ``"skipped"`` list, and serves the
+    next good item instead (so indices stay valid).
     """
 
     class_names: tuple[str, ...] = ()
@@ -300,10 +318,14 @@ class SegmentationDataset(Dataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index``, transformed; under ``on_error="skip"`` the next good item when
+        it is bad. ``sample["skipped"]`` lists the ``(path, problem)`` pairs met on the way
+        (empty when none), so the records reach the main process from DataLoader workers."""
         n = len(self.items)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} items")
         index %= n
+        skipped: list[tuple[str, str]] = []
         for k in range(n):
             item = self.items[(index + k) % n]
             try:
@@ -312,13 +334,14 @@ class SegmentationDataset(Dataset):
             except DatasetError as e:
                 if self.on_error == "raise":
                     raise
-                if e.path not in self.skip_report.skipped:
-                    self.skip_report.skipped[e.path] = e.problem
+                skipped.append((e.path, e.problem))
+                if self.skip_report.add(e.path, e.problem):
                     warnings.warn(f"skipping {e}", stacklevel=2)
         else:
             raise DatasetError(self.root or "dataset", f"all {n} items failed to load")
         if self.transforms is not None:
             sample = self.transforms(sample, self._rng_for(index))
+        sample["skipped"] = skipped
         return sample
 
     def scan(self, progress: bool = False) -> DatasetReport:

@@ -92,6 +92,7 @@ class SyntheticSegmentation(Dataset):
         if self.transforms is not None:
             rng = np.random.default_rng((self.seed, self._split_key, self.epoch, index, 1))
             sample = self.transforms(sample, rng)
+        sample["skipped"] = []  # the file datasets' skip records; nothing to skip here
         return sample
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
