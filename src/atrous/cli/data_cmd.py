@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from atrous.data import available_splits, build_dataset, detect_format
+    from atrous.data import available_splits, build_dataset, detect_format, scan_dataset
 
     root = Path(args.root)
     if not root.is_dir():
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             ds.items = ds.items[: args.limit]
         print(f"== {fmt} {split or '(all)'}: {root} ({len(ds)} items, {ds.num_classes} classes)")
-        report = ds.scan(progress=not args.no_progress)
+        report = scan_dataset(ds, progress=not args.no_progress)
         print(report.table())
         print(report.summary())
         n_problems += len(report.problems)

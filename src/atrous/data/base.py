@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,9 +22,6 @@ from torch.utils.data import Dataset
 
 from atrous.constants import IGNORE_INDEX
 from atrous.imageio import ImageReadError, read_image, stored_size
-
-if TYPE_CHECKING:
-    from atrous.data.check import DatasetReport
 
 OnError = Literal["raise", "skip"]
 # Lookup-table value for a raw label that the dataset does not define.
@@ -343,20 +340,6 @@ class SegmentationDataset(Dataset):
             sample = self.transforms(sample, self._rng_for(index))
         sample["skipped"] = skipped
         return sample
-
-    def scan(self, progress: bool = False) -> DatasetReport:
-        """Load every item once: class frequencies and problems. Under ``on_error="skip"``
-        the bad items are dropped from the dataset afterwards."""
-        from atrous.data.check import scan_dataset
-
-        report = scan_dataset(self, progress=progress)
-        if self.on_error == "skip" and report.problems:
-            bad = {p for p, _ in report.problems}
-            self.items = [
-                it for it in self.items if str(it.image) not in bad and str(it.mask) not in bad
-            ]
-            self.skip_report.skipped.update(dict(report.problems))
-        return report
 
 
 def _fmt_values(vals: np.ndarray, limit: int = 8) -> str:
