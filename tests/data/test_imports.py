@@ -36,3 +36,16 @@ def test_data_imports_nothing_above_it() -> None:
 
 def test_dataset_does_not_import_its_checker() -> None:
     assert not {m for m in _imports(SRC / "data" / "base.py") if m.startswith("atrous.data.")}
+
+
+def test_ignore_index_is_defined_once() -> None:
+    from atrous import constants, data
+    from atrous.data import palettes
+
+    assert palettes.IGNORE_INDEX is constants.IGNORE_INDEX is data.IGNORE_INDEX
+    for path in sorted((SRC / "data").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.id for t in targets if isinstance(t, ast.Name)}
+                assert "IGNORE_INDEX" not in names, f"{path.name} defines IGNORE_INDEX"

@@ -9,6 +9,7 @@ passed over under ``on_error="skip"``); :func:`build_dataset` builds one by name
 
 from __future__ import annotations
 
+from atrous.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport
 from atrous.data.check import DatasetReport, scan_dataset
 from atrous.data.datasets import (
@@ -35,15 +36,12 @@ from atrous.data.palettes import (
     CAMVID_PALETTE,
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
-    IGNORE_INDEX,
     VOC_CLASSES,
     VOC_PALETTE,
     colorize,
 )
 from atrous.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 from atrous.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ColorJitter,
     Compose,
     Normalize,

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from atrous.constants import IGNORE_INDEX
-from atrous.imageio import ImageReadError, read_image, stored_size
+from atrous.imageio import ImageReadError, label_dtype, read_image, stored_size
 
 OnError = Literal["raise", "skip"]
 # Lookup-table value for a raw label that the dataset does not define.
@@ -198,9 +198,12 @@ class SegmentationDataset(Dataset):
 
     # -- loading -------------------------------------------------------------------------
     def read_mask(self, path: Path) -> np.ndarray:
-        """A mask file as train ids (HxW uint8, 255 = ignore), validated."""
+        """A mask file as train ids (HxW of :func:`~atrous.imageio.label_dtype`, uint8 for
+        the 1..254 classes a dataset has; 255 = ignore), validated."""
         raw, is_train_ids = self.read_raw_mask(path)
-        return raw.astype(np.uint8) if is_train_ids else self.to_train_ids(raw, path)
+        if is_train_ids:
+            return raw.astype(label_dtype(self.num_classes))
+        return self.to_train_ids(raw, path)
 
     def read_raw_mask(self, path: Path) -> tuple[np.ndarray, bool]:
         """A mask file's values and whether they are already train ids (colour-coded masks
@@ -283,7 +286,7 @@ class SegmentationDataset(Dataset):
         image = _read_item_image(item.image)
         sample: dict[str, Any] = {"image": image, "path": str(item.image), "name": item.name}
         if item.mask is None:
-            sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+            sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, label_dtype(self.num_classes))
             return sample
         mask = self.read_mask(item.mask)
         if mask.ndim != 2:
@@ -307,7 +310,7 @@ class SegmentationDataset(Dataset):
                 f"label values {_fmt_values(bad)} are neither classes (0..{self.num_classes - 1} "
                 f"after mapping) nor the ignore index",
             )
-        return mapped.astype(np.uint8)
+        return mapped.astype(label_dtype(self.num_classes))
 
     def _rng_for(self, index: int) -> np.random.Generator:
         if self.seed is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.constants import IGNORE_INDEX
 from atrous.data.datasets import (
     ADE20K,
     IMAGE_DIRS,
@@ -17,7 +18,6 @@ from atrous.data.datasets import (
     FolderDataset,
     VOCSegmentation,
 )
-from atrous.data.palettes import IGNORE_INDEX
 from atrous.data.synthetic import SyntheticSegmentation
 
 DATASETS = ("voc", "voc_aug", "cityscapes", "ade20k", "camvid", "folder", "synthetic")

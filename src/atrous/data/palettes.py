@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from atrous.constants import IGNORE_INDEX as IGNORE_INDEX  # re-exported, defined in constants
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
