@@ -39,6 +39,8 @@ from atrous.data.palettes import (
     VOC_CLASSES,
     VOC_PALETTE,
     colorize,
+    overlay,
+    palette_for,
 )
 from atrous.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 from atrous.data.transforms import (
@@ -96,6 +98,8 @@ __all__ = [
     "colorize",
     "detect_format",
     "eval_transforms",
+    "overlay",
+    "palette_for",
     "read_class_file",
     "read_image",
     "read_palette_file",
