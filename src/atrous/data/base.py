@@ -1,10 +1,11 @@
 """The dataset contract every loader follows, and validation of labels as they load.
 
 A sample is ``dict(image=HxWx3 uint8, mask=HxW uint8, path=str, name=str)`` before
-transforms, plus ``skipped=[(path, problem), ...]`` when served. Images are read by :func:`atrous.imageio.read_image`, as displayed (EXIF
-orientation applied); masks as stored (see :mod:`atrous.imageio` for the policy). Each dataset maps its own void label to :data:`IGNORE_INDEX` (255) through a
-lookup table, so the loss and the metrics (DeepLab's protocol: "pixels labelled 255
-ignored") see one ignore index whatever the source.
+transforms, plus ``skipped=[(path, problem), ...]`` when served. Images are read by
+:func:`atrous.imageio.read_image`, as displayed (EXIF orientation applied), masks as stored
+(the policy is in :mod:`atrous.imageio`). Each dataset maps its own void label to
+:data:`IGNORE_INDEX` (255) through a lookup table, so the loss and the metrics (DeepLab's
+protocol: "pixels labelled 255 ignored") see one ignore index whatever the source.
 """
 
 from __future__ import annotations
