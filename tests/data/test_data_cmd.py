@@ -52,3 +52,28 @@ def test_check_user_errors(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     with pytest.raises(CLIError, match="cannot tell the dataset format"):
         run_cli(["data", "check", str(tmp_path / "x")])
+
+
+def test_format_choices_are_the_factory_formats() -> None:
+    from atrous.data import FORMATS
+
+    parser = argparse.ArgumentParser()
+    data_cmd.register(parser.add_subparsers(dest="command"))
+    (check,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    data = check.choices["data"]
+    (actions,) = [a for a in data._actions if isinstance(a, argparse._SubParsersAction)]
+    (fmt,) = [a for a in actions.choices["check"]._actions if a.dest == "format"]
+    assert list(fmt.choices) == ["auto", *FORMATS]
+
+
+def test_registering_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys; from atrous.cli import data_cmd; "
+        "data_cmd.register(argparse.ArgumentParser().add_subparsers()); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -17,6 +17,7 @@ from atrous.data import (
     VOCSegmentation,
     build_dataset,
     detect_format,
+    scan_dataset,
 )
 from atrous.data.palettes import ADE20K_CLASSES, ADE20K_PALETTE, VOC_PALETTE, voc_colormap
 
@@ -113,13 +114,13 @@ def test_skip_mode_serves_next_good_item_and_counts(voc_root: Path) -> None:
         s = ds[1]
     assert s["name"] == "2007_000003"
     assert len(ds.skip_report) == 1 and "2007_000002.jpg" in str(ds.skip_report)
-    report = ds.scan()
+    report = scan_dataset(ds, drop_bad=True)
     assert len(report.problems) == 1 and len(ds) == 2  # scan drops it under "skip"
 
 
 def test_scan_counts_pixels_and_images(voc_root: Path) -> None:
     ds = VOCSegmentation(voc_root, "train")
-    rep = ds.scan()
+    rep = scan_dataset(ds)
     masks = [label(values=(0, 15, 255), seed=i) for i in range(2)]
     assert rep.pixels[15] == sum(int((m == 15).sum()) for m in masks)
     assert rep.images[15] == 2 and rep.images[1] == 0

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from atrous.cli import CLIError
+
+
+class _FormatChoices(Sequence[str]):
+    """``--format`` choices: ``auto`` and :data:`atrous.data.factory.FORMATS`, looked up when
+    argparse first needs them, so that building the parser does not import torch."""
+
+    def _names(self) -> tuple[str, ...]:
+        from atrous.data.factory import FORMATS
+
+        return ("auto", *FORMATS)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "voc", "cityscapes", "ade20k", "camvid", "folder"],
-        help="dataset layout (default: detect from the folder)",
+        choices=_FormatChoices(),
+        metavar="FORMAT",  # argparse would list the choices here at once, importing torch
+        help="dataset layout: %(choices)s (default: auto, detect from the folder)",
     )
     c.add_argument("--split", action="append", help="split(s) to check (default: all found)")
     c.add_argument("--classes", help="class-names file (folder format)")
@@ -43,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from atrous.data import available_splits, build_dataset, detect_format
+    from atrous.data import available_splits, build_dataset, detect_format, scan_dataset
 
     root = Path(args.root)
     if not root.is_dir():
@@ -78,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             ds.items = ds.items[: args.limit]
         print(f"== {fmt} {split or '(all)'}: {root} ({len(ds)} items, {ds.num_classes} classes)")
-        report = ds.scan(progress=not args.no_progress)
+        report = scan_dataset(ds, progress=not args.no_progress)
         print(report.table())
         print(report.summary())
         n_problems += len(report.problems)

@@ -1,13 +1,16 @@
 """Datasets, label validation and joint transforms: the first stage of data -> model -> loss.
 
-Every dataset yields ``dict(image, mask, path, name)`` with one ignore index (255) whatever
-the source's void label; :func:`build_dataset` builds one by name, :func:`collate` batches,
+Every dataset yields ``dict(image, mask, path, name, skipped)`` with one ignore index (255)
+whatever the source's void label (``skipped``: the ``(path, problem)`` pairs of bad files
+passed over under ``on_error="skip"``); :func:`build_dataset` builds one by name,
+:func:`collate` batches (use it with DataLoader: it gathers the skip records),
 :func:`train_transforms` / :func:`eval_transforms` are the DeepLab v3 (sec. 4) presets.
 """
 
 from __future__ import annotations
 
-from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport, read_image
+from atrous.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport
 from atrous.data.check import DatasetReport, scan_dataset
 from atrous.data.datasets import (
     ADE20K,
@@ -33,15 +36,14 @@ from atrous.data.palettes import (
     CAMVID_PALETTE,
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
-    IGNORE_INDEX,
     VOC_CLASSES,
     VOC_PALETTE,
     colorize,
+    overlay,
+    palette_for,
 )
 from atrous.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 from atrous.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ColorJitter,
     Compose,
     Normalize,
@@ -53,6 +55,7 @@ from atrous.data.transforms import (
     eval_transforms,
     train_transforms,
 )
+from atrous.imageio import read_image  # re-exported: the one image reader
 
 __all__ = [
     "ADE20K",
@@ -95,6 +98,8 @@ __all__ = [
     "colorize",
     "detect_format",
     "eval_transforms",
+    "overlay",
+    "palette_for",
     "read_class_file",
     "read_image",
     "read_palette_file",

@@ -1,28 +1,28 @@
 """The dataset contract every loader follows, and validation of labels as they load.
 
 A sample is ``dict(image=HxWx3 uint8, mask=HxW uint8, path=str, name=str)`` before
-transforms. Each dataset maps its own void label to :data:`IGNORE_INDEX` (255) through a
-lookup table, so the loss and the metrics (DeepLab's protocol: "pixels labelled 255
-ignored") see one ignore index whatever the source.
+transforms, plus ``skipped=[(path, problem), ...]`` when served. Images are read by
+:func:`atrous.imageio.read_image`, as displayed (EXIF orientation applied), masks as stored
+(the policy is in :mod:`atrous.imageio`). Each dataset maps its own void label to
+:data:`IGNORE_INDEX` (255) through a lookup table, so the loss and the metrics (DeepLab's
+protocol: "pixels labelled 255 ignored") see one ignore index whatever the source.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from atrous.data.palettes import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from atrous.data.check import DatasetReport
+from atrous.constants import IGNORE_INDEX
+from atrous.imageio import ImageReadError, label_dtype, read_image, stored_size
 
 OnError = Literal["raise", "skip"]
 # Lookup-table value for a raw label that the dataset does not define.
@@ -49,9 +49,26 @@ class Item:
 
 @dataclass
 class SkipReport:
-    """Items left out under ``on_error="skip"``: path -> problem."""
+    """Files left out under ``on_error="skip"``: path -> problem (the first one met).
+
+    Each process fills its own; with DataLoader workers the records travel with the samples
+    (``sample["skipped"]``, gathered by :func:`atrous.data.collate` into
+    ``batch["skipped"]``) and the main process adds them up with :meth:`update`.
+    """
 
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, problem: str) -> bool:
+        """Record one skipped file; False when it was already recorded."""
+        if path in self.skipped:
+            return False
+        self.skipped[path] = problem
+        return True
+
+    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record ``(path, problem)`` pairs, e.g. a batch's ``batch["skipped"]``."""
+        for path, problem in pairs:
+            self.add(path, problem)
 
     def __len__(self) -> int:
         return len(self.skipped)
@@ -79,16 +96,35 @@ def identity_lut(num_classes: int, void: Sequence[int] = ()) -> np.ndarray:
     return make_lut(mapping)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB (grey and palette images are expanded)."""
+def _read_item_image(path: Path) -> np.ndarray:
+    """:func:`atrous.imageio.read_image`, its error as a :class:`DatasetError`."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError as e:
-        raise DatasetError(path, "image file not found") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(path, f"unreadable image ({e})") from e
+        return read_image(path)
+    except ImageReadError as e:
+        raise DatasetError(e.path, e.problem) from e
+
+
+def _size_mismatch(item: Item, mask: np.ndarray, image: np.ndarray) -> DatasetError:
+    """The error for a mask whose size is not its image's, saying when the mask fits the
+    image's stored pixels, i.e. was drawn before a 90°/270° EXIF rotation."""
+    mh, mw = mask.shape
+    ih, iw = image.shape[:2]
+    try:
+        drawn_unrotated = mask.shape == stored_size(item.image) != (ih, iw)
+    except ImageReadError:
+        drawn_unrotated = False
+    if drawn_unrotated:
+        return DatasetError(
+            item.mask,
+            f"mask size {mw}x{mh} fits image {item.image} only before its EXIF orientation "
+            f"(shown {iw}x{ih}): the mask seems drawn on the un-rotated pixels; images are "
+            "read as displayed, masks as stored, so redraw the mask on the displayed image "
+            "or save the image with its rotation applied",
+        )
+    return DatasetError(
+        item.mask,
+        f"mask size {mw}x{mh} differs from image {item.image.name} size {iw}x{ih}",
+    )
 
 
 class SegmentationDataset(Dataset):
@@ -101,7 +137,8 @@ class SegmentationDataset(Dataset):
     sample draws its state from torch's generator (seeded per worker by the DataLoader).
 
     ``on_error="raise"`` raises :class:`DatasetError` for a bad sample; ``"skip"`` records it
-    in :attr:`skip_report` and serves the next good item instead (so indices stay valid).
+    in :attr:`skip_report` and in the served sample's ``"skipped"`` list, and serves the
+    next good item instead (so indices stay valid).
     """
 
     class_names: tuple[str, ...] = ()
@@ -162,9 +199,12 @@ class SegmentationDataset(Dataset):
 
     # -- loading -------------------------------------------------------------------------
     def read_mask(self, path: Path) -> np.ndarray:
-        """A mask file as train ids (HxW uint8, 255 = ignore), validated."""
+        """A mask file as train ids (HxW of :func:`~atrous.imageio.label_dtype`, uint8 for
+        the 1..254 classes a dataset has; 255 = ignore), validated."""
         raw, is_train_ids = self.read_raw_mask(path)
-        return raw.astype(np.uint8) if is_train_ids else self.to_train_ids(raw, path)
+        if is_train_ids:
+            return raw.astype(label_dtype(self.num_classes))
+        return self.to_train_ids(raw, path)
 
     def read_raw_mask(self, path: Path) -> tuple[np.ndarray, bool]:
         """A mask file's values and whether they are already train ids (colour-coded masks
@@ -244,20 +284,16 @@ class SegmentationDataset(Dataset):
 
     def load_item(self, item: Item) -> dict[str, Any]:
         """Read and validate one item (no transforms). Raises :class:`DatasetError`."""
-        image = read_image(item.image)
+        image = _read_item_image(item.image)
         sample: dict[str, Any] = {"image": image, "path": str(item.image), "name": item.name}
         if item.mask is None:
-            sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+            sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, label_dtype(self.num_classes))
             return sample
         mask = self.read_mask(item.mask)
         if mask.ndim != 2:
             raise DatasetError(item.mask, f"mask must be 2-D, got shape {mask.shape}")
         if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                item.mask,
-                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {item.image.name} "
-                f"size {image.shape[1]}x{image.shape[0]}",
-            )
+            raise _size_mismatch(item, mask, image)
         sample["mask"] = mask
         return sample
 
@@ -275,7 +311,7 @@ class SegmentationDataset(Dataset):
                 f"label values {_fmt_values(bad)} are neither classes (0..{self.num_classes - 1} "
                 f"after mapping) nor the ignore index",
             )
-        return mapped.astype(np.uint8)
+        return mapped.astype(label_dtype(self.num_classes))
 
     def _rng_for(self, index: int) -> np.random.Generator:
         if self.seed is not None:
@@ -283,10 +319,14 @@ class SegmentationDataset(Dataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index``, transformed; under ``on_error="skip"`` the next good item when
+        it is bad. ``sample["skipped"]`` lists the ``(path, problem)`` pairs met on the way
+        (empty when none), so the records reach the main process from DataLoader workers."""
         n = len(self.items)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} items")
         index %= n
+        skipped: list[tuple[str, str]] = []
         for k in range(n):
             item = self.items[(index + k) % n]
             try:
@@ -295,28 +335,15 @@ class SegmentationDataset(Dataset):
             except DatasetError as e:
                 if self.on_error == "raise":
                     raise
-                if e.path not in self.skip_report.skipped:
-                    self.skip_report.skipped[e.path] = e.problem
+                skipped.append((e.path, e.problem))
+                if self.skip_report.add(e.path, e.problem):
                     warnings.warn(f"skipping {e}", stacklevel=2)
         else:
             raise DatasetError(self.root or "dataset", f"all {n} items failed to load")
         if self.transforms is not None:
             sample = self.transforms(sample, self._rng_for(index))
+        sample["skipped"] = skipped
         return sample
-
-    def scan(self, progress: bool = False) -> DatasetReport:
-        """Load every item once: class frequencies and problems. Under ``on_error="skip"``
-        the bad items are dropped from the dataset afterwards."""
-        from atrous.data.check import scan_dataset
-
-        report = scan_dataset(self, progress=progress)
-        if self.on_error == "skip" and report.problems:
-            bad = {p for p, _ in report.problems}
-            self.items = [
-                it for it in self.items if str(it.image) not in bad and str(it.mask) not in bad
-            ]
-            self.skip_report.skipped.update(dict(report.problems))
-        return report
 
 
 def _fmt_values(vals: np.ndarray, limit: int = 8) -> str:

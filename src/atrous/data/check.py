@@ -1,16 +1,17 @@
-"""Dataset health check: class frequencies and label problems (``atrous data check``)."""
+"""Dataset health check: class frequencies and label problems (``atrous data check``).
+
+The checker reads datasets through their public loading API and never the reverse, so
+:mod:`atrous.data.base` does not import this module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atrous.data.palettes import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from atrous.data.base import SegmentationDataset
+from atrous.constants import IGNORE_INDEX
+from atrous.data.base import DatasetError, SegmentationDataset
 
 
 @dataclass
@@ -61,10 +62,22 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def scan_dataset(ds: SegmentationDataset, progress: bool = False) -> DatasetReport:
-    """Load every item of ``ds`` (without transforms), counting classes and problems."""
-    from atrous.data.base import DatasetError
+def scan_dataset(
+    ds: SegmentationDataset, *, drop_bad: bool = False, progress: bool = False
+) -> DatasetReport:
+    """Load every item of ``ds`` once (without transforms), counting classes and problems.
 
+    With ``drop_bad`` the items that failed are removed from ``ds.items`` and recorded in
+    ``ds.skip_report`` (checking once up front instead of skipping at every epoch).
+    """
+    report = _count(ds, progress)
+    if drop_bad and report.problems:
+        _drop(ds, report.problems)
+    return report
+
+
+def _count(ds: SegmentationDataset, progress: bool) -> DatasetReport:
+    """Class pixels and images over the items that load; a problem for each that does not."""
     n = ds.num_classes
     rep = DatasetReport(
         class_names=ds.class_names,
@@ -89,3 +102,10 @@ def scan_dataset(ds: SegmentationDataset, progress: bool = False) -> DatasetRepo
         rep.ignored_pixels += int(counts[IGNORE_INDEX])
         rep.loaded += 1
     return rep
+
+
+def _drop(ds: SegmentationDataset, problems: list[tuple[str, str]]) -> None:
+    """Remove the items whose image or mask is one of ``problems``' files, recording them."""
+    bad = {path for path, _ in problems}
+    ds.items = [it for it in ds.items if str(it.image) not in bad and str(it.mask) not in bad]
+    ds.skip_report.update(problems)

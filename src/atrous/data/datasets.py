@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from atrous.constants import IGNORE_INDEX
 from atrous.data.base import (
     DatasetError,
     Item,
@@ -29,12 +30,10 @@ from atrous.data.palettes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABEL_IDS,
     CITYSCAPES_PALETTE,
-    IGNORE_INDEX,
     VOC_CLASSES,
     VOC_PALETTE,
 )
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from atrous.imageio import IMAGE_EXTENSIONS
 
 
 def _need_dir(path: Path, what: str) -> Path:
@@ -264,7 +263,7 @@ class CamVid(SegmentationDataset):
         return [
             Item(p, ann / f"{p.stem}.png", p.stem)
             for p in sorted(img_dir.iterdir())
-            if p.suffix.lower() in IMAGE_EXTS
+            if p.suffix.lower() in IMAGE_EXTENSIONS
         ]
 
 
@@ -406,10 +405,10 @@ class FolderDataset(SegmentationDataset):
         _need_dir(img_dir, "image")
         masks = {}
         if mask_dir.is_dir():
-            masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+            masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
         items = []
         for p in sorted(img_dir.iterdir()):
-            if p.suffix.lower() not in IMAGE_EXTS:
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             items.append(Item(p, masks.get(p.stem, mask_dir / f"{p.stem}.png"), p.stem))
         if not items:

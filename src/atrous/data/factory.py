@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.constants import IGNORE_INDEX
 from atrous.data.datasets import (
     ADE20K,
     IMAGE_DIRS,
@@ -17,7 +18,6 @@ from atrous.data.datasets import (
     FolderDataset,
     VOCSegmentation,
 )
-from atrous.data.palettes import IGNORE_INDEX
 from atrous.data.synthetic import SyntheticSegmentation
 
 DATASETS = ("voc", "voc_aug", "cityscapes", "ade20k", "camvid", "folder", "synthetic")
@@ -116,7 +116,8 @@ def collate(batch: Sequence[dict[str, Any]], pad_to: int = 1) -> dict[str, Any]:
     """Stack samples into a batch; samples of different sizes are padded bottom/right to the
     largest (rounded up to a multiple of ``pad_to``): image with 0 (the mean after
     normalization), mask with 255. ``size`` holds each sample's (h, w) before padding;
-    string fields become lists."""
+    ``skipped`` is one list of the samples' ``(path, problem)`` skip records (empty when
+    none); other fields become lists."""
     if not batch:
         raise ValueError("collate got an empty batch")
     out: dict[str, Any] = {}
@@ -136,8 +137,9 @@ def collate(batch: Sequence[dict[str, Any]], pad_to: int = 1) -> dict[str, Any]:
         for i, m in enumerate(masks):
             out["mask"][i, : m.shape[0], : m.shape[1]] = m
     out["size"] = torch.tensor(sizes, dtype=torch.long)
+    out["skipped"] = [(str(p), str(why)) for s in batch for p, why in s.get("skipped", ())]
     for key in batch[0]:
-        if key not in ("image", "mask"):
+        if key not in ("image", "mask", "skipped"):
             out[key] = [s[key] for s in batch]
     return out
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from atrous.data.palettes import IGNORE_INDEX
+from atrous.constants import IGNORE_INDEX
+from atrous.imageio import label_dtype
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "box", "triangle", "stripes", "dots")
 SYNTHETIC_PALETTE = np.array(
@@ -92,6 +93,7 @@ class SyntheticSegmentation(Dataset):
         if self.transforms is not None:
             rng = np.random.default_rng((self.seed, self._split_key, self.epoch, index, 1))
             sample = self.transforms(sample, rng)
+        sample["skipped"] = []  # the file datasets' skip records; nothing to skip here
         return sample
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +116,7 @@ class SyntheticSegmentation(Dataset):
         oy, ox = rng.integers(0, 64, 2)
         reps = (-(-(h + oy) // 64), -(-(w + ox) // 64), 1)
         img += np.tile(self._noise, reps)[oy : oy + h, ox : ox + w]
-        mask = np.zeros((h, w), np.uint8)
+        mask = np.zeros((h, w), label_dtype(self.num_classes))
         border = np.zeros((h, w), bool)
         n_obj = int(rng.integers(3, self.max_objects + 1))
         for _ in range(n_obj):
@@ -137,7 +139,7 @@ class SyntheticSegmentation(Dataset):
                 edge = inside ^ _erode(inside, b)
                 border[sl] &= ~inside
                 border[sl] |= edge
-            np.copyto(mask[sl], np.uint8(cls), where=inside)
+            np.copyto(mask[sl], mask.dtype.type(cls), where=inside)
         if self.ignore_border:
             mask[border] = IGNORE_INDEX
         return np.clip(img, 0, 255).astype(np.uint8), mask

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
-from atrous.data.palettes import IGNORE_INDEX
+from atrous.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from atrous.normalization import Normalization
 
 Sample = dict[str, Any]
