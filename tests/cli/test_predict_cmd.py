@@ -13,9 +13,9 @@ from PIL import Image
 import atrous.models as M
 import atrous.weights as W
 from atrous.cli import main
-from atrous.cli.predict_cmd import output_names
 from atrous.data.palettes import voc_colormap
 from atrous.inference import Segmenter
+from atrous.inference.io import output_names
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200]]
 

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 from atrous.cli import CLIError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from atrous.inference import CRFHook, Segmenter
     from atrous.models.deeplab import DeepLab
 
@@ -110,24 +108,6 @@ def load_model(path: str, **overrides: Any) -> DeepLab:
         return weights.load(path, **overrides)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
-
-
-def model_palette(model: Any) -> np.ndarray:
-    """The colours of the model's classes: the ``palette`` saved with its weights (see
-    :func:`atrous.weights.save`), else the Pascal VOC colour map."""
-    import numpy as np
-
-    from atrous.data.palettes import voc_colormap
-
-    pal = (getattr(model, "metadata", None) or {}).get("palette")
-    if pal is not None:
-        arr = np.asarray(pal, dtype=np.int64).reshape(-1, 3)
-        if arr.size and arr.min() >= 0 and arr.max() <= 255:
-            # Classes the file's palette does not cover fall back to VOC colours.
-            full = voc_colormap(256)
-            full[: min(len(arr), 256)] = arr[:256]
-            return full
-    return voc_colormap(256)
 
 
 _CRF_FLAGS = ("iterations", "pos_w", "pos_xy_std", "bi_w", "bi_xy_std", "bi_rgb_std")

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.imageio import label_dtype
 from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
 
-__all__ = ["CRFHook", "Segmenter", "tile_starts"]
+__all__ = ["CRFHook", "Segmenter", "label_map", "tile_starts"]
 
 # (image uint8 (H, W, 3), probabilities (C, H, W) float32) -> refined probabilities (C, H, W)
 CRFHook = Callable[[np.ndarray, np.ndarray], Any]
@@ -257,7 +258,7 @@ class Segmenter:
         return next(self.predict_many([image], output="proba"))
 
     def predict(self, image: Any) -> np.ndarray:
-        """Label map (H, W) at the image's resolution: uint8 when C <= 256, else int32."""
+        """Label map (H, W) at the image's resolution: uint8 when C <= 256, else uint16."""
         return next(self.predict_many([image], output="labels"))
 
     __call__ = predict
@@ -447,7 +448,7 @@ class Segmenter:
         if output == "logits":
             return logits.cpu()
         if self.crf is None and output == "labels":
-            return _labels(logits.argmax(0), logits.shape[0])
+            return label_map(logits.argmax(0), logits.shape[0])
         # In-place softmax over classes: the accumulator is the biggest buffer we hold.
         probs = logits.sub_(logits.amax(0, keepdim=True)).exp_()
         probs.div_(probs.sum(0, keepdim=True))
@@ -466,9 +467,13 @@ class Segmenter:
             p = refined.astype(np.float32, copy=False)
         if output == "proba":
             return p
-        return _labels(torch.from_numpy(p).argmax(0), p.shape[0])
+        return label_map(torch.from_numpy(p).argmax(0), p.shape[0])
 
 
-def _labels(idx: torch.Tensor, num_classes: int) -> np.ndarray:
-    dtype = torch.uint8 if num_classes <= 256 else torch.int32
-    return idx.to(dtype).cpu().numpy()
+def label_map(idx: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Class ids (any integer tensor) as a numpy label map of :func:`atrous.imageio.label_dtype`
+    (uint8 up to 256 classes, else uint16)."""
+    dtype = label_dtype(num_classes)
+    if dtype == np.uint8:
+        return idx.to(torch.uint8).cpu().numpy()
+    return idx.to(torch.int32).cpu().numpy().astype(dtype)

@@ -1,0 +1,233 @@
+"""Files in, files out, for segmenting images: what ``atrous predict`` does, as functions that
+the Python API (and a server) can call too.
+
+- :func:`collect_inputs`: image files from paths, folders (recursive) and glob patterns.
+- :func:`output_names`: output names that mirror the inputs' paths, without collisions.
+- :func:`read_image`: the package's one image reader (:mod:`atrous.imageio`: EXIF applied).
+- :func:`write_mask`, :func:`write_overlay`, :func:`write_probs`: the three outputs.
+- :func:`segment_files`: all of it over a list of files, one :class:`FileResult` each; a file
+  that cannot be read or written is reported in its result and the run goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atrous.data.palettes import overlay, palette_for
+from atrous.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
+from atrous.inference.segmenter import Segmenter, label_map
+
+__all__ = [
+    "FileResult",
+    "collect_inputs",
+    "model_palette",
+    "output_names",
+    "read_image",
+    "segment_files",
+    "write_mask",
+    "write_overlay",
+    "write_probs",
+]
+
+_GLOB_CHARS = set("*?[")
+
+
+# --------------------------------------------------------------------------- inputs
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to segment, in order and without duplicates, and ``(input, problem)`` for the
+    inputs that gave none. Folders are searched recursively for :data:`IMAGE_EXTENSIONS`;
+    files named explicitly are tried whatever their extension, so that a mistake is reported
+    rather than skipped silently."""
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            files.append(r)
+
+    def add_dir(d: Path, what: str) -> None:
+        found = sorted(
+            q for q in d.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file()
+        )
+        if not found:
+            problems.append((what, "folder holds no image files"))
+        for q in found:
+            add(q)
+
+    for item in inputs:
+        text, path = str(item), Path(item)
+        if path.is_file():
+            add(path)
+        elif path.is_dir():
+            add_dir(path, text)
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                problems.append((text, "no file matches this pattern"))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    add_dir(mp, m)
+                elif mp.is_file():
+                    add(mp)
+        else:
+            problems.append((text, "no such file or folder"))
+    return files, problems
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """Output names (no extension) mirroring each file's path below the inputs' common
+    folder, so equal stems in different folders do not overwrite each other; equal stems
+    in one folder (``a.jpg``, ``a.png``) keep their extension in the name."""
+    if not files:
+        return []
+    try:
+        base: Path | None = Path(os.path.commonpath([str(f.parent) for f in files]))
+    except ValueError:  # different drives
+        base = None
+    names = []
+    for f in files:
+        rel = f.relative_to(base) if base is not None else Path(f.name)
+        names.append(rel.with_suffix("").as_posix())
+    counts = Counter(names)
+    return [
+        f"{n}_{f.suffix.lstrip('.').lower()}" if counts[n] > 1 else n for n, f in zip(names, files)
+    ]
+
+
+# --------------------------------------------------------------------------- outputs
+def model_palette(model: Any) -> np.ndarray:
+    """256 colours for the model's classes: the ``palette`` saved with its weights (see
+    :func:`atrous.weights.save`) first, the Pascal VOC colour map for the rest."""
+    return palette_for(256, (getattr(model, "metadata", None) or {}).get("palette"))
+
+
+def write_mask(labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> Path:
+    """A 'P'-mode PNG whose pixel values are the class ids, drawn with ``palette`` (16-bit
+    grey when an id exceeds 255)."""
+    path = Path(path)
+    if int(labels.max(initial=0)) < 256:
+        im = Image.fromarray(labels.astype(np.uint8))
+        im.putpalette(np.asarray(palette, np.uint8)[:256].reshape(-1).tolist())  # L -> P
+    else:
+        im = Image.fromarray(labels.astype(np.uint16))
+    im.save(path)
+    return path
+
+
+def write_overlay(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike,
+    alpha: float = 0.5,
+) -> Path:  # fmt: skip
+    """The class colours blended over the image (:func:`atrous.data.overlay`), as JPEG."""
+    path = Path(path)
+    Image.fromarray(overlay(image, labels, palette, alpha)).save(path, quality=90)
+    return path
+
+
+def write_probs(probs: np.ndarray, path: str | os.PathLike) -> Path:
+    """Class probabilities (C, H, W) as a float16 ``.npy``."""
+    path = Path(path)
+    np.save(path, probs.astype(np.float16))
+    return path
+
+
+# --------------------------------------------------------------------------- a batch of files
+@dataclass
+class FileResult:
+    """What became of one input file: its outputs, or the problem that stopped it."""
+
+    path: Path
+    name: str
+    outputs: list[Path] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def labels_and_probs(
+    segmenter: Segmenter, images: Iterable[Any], probs: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """``(labels, probabilities or None)`` per image; the labels equal
+    ``segmenter.predict``'s (without a CRF, the argmax of the same averaged logits)."""
+    if not probs:
+        for labels in segmenter.predict_many(images, output="labels"):
+            yield labels, None
+    elif segmenter.crf is None:
+        for logits in segmenter.predict_many(images, output="logits"):
+            yield label_map(logits.argmax(0), logits.shape[0]), torch.softmax(logits, 0).numpy()
+    else:
+        for p in segmenter.predict_many(images, output="proba"):
+            yield label_map(torch.from_numpy(p).argmax(0), p.shape[0]), p
+
+
+def segment_files(
+    segmenter: Segmenter,
+    files: Sequence[Path],
+    out_dir: str | os.PathLike,
+    palette: np.ndarray,
+    *,
+    overlay_alpha: float = 0.5,
+    probs: bool = False,
+    names: Sequence[str] | None = None,
+) -> Iterator[FileResult]:
+    """Segment ``files`` into ``out_dir``: ``<name>.png`` (palette mask), ``<name>_overlay.jpg``
+    and with ``probs`` ``<name>_probs.npy``, names from :func:`output_names`. Yields one
+    :class:`FileResult` per file, in order; unreadable inputs and unwritable outputs are
+    reported in their result, not raised. Images of equal size are batched."""
+    out = Path(out_dir)
+    names = list(names) if names is not None else output_names(files)
+    pending: deque[tuple[FileResult, np.ndarray]] = deque()
+    failed: deque[FileResult] = deque()
+
+    def images() -> Iterator[np.ndarray]:
+        for path, name in zip(files, names):
+            try:
+                image = read_image(path)
+            except ImageReadError as e:
+                failed.append(FileResult(Path(path), name, problem=e.problem))
+                continue
+            pending.append((FileResult(Path(path), name), image))
+            yield image
+
+    for labels, p in labels_and_probs(segmenter, images(), probs):
+        yield from _drain(failed)
+        result, image = pending.popleft()
+        _write_outputs(result, out / result.name, image, labels, p, palette, overlay_alpha)
+        yield result
+    yield from _drain(failed)
+
+
+def _drain(failed: deque[FileResult]) -> Iterator[FileResult]:
+    while failed:
+        yield failed.popleft()
+
+
+def _write_outputs(
+    result: FileResult, target: Path, image: np.ndarray, labels: np.ndarray,
+    probs: np.ndarray | None, palette: np.ndarray, alpha: float,
+) -> None:  # fmt: skip
+    path = lambda suffix: target.with_name(target.name + suffix)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result.outputs.append(write_mask(labels, palette, path(".png")))
+        result.outputs.append(write_overlay(image, labels, palette, path("_overlay.jpg"), alpha))
+        if probs is not None:
+            result.outputs.append(write_probs(probs, path("_probs.npy")))
+    except OSError as e:
+        result.problem = f"cannot write outputs to {target.parent} ({e})"
