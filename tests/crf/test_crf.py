@@ -138,7 +138,7 @@ def test_lattice_table_and_sort_builds_agree(kind: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(lattice_mod, "_DENSE_TABLE_FACTOR", 0)
     sort = PermutohedralLattice(f)
     assert table.num_vertices == sort.num_vertices
-    assert torch.equal(table._offsets.long(), sort._offsets.long())  # same first-use ids
+    assert torch.equal(table.vertex_ids.long(), sort.vertex_ids.long())  # same first-use ids
     torch.testing.assert_close(table.filter(x), sort.filter(x), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(
         table.filter(x, reverse=True), sort.filter(x, reverse=True), rtol=1e-12, atol=1e-9

@@ -9,6 +9,7 @@ Public API:
 - :class:`CRFasRNN`, :class:`CRFWrapper` — the differentiable CRF layer of Zheng et al. (2015).
 - :class:`CRFRNNModel`, :func:`with_crf_rnn` — a DeepLab with that layer last, trainable end to
   end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
+- :class:`StageTimes` — the stage times of a ``dense_crf`` call (``profile=``), for benchmarks.
 - :func:`set_heap_retention` — how much freed memory dense_crf keeps for its next call.
 - :func:`grid_search` — DeepLab v1's cross-validation of the dense-CRF parameters.
 """
@@ -16,21 +17,21 @@ Public API:
 from __future__ import annotations
 
 from .crfasrnn import CRFasRNN, CRFWrapper
+from .dense_crf import DenseCRF, dense_crf
 from .exact import exact_filter
 from .heap import heap_retention, set_heap_retention
-from .lattice import PermutohedralLattice
-from .meanfield import (
-    DenseCRF,
+from .kernels import (
     GaussianKernel,
     bilateral_features,
     clear_kernel_cache,
-    dense_crf,
-    mean_field,
     positional_features,
     positional_kernel,
 )
+from .lattice import PermutohedralLattice
+from .meanfield import mean_field
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
 from .search import grid_search
+from .timing import StageTimes
 
 __all__ = [
     "CRFRNNModel",
@@ -40,6 +41,7 @@ __all__ = [
     "GaussianKernel",
     "LearnedCRF",
     "PermutohedralLattice",
+    "StageTimes",
     "bilateral_features",
     "clear_kernel_cache",
     "crf_rnn_options",

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .meanfield import GaussianKernel, bilateral_features, mean_field, positional_features
+from .kernels import GaussianKernel, bilateral_features, positional_features
+from .meanfield import mean_field
 
 __all__ = ["CRFWrapper", "CRFasRNN"]
 
