@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .kernels import GaussianKernel, bilateral_features, positional_features
 from .meanfield import mean_field
+from .params import CRFParams
 
 __all__ = ["CRFWrapper", "CRFasRNN"]
 
@@ -41,6 +42,7 @@ class CRFasRNN(nn.Module):
         iterations: unrolled mean-field iterations (Zheng et al. train with 5, test with 10).
         pos_w, bi_w: initial smoothness / appearance kernel weights (one per label, learnable).
         pos_xy_std, bi_xy_std, bi_rgb_std: fixed kernel standard deviations.
+            Kernel defaults: :class:`~atrous.crf.CRFParams` (DeepLab v2's VOC setting).
         learn_compat: learn the ``(C, C)`` compatibility ``mu`` (initialized to Potts, 1 - I).
 
     ``forward(logits, image)`` takes logits ``(B, C, H, W)`` (treated as negative unary
@@ -51,30 +53,24 @@ class CRFasRNN(nn.Module):
         self,
         num_classes: int,
         iterations: int = 5,
-        pos_w: float = 3.0,
-        pos_xy_std: float = 1.0,
-        bi_w: float = 4.0,
-        bi_xy_std: float = 67.0,
-        bi_rgb_std: float = 3.0,
+        pos_w: float = CRFParams.pos_w,
+        pos_xy_std: float = CRFParams.pos_xy_std,
+        bi_w: float = CRFParams.bi_w,
+        bi_xy_std: float = CRFParams.bi_xy_std,
+        bi_rgb_std: float = CRFParams.bi_rgb_std,
         learn_compat: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
-        for name, val in (
-            ("pos_xy_std", pos_xy_std),
-            ("bi_xy_std", bi_xy_std),
-            ("bi_rgb_std", bi_rgb_std),
-        ):
-            if not val > 0:
-                raise ValueError(f"{name} must be positive, got {val}")
+        # validated as the dense CRF's (ValueError naming the parameter)
+        init = CRFParams(iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std)
         self.num_classes = num_classes
-        self.iterations = iterations
-        self.pos_xy_std, self.bi_xy_std, self.bi_rgb_std = pos_xy_std, bi_xy_std, bi_rgb_std
-        self.pos_weight = nn.Parameter(torch.full((num_classes,), float(pos_w)))
-        self.bi_weight = nn.Parameter(torch.full((num_classes,), float(bi_w)))
+        self.iterations = init.iterations
+        self.pos_xy_std, self.bi_xy_std = init.pos_xy_std, init.bi_xy_std
+        self.bi_rgb_std = init.bi_rgb_std
+        self.pos_weight = nn.Parameter(torch.full((num_classes,), init.pos_w))
+        self.bi_weight = nn.Parameter(torch.full((num_classes,), init.bi_w))
         compat = 1.0 - torch.eye(num_classes)
         if learn_compat:
             self.compat = nn.Parameter(compat)

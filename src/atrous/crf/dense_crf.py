@@ -9,7 +9,9 @@ parameters (the ``crf`` hook of :class:`~atrous.inference.Segmenter`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,28 +22,10 @@ from .fused import FusedMeanField
 from .heap import retained_heap
 from .kernels import GaussianKernel, bilateral_features, positional_kernel
 from .meanfield import mean_field
+from .params import CRFParams
 from .timing import StageTimes
 
 __all__ = ["DenseCRF", "dense_crf"]
-
-
-@dataclass(frozen=True)
-class DenseCRF:
-    """Dense-CRF parameters (defaults: DeepLab v2, PASCAL VOC); call it like :func:`dense_crf`."""
-
-    iterations: int = 10
-    pos_w: float = 3.0
-    pos_xy_std: float = 1.0
-    bi_w: float = 4.0
-    bi_xy_std: float = 67.0
-    bi_rgb_std: float = 3.0
-
-    def __call__(self, image: Any, probs: Any, **kwargs: Any) -> Any:
-        return dense_crf(image, probs, **{**asdict(self), **kwargs})
-
-    def config(self) -> dict[str, Any]:
-        """The parameters, for results' metadata (``Segmenter.config()`` records them)."""
-        return {"method": "dense_crf", **asdict(self)}
 
 
 def _as_tensor(x: Any, name: str) -> Tensor:
@@ -116,12 +100,12 @@ def _no_stamp(stage: str) -> None:
 def dense_crf(
     image: Any,
     probs: Any,
-    iterations: int = 10,
-    pos_w: float = 3.0,
-    pos_xy_std: float = 1.0,
-    bi_w: float = 4.0,
-    bi_xy_std: float = 67.0,
-    bi_rgb_std: float = 3.0,
+    iterations: int = CRFParams.iterations,
+    pos_w: float = CRFParams.pos_w,
+    pos_xy_std: float = CRFParams.pos_xy_std,
+    bi_w: float = CRFParams.bi_w,
+    bi_xy_std: float = CRFParams.bi_xy_std,
+    bi_rgb_std: float = CRFParams.bi_rgb_std,
     compat: Any = None,
     method: str = "lattice",
     profile: StageTimes | None = None,
@@ -134,6 +118,7 @@ def dense_crf(
         iterations: mean-field iterations (DeepLab uses 10).
         pos_w, pos_xy_std: weight and spatial std of the smoothness kernel.
         bi_w, bi_xy_std, bi_rgb_std: weight, spatial std and colour std of the appearance kernel.
+            Defaults and validation (ValueError naming the parameter): :class:`CRFParams`.
         compat: optional ``(C, C)`` label compatibility in the energy sense (``None``: Potts).
         method: ``"lattice"`` (permutohedral, default) or ``"exact"`` (O(N^2), tiny images).
         profile: a :class:`~atrous.crf.timing.StageTimes` to record the end time of each stage.
@@ -144,15 +129,7 @@ def dense_crf(
     CPU memory freed during the call stays in the process heap for the next call (up to 1 GiB
     by default; see :mod:`atrous.crf.heap`, ``set_heap_retention(0)`` turns it off).
     """
-    if not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
-    for name, val in (
-        ("pos_xy_std", pos_xy_std),
-        ("bi_xy_std", bi_xy_std),
-        ("bi_rgb_std", bi_rgb_std),
-    ):
-        if not val > 0:
-            raise ValueError(f"{name} must be positive, got {val}")
+    prm = CRFParams(iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std)
     stamp = _no_stamp if profile is None else profile.stamp
     stamp("start")
     img, p, batched = _check_inputs(image, probs)
@@ -173,25 +150,75 @@ def dense_crf(
         q0.clamp_min_(tiny)
     stamp("unary")
     kernels = []
-    if pos_w != 0:
-        kernels.append((positional_kernel(b, h, w, pos_xy_std, p.device, method), pos_w))
+    if prm.pos_w != 0:
+        kernels.append((positional_kernel(b, h, w, prm.pos_xy_std, p.device, method), prm.pos_w))
         stamp("positional")
-    if bi_w != 0:
-        kernels.append(
-            (GaussianKernel(bilateral_features(img, bi_xy_std, bi_rgb_std), method), bi_w)
-        )
+    if prm.bi_w != 0:
+        feats = bilateral_features(img, prm.bi_xy_std, prm.bi_rgb_std)
+        kernels.append((GaussianKernel(feats, method), prm.bi_w))
         stamp("bilateral")
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None)
         stamp("built")
         q = torch.empty((b, c, h, w), dtype=p.dtype, device=p.device)
-        fused.run(q0, iterations, mu, out=q.view(b, c, h * w))
+        fused.run(q0, prm.iterations, mu, out=q.view(b, c, h * w))
     else:
         stamp("built")
-        q = mean_field(q0.log_().neg_().view(b, h * w, c), kernels, iterations, mu)
+        q = mean_field(q0.log_().neg_().view(b, h * w, c), kernels, prm.iterations, mu)
         q = q.reshape(b, h, w, c).permute(0, 3, 1, 2).to(p.dtype).contiguous()
     if not batched:
         q = q[0]
     out = q.numpy() if isinstance(probs, np.ndarray) else q
     stamp("end")
     return out
+
+
+@dataclass(frozen=True, init=False)
+class DenseCRF:
+    """:func:`dense_crf` with fixed :class:`CRFParams` (the ``crf`` hook of a Segmenter).
+
+    ``DenseCRF(iterations=5, bi_w=6)`` overrides the defaults (DeepLab v2, PASCAL VOC);
+    ``DenseCRF(params)`` takes a :class:`CRFParams`; :meth:`from_params` also reads a dict or a
+    JSON file.  ``crf(image, probs, **kwargs)`` calls :func:`dense_crf` with these parameters
+    (``kwargs`` win).
+    """
+
+    params: CRFParams
+
+    def __init__(self, params: CRFParams | None = None, **overrides: Any) -> None:
+        if params is not None and not isinstance(params, CRFParams):
+            raise TypeError(
+                f"DenseCRF(params) takes a CRFParams, got {type(params).__name__}; pass "
+                "parameters by name (DenseCRF(iterations=5)) or use DenseCRF.from_params"
+            )
+        base = CRFParams() if params is None else params
+        object.__setattr__(self, "params", base.replace(**overrides))
+
+    @classmethod
+    def from_params(
+        cls,
+        source: CRFParams | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        where: str | None = None,
+        **overrides: Any,
+    ) -> DenseCRF:
+        """The CRF of ``source`` (a :class:`CRFParams`, a dict, a JSON file such as
+        crf-search's ``best_crf.json``, or None for the defaults) with ``overrides`` on top
+        (``None`` values are ignored: the defaults < the source < explicit values).
+
+        ValueError for invalid contents (``where``, default the path, starts the message),
+        TypeError for an override that is not a parameter.
+        """
+        return cls(CRFParams.from_source(source, where), **overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        # the parameters read as attributes, as when DenseCRF was the parameters' dataclass
+        if name in CRFParams.names():
+            return getattr(self.params, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __call__(self, image: Any, probs: Any, **kwargs: Any) -> Any:
+        return dense_crf(image, probs, **{**self.params.to_dict(), **kwargs})
+
+    def config(self) -> dict[str, Any]:
+        """The parameters, for results' metadata (``Segmenter.config()`` records them)."""
+        return {"method": "dense_crf", **self.params.to_dict()}

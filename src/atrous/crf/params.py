@@ -132,6 +132,29 @@ class CRFParams:
                 return cls.from_dict(data[key], where=f"{where} ({key})")
         return cls.from_dict(data, where=where)
 
+    @classmethod
+    def from_source(
+        cls, source: CRFParams | Mapping[str, Any] | str | os.PathLike[str] | None,
+        where: str | None = None,
+    ) -> CRFParams:  # fmt: skip
+        """Parameters from a :class:`CRFParams` (returned as is), a mapping
+        (:meth:`from_dict`), a JSON file path (:meth:`from_file`), or None (the defaults).
+
+        ``where`` starts the error messages (default: the path, or ``"CRF parameters"``).
+        """
+        if source is None:
+            return cls()
+        if isinstance(source, CRFParams):
+            return source
+        if isinstance(source, Mapping):
+            return cls.from_dict(source, where="CRF parameters" if where is None else where)
+        if isinstance(source, (str, os.PathLike)):
+            return cls.from_file(source, where=where)
+        raise TypeError(
+            "CRF parameters must be a CRFParams, a mapping, a JSON file path or None, got "
+            f"{type(source).__name__}"
+        )
+
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CRFParams)}
 # The kernels' weights and stds (all but the iterations), and the stds alone.
