@@ -12,7 +12,6 @@ from torch import nn
 
 from atrous.crf import (
     CRFasRNN,
-    CRFWrapper,
     DenseCRF,
     GaussianKernel,
     PermutohedralLattice,
@@ -335,26 +334,6 @@ def test_crfasrnn_matches_dense_crf_and_trains() -> None:
     for p in crf.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
         assert p.grad.abs().sum() > 0
-
-
-def test_crf_wrapper_on_a_model() -> None:
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"out": self.conv(x), "aux": x.mean()}
-
-    img, _ = _synthetic(16, 20, 4)
-    image = torch.from_numpy(img).permute(2, 0, 1)[None]
-    x = (image.float() / 255 - 0.45) / 0.225
-    model = CRFWrapper(Tiny(), num_classes=4, iterations=3)
-    out = model(x, image)
-    assert out["out"].shape == (1, 4, 16, 20) and "aux" in out
-    out["out"].logsumexp(1).mean().backward()
-    assert model.model.conv.weight.grad is not None
-    assert model.model.conv.weight.grad.abs().sum() > 0
 
 
 def test_crfasrnn_clear_errors() -> None:

@@ -6,7 +6,7 @@ Public API:
   pydensecrf (same lattice arithmetic and ``NORMALIZE_SYMMETRIC`` kernels).
 - :class:`PermutohedralLattice` — the Gaussian filter of Adams et al. (2010), CPU or CUDA, batched.
 - :func:`exact_filter` — the O(N^2) Gaussian filter (small images, tests).
-- :class:`CRFasRNN`, :class:`CRFWrapper` — the differentiable CRF layer of Zheng et al. (2015).
+- :class:`CRFasRNN` — the differentiable CRF layer of Zheng et al. (2015).
 - :class:`CRFRNNModel`, :func:`with_crf_rnn` — a DeepLab with that layer last, trainable end to
   end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
 - :class:`StageTimes` — the stage times of a ``dense_crf`` call (``profile=``), for benchmarks.
@@ -16,7 +16,7 @@ Public API:
 
 from __future__ import annotations
 
-from .crfasrnn import CRFasRNN, CRFWrapper
+from .crfasrnn import CRFasRNN
 from .dense_crf import DenseCRF, dense_crf
 from .exact import exact_filter
 from .heap import heap_retention, set_heap_retention
@@ -35,7 +35,6 @@ from .timing import StageTimes
 
 __all__ = [
     "CRFRNNModel",
-    "CRFWrapper",
     "CRFasRNN",
     "DenseCRF",
     "GaussianKernel",

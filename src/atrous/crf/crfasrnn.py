@@ -7,31 +7,22 @@ unaries and a softmax — and unrolled for a fixed number of iterations (Zheng e
 4-5).  The filtering is linear in Q, so its backward pass is the transposed lattice filter; the
 kernel standard deviations are fixed hyper-parameters, as in the paper.
 
-Using it as the last layer of an atrous model::
-
-    from atrous.crf import CRFasRNN, CRFWrapper
-
-    model = CRFWrapper(deeplab, num_classes=21)   # deeplab(x) returns {"out": logits}
-    out = model(x, image)["out"]                  # x: normalized input; image: raw RGB 0-255
-    loss = F.cross_entropy(out, target)           # gradients reach deeplab and the CRF params
-
-``image`` is the un-normalized image (uint8 or float in 0-255), ``(B, 3, H, W)``, the same size as
-``x``; logits at a lower resolution are upsampled bilinearly to it first.
+As the last layer of an atrous model, trained end to end, it is
+:class:`~atrous.crf.CRFRNNModel` (``TrainConfig.crf_rnn``).  Called directly, ``crf(logits,
+image)`` takes ``image``, the un-normalized RGB image (uint8 or float in 0-255), ``(B, 3, H,
+W)``, the size of ``logits``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernels import GaussianKernel, bilateral_features, positional_features
 from .meanfield import mean_field
 from .params import CRFParams
 
-__all__ = ["CRFWrapper", "CRFasRNN"]
+__all__ = ["CRFasRNN"]
 
 
 class CRFasRNN(nn.Module):
@@ -118,30 +109,3 @@ class CRFasRNN(nn.Module):
         ]
         out = mean_field(unary, kernels, self.iterations, self.compat.to(dtype), return_logits=True)
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-
-class CRFWrapper(nn.Module):
-    """An atrous model followed by :class:`CRFasRNN`.
-
-    ``forward(x, image)`` runs ``model(x)["out"]`` (or a plain tensor output), upsamples the
-    logits bilinearly to ``image``'s size if needed, and returns ``{"out": refined logits}`` plus
-    the model's other outputs (e.g. ``"aux"``) unchanged.
-    """
-
-    def __init__(self, model: nn.Module, num_classes: int, **crf_kwargs: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.crf = CRFasRNN(num_classes, **crf_kwargs)
-
-    def forward(self, x: Tensor, image: Tensor) -> dict[str, Tensor]:
-        out = self.model(x)
-        result = dict(out) if isinstance(out, dict) else {"out": out}
-        if "out" not in result:
-            raise ValueError("the wrapped model must return a tensor or a dict with key 'out'")
-        logits = result["out"]
-        if logits.shape[-2:] != image.shape[-2:]:
-            logits = F.interpolate(
-                logits, size=image.shape[-2:], mode="bilinear", align_corners=False
-            )
-        result["out"] = self.crf(logits, image)
-        return result
