@@ -239,6 +239,21 @@ def test_kernel_degree_matches_filter_of_ones() -> None:
         torch.testing.assert_close(lat.degree(), lat.filter(ones), rtol=1e-5, atol=1e-6)
 
 
+def test_lattice_read_only_structure() -> None:
+    f = positional_features(2, 9, 11, 1.0)
+    lat = PermutohedralLattice(f)
+    assert lat.num_points == 2 * 9 * 11
+    assert lat.barycentric.shape == lat.vertex_ids.shape == (lat.num_points, 3)
+    torch.testing.assert_close(lat.barycentric.sum(1), torch.ones(lat.num_points))
+    ids = lat.vertex_ids.long()
+    assert ids.min() == 0 and ids.max() == lat.num_vertices - 1
+    blurs = lat.blur_matrices(torch.float64)
+    assert len(blurs) == 3 and blurs[0].shape == (lat.num_vertices, lat.num_vertices)
+    assert lat.blur_matrices(torch.float64) is blurs  # cached per dtype
+    with pytest.raises(AttributeError):
+        lat.barycentric = torch.zeros(1)  # type: ignore[misc]
+
+
 def test_heap_retention_setting_and_nesting() -> None:
     before = heap_retention()
     try:

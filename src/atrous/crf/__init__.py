@@ -4,6 +4,8 @@ Public API:
 
 - :func:`dense_crf` / :class:`DenseCRF` — mean-field refinement of probabilities, parity with
   pydensecrf (same lattice arithmetic and ``NORMALIZE_SYMMETRIC`` kernels).
+- :class:`CRFParams` — the dense-CRF parameters: defaults (DeepLab v2 VOC), help, validation,
+  read from a dict or a JSON file (``best_crf.json`` of ``atrous crf-search``).
 - :class:`PermutohedralLattice` — the Gaussian filter of Adams et al. (2010), CPU or CUDA, batched.
 - :func:`exact_filter` — the O(N^2) Gaussian filter (small images, tests).
 - :class:`CRFasRNN` — the differentiable CRF layer of Zheng et al. (2015).
@@ -29,11 +31,13 @@ from .kernels import (
 )
 from .lattice import PermutohedralLattice
 from .meanfield import mean_field
+from .params import CRFParams
 from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
 from .search import grid_search
 from .timing import StageTimes
 
 __all__ = [
+    "CRFParams",
     "CRFRNNModel",
     "CRFasRNN",
     "DenseCRF",
