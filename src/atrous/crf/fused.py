@@ -43,7 +43,6 @@ class FusedMeanField:
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0].num_points
         dev = lats[0][0].device
-        self.n = n
         self.sizes = [lat.num_vertices for lat, _, _ in lats]
         self.m_total = sum(self.sizes)
         starts = [0]
