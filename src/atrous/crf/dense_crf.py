@@ -9,8 +9,6 @@ parameters (the ``crf`` hook of :class:`~atrous.inference.Segmenter`).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +20,7 @@ from .fused import FusedMeanField
 from .heap import retained_heap
 from .kernels import GaussianKernel, bilateral_features, positional_kernel
 from .meanfield import mean_field
-from .params import CRFParams
+from .params import CRFParams, ParamsSource
 from .timing import StageTimes
 
 __all__ = ["DenseCRF", "dense_crf"]
@@ -197,7 +195,7 @@ class DenseCRF:
     @classmethod
     def from_params(
         cls,
-        source: CRFParams | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        source: ParamsSource = None,
         where: str | None = None,
         **overrides: Any,
     ) -> DenseCRF:

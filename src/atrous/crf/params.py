@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KERNEL_FIELDS", "STD_FIELDS", "CRFParams", "check_param"]
+__all__ = ["KERNEL_FIELDS", "STD_FIELDS", "CRFParams", "ParamsSource", "check_param"]
 
 # What each field is, for its validation: a count of iterations, a kernel weight or a std.
 _ITERATIONS, _WEIGHT, _STD = "iterations", "weight", "std"
@@ -133,10 +133,7 @@ class CRFParams:
         return cls.from_dict(data, where=where)
 
     @classmethod
-    def from_source(
-        cls, source: CRFParams | Mapping[str, Any] | str | os.PathLike[str] | None,
-        where: str | None = None,
-    ) -> CRFParams:  # fmt: skip
+    def from_source(cls, source: ParamsSource, where: str | None = None) -> CRFParams:
         """Parameters from a :class:`CRFParams` (returned as is), a mapping
         (:meth:`from_dict`), a JSON file path (:meth:`from_file`), or None (the defaults).
 
@@ -155,6 +152,9 @@ class CRFParams:
             f"{type(source).__name__}"
         )
 
+
+# What CRFParams.from_source (and DenseCRF.from_params) read.
+ParamsSource = CRFParams | Mapping[str, Any] | str | os.PathLike[str] | None
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CRFParams)}
 # The kernels' weights and stds (all but the iterations), and the stds alone.
