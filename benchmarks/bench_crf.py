@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atrous.crf import meanfield
-from atrous.crf.meanfield import clear_kernel_cache, dense_crf
+from atrous.crf import StageTimes, clear_kernel_cache, dense_crf
 
 try:
     import pydensecrf.densecrf as dcrf
@@ -131,16 +130,12 @@ def run_ours(
     """The public ``dense_crf`` on numpy inputs, as a user calls it.
 
     Build = input checks, unary, both lattices with their normalization and the fused
-    operators; infer = the mean-field iterations and the output conversion (stage stamps that
-    ``dense_crf`` records when ``meanfield._STAGE_TIMES`` is a dict).
+    operators; infer = the mean-field iterations and the output conversion (the stage times
+    ``dense_crf`` records in its ``profile``).
     """
-    stamps: dict[str, float] = {}
-    meanfield._STAGE_TIMES = stamps
-    try:
-        q = dense_crf(img, probs, iterations=iterations, **PARAMS)
-    finally:
-        meanfield._STAGE_TIMES = None
-    return q, stamps["built"] - stamps["start"], stamps["end"] - stamps["built"]
+    times = StageTimes(CLOCK[0])
+    q = dense_crf(img, probs, iterations=iterations, **PARAMS, profile=times)
+    return q, times.seconds("start", "built"), times.seconds("built", "end")
 
 
 def run_ref(img: np.ndarray, probs: np.ndarray, iterations: int) -> tuple[np.ndarray, float, float]:
@@ -185,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
-    meanfield._CLOCK = CLOCK[0]
     sizes = [(375, 500), (750, 1000), (1500, 2000)]
     labels = [2, 21, 150]
     if args.quick:

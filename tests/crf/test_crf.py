@@ -12,7 +12,6 @@ from torch import nn
 
 from atrous.crf import (
     CRFasRNN,
-    CRFWrapper,
     DenseCRF,
     GaussianKernel,
     PermutohedralLattice,
@@ -138,7 +137,7 @@ def test_lattice_table_and_sort_builds_agree(kind: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(lattice_mod, "_DENSE_TABLE_FACTOR", 0)
     sort = PermutohedralLattice(f)
     assert table.num_vertices == sort.num_vertices
-    assert torch.equal(table._offsets.long(), sort._offsets.long())  # same first-use ids
+    assert torch.equal(table.vertex_ids.long(), sort.vertex_ids.long())  # same first-use ids
     torch.testing.assert_close(table.filter(x), sort.filter(x), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(
         table.filter(x, reverse=True), sort.filter(x, reverse=True), rtol=1e-12, atol=1e-9
@@ -240,6 +239,21 @@ def test_kernel_degree_matches_filter_of_ones() -> None:
         torch.testing.assert_close(lat.degree(), lat.filter(ones), rtol=1e-5, atol=1e-6)
 
 
+def test_lattice_read_only_structure() -> None:
+    f = positional_features(2, 9, 11, 1.0)
+    lat = PermutohedralLattice(f)
+    assert lat.num_points == 2 * 9 * 11
+    assert lat.barycentric.shape == lat.vertex_ids.shape == (lat.num_points, 3)
+    torch.testing.assert_close(lat.barycentric.sum(1), torch.ones(lat.num_points))
+    ids = lat.vertex_ids.long()
+    assert ids.min() == 0 and ids.max() == lat.num_vertices - 1
+    blurs = lat.blur_matrices(torch.float64)
+    assert len(blurs) == 3 and blurs[0].shape == (lat.num_vertices, lat.num_vertices)
+    assert lat.blur_matrices(torch.float64) is blurs  # cached per dtype
+    with pytest.raises(AttributeError):
+        lat.barycentric = torch.zeros(1)  # type: ignore[misc]
+
+
 def test_heap_retention_setting_and_nesting() -> None:
     before = heap_retention()
     try:
@@ -335,26 +349,6 @@ def test_crfasrnn_matches_dense_crf_and_trains() -> None:
     for p in crf.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
         assert p.grad.abs().sum() > 0
-
-
-def test_crf_wrapper_on_a_model() -> None:
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"out": self.conv(x), "aux": x.mean()}
-
-    img, _ = _synthetic(16, 20, 4)
-    image = torch.from_numpy(img).permute(2, 0, 1)[None]
-    x = (image.float() / 255 - 0.45) / 0.225
-    model = CRFWrapper(Tiny(), num_classes=4, iterations=3)
-    out = model(x, image)
-    assert out["out"].shape == (1, 4, 16, 20) and "aux" in out
-    out["out"].logsumexp(1).mean().backward()
-    assert model.model.conv.weight.grad is not None
-    assert model.model.conv.weight.grad.abs().sum() > 0
 
 
 def test_crfasrnn_clear_errors() -> None:

@@ -7,29 +7,22 @@ unaries and a softmax — and unrolled for a fixed number of iterations (Zheng e
 4-5).  The filtering is linear in Q, so its backward pass is the transposed lattice filter; the
 kernel standard deviations are fixed hyper-parameters, as in the paper.
 
-Using it as the last layer of an atrous model::
-
-    from atrous.crf import CRFasRNN, CRFWrapper
-
-    model = CRFWrapper(deeplab, num_classes=21)   # deeplab(x) returns {"out": logits}
-    out = model(x, image)["out"]                  # x: normalized input; image: raw RGB 0-255
-    loss = F.cross_entropy(out, target)           # gradients reach deeplab and the CRF params
-
-``image`` is the un-normalized image (uint8 or float in 0-255), ``(B, 3, H, W)``, the same size as
-``x``; logits at a lower resolution are upsampled bilinearly to it first.
+As the last layer of an atrous model, trained end to end, it is
+:class:`~atrous.crf.CRFRNNModel` (``TrainConfig.crf_rnn``).  Called directly, ``crf(logits,
+image)`` takes ``image``, the un-normalized RGB image (uint8 or float in 0-255), ``(B, 3, H,
+W)``, the size of ``logits``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .meanfield import GaussianKernel, bilateral_features, mean_field, positional_features
+from .kernels import GaussianKernel, bilateral_features, positional_features
+from .meanfield import mean_field
+from .params import CRFParams
 
-__all__ = ["CRFWrapper", "CRFasRNN"]
+__all__ = ["CRFasRNN"]
 
 
 class CRFasRNN(nn.Module):
@@ -40,6 +33,7 @@ class CRFasRNN(nn.Module):
         iterations: unrolled mean-field iterations (Zheng et al. train with 5, test with 10).
         pos_w, bi_w: initial smoothness / appearance kernel weights (one per label, learnable).
         pos_xy_std, bi_xy_std, bi_rgb_std: fixed kernel standard deviations.
+            Kernel defaults: :class:`~atrous.crf.CRFParams` (DeepLab v2's VOC setting).
         learn_compat: learn the ``(C, C)`` compatibility ``mu`` (initialized to Potts, 1 - I).
 
     ``forward(logits, image)`` takes logits ``(B, C, H, W)`` (treated as negative unary
@@ -50,30 +44,24 @@ class CRFasRNN(nn.Module):
         self,
         num_classes: int,
         iterations: int = 5,
-        pos_w: float = 3.0,
-        pos_xy_std: float = 1.0,
-        bi_w: float = 4.0,
-        bi_xy_std: float = 67.0,
-        bi_rgb_std: float = 3.0,
+        pos_w: float = CRFParams.pos_w,
+        pos_xy_std: float = CRFParams.pos_xy_std,
+        bi_w: float = CRFParams.bi_w,
+        bi_xy_std: float = CRFParams.bi_xy_std,
+        bi_rgb_std: float = CRFParams.bi_rgb_std,
         learn_compat: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
-        for name, val in (
-            ("pos_xy_std", pos_xy_std),
-            ("bi_xy_std", bi_xy_std),
-            ("bi_rgb_std", bi_rgb_std),
-        ):
-            if not val > 0:
-                raise ValueError(f"{name} must be positive, got {val}")
+        # validated as the dense CRF's (ValueError naming the parameter)
+        init = CRFParams(iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std)
         self.num_classes = num_classes
-        self.iterations = iterations
-        self.pos_xy_std, self.bi_xy_std, self.bi_rgb_std = pos_xy_std, bi_xy_std, bi_rgb_std
-        self.pos_weight = nn.Parameter(torch.full((num_classes,), float(pos_w)))
-        self.bi_weight = nn.Parameter(torch.full((num_classes,), float(bi_w)))
+        self.iterations = init.iterations
+        self.pos_xy_std, self.bi_xy_std = init.pos_xy_std, init.bi_xy_std
+        self.bi_rgb_std = init.bi_rgb_std
+        self.pos_weight = nn.Parameter(torch.full((num_classes,), init.pos_w))
+        self.bi_weight = nn.Parameter(torch.full((num_classes,), init.bi_w))
         compat = 1.0 - torch.eye(num_classes)
         if learn_compat:
             self.compat = nn.Parameter(compat)
@@ -121,30 +109,3 @@ class CRFasRNN(nn.Module):
         ]
         out = mean_field(unary, kernels, self.iterations, self.compat.to(dtype), return_logits=True)
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-
-class CRFWrapper(nn.Module):
-    """An atrous model followed by :class:`CRFasRNN`.
-
-    ``forward(x, image)`` runs ``model(x)["out"]`` (or a plain tensor output), upsamples the
-    logits bilinearly to ``image``'s size if needed, and returns ``{"out": refined logits}`` plus
-    the model's other outputs (e.g. ``"aux"``) unchanged.
-    """
-
-    def __init__(self, model: nn.Module, num_classes: int, **crf_kwargs: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.crf = CRFasRNN(num_classes, **crf_kwargs)
-
-    def forward(self, x: Tensor, image: Tensor) -> dict[str, Tensor]:
-        out = self.model(x)
-        result = dict(out) if isinstance(out, dict) else {"out": out}
-        if "out" not in result:
-            raise ValueError("the wrapped model must return a tensor or a dict with key 'out'")
-        logits = result["out"]
-        if logits.shape[-2:] != image.shape[-2:]:
-            logits = F.interpolate(
-                logits, size=image.shape[-2:], mode="bilinear", align_corners=False
-            )
-        result["out"] = self.crf(logits, image)
-        return result

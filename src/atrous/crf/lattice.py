@@ -24,7 +24,6 @@ of N keys and only the distinct simplices are expanded to vertices.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -32,15 +31,6 @@ import torch
 from torch import Tensor
 
 __all__ = ["PermutohedralLattice", "csr_matrix"]
-
-# Stage timing for optimization work: when a list, _build appends (stage, thread CPU time).
-_TICKS: list[tuple[str, float]] | None = None
-
-
-def _tick(name: str) -> None:
-    if _TICKS is not None:
-        _TICKS.append((name, time.thread_time()))
-
 
 # The direct-address table is used while it has at most this many slots per (point, vertex).
 _DENSE_TABLE_FACTOR = 4
@@ -105,6 +95,10 @@ class PermutohedralLattice:
     ``sum_j exp(-|f_i - f_j|^2 / 2) values_j`` (self term included) up to a near-constant factor.
     ``filter(values, reverse=True)`` applies the exact transpose (the blur in reverse order), which
     is the backward pass of the filter.
+
+    Read-only structure, for operators built outside (the fused mean field): ``num_points``,
+    ``num_vertices``, ``d``, ``alpha``, :attr:`barycentric`, :attr:`vertex_ids`,
+    :meth:`splat_matrix`, :meth:`blur_matrices` and :meth:`degree`.
     """
 
     def __init__(self, features: Tensor) -> None:
@@ -127,9 +121,27 @@ class PermutohedralLattice:
         self._cache: dict[torch.dtype, tuple[Tensor, Tensor, list[Tensor]]] = {}
         self._blur_cache: dict[torch.dtype, list[Tensor]] = {}
 
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_points(self) -> int:
+        """Points over the whole batch, ``batch * num_pixels`` (rows of the slice matrix)."""
+        return self.batch * self.num_pixels
+
+    @property
+    def barycentric(self) -> Tensor:
+        """``(num_points, d+1)`` float32 barycentric weight of each point on each vertex of
+        its simplex (not to be modified)."""
+        return self._bary
+
+    @property
+    def vertex_ids(self) -> Tensor:
+        """``(num_points, d+1)`` id (0 .. num_vertices - 1) of each point's simplex vertices,
+        in the column order of :attr:`barycentric`; ids follow first use in point order, as
+        the C++ hash table assigns them (not to be modified)."""
+        return self._offsets
+
     # ------------------------------------------------------------------ construction
     def _build(self, f: Tensor) -> None:
-        _tick("input")
         d, dev = self.d, self.device
         n_total = f.shape[0]
         d1 = d + 1
@@ -147,7 +159,6 @@ class PermutohedralLattice:
             torch.sub(sm, cf * float(j), out=elevated[j])
             sm += cf
         elevated[0] = sm
-        _tick("elevate")
 
         # Closest remainder-0 lattice point: round each coordinate to a multiple of d+1
         # (round half to even, as the SSE rounding mode does).
@@ -171,7 +182,6 @@ class PermutohedralLattice:
         rank += wrap * d1
         rem0 += wrap * d1
         rank_i = rank.to(torch.int64)
-        _tick("rank")
 
         # Barycentric coordinates (Adams et al. 2010, p. 10).  The original accumulates, for
         # every coordinate i, +resid_i at d - rank_i and -resid_i at d - rank_i + 1; each slot
@@ -185,7 +195,6 @@ class PermutohedralLattice:
         torch.sub(s_rev[1:], s_rev[:-1], out=bary_t[1:])
         torch.add(s_rev[0], 1.0 - s_rev[d], out=bary_t[0])
         del s_rev, resid, elevated
-        _tick("bary")
 
         # Vertex r of the simplex is rem0 + r in the coordinates ranked <= d - r, else
         # rem0 + r - (d+1).  Every coordinate of vertex r is = r (mod d+1), so a vertex is the
@@ -281,13 +290,11 @@ class PermutohedralLattice:
             img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
             keys += (img * (r_radix * d1))[:, None]
         keys = keys.reshape(-1)
-        _tick("keys")
         # int32 ids and entries (they index the sparse matrices, which are int32 anyway)
         idx_dt = torch.int32 if n_ent < 2**31 - 1 else torch.int64
         ent = torch.arange(n_ent, dtype=idx_dt, device=dev)
         table = torch.full((self.num_keys + 1,), n_ent, dtype=idx_dt, device=dev)
         table.scatter_reduce_(0, keys, ent, "amin")
-        _tick("table")
         first = table.index_select(0, keys)  # first entry using each entry's key
         is_first = first == ent
         # vertex id of each first entry, with one spare slot for "absent" (n_ent) -> -1
@@ -297,7 +304,6 @@ class PermutohedralLattice:
         vid_of_first[n_ent] = -1
         vid = vid_of_first.index_select(0, first)
         del first
-        _tick("ids")
         first_ent = torch.nonzero(is_first).reshape(-1)
         m = first_ent.numel()
         self.num_vertices = m
@@ -307,7 +313,6 @@ class PermutohedralLattice:
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
         self._splat_order = _stable_argsort(vid.to(idx_dt))
-        _tick("splat")
         # neighbours of every vertex, by direct look-up in a table of vertex ids
         vkeys = keys.index_select(0, first_ent)
         del keys
@@ -316,7 +321,6 @@ class PermutohedralLattice:
         m_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, False).view(-1))
         p_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, True).view(-1))
         self._set_neighbours(m_ids.view(m, d1), p_ids.view(m, d1), minus_is_upper)
-        _tick("neighbours")
 
     def _build_sorted(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
         """Distinct vertices by sorting, for a large key range (the bilateral kernel).
@@ -342,9 +346,7 @@ class PermutohedralLattice:
         if self.batch > 1:
             img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
             skey += img * (r_radix * d1**d)
-        _tick("skeys")
         s_sorted, perm = _sort(skey)
-        _tick("ssort")
         new = torch.ones_like(s_sorted, dtype=torch.bool)
         torch.ne(s_sorted[1:], s_sorted[:-1], out=new[1:])
         s_start = torch.nonzero(new).reshape(-1)
@@ -360,7 +362,6 @@ class PermutohedralLattice:
         )
         if self.batch > 1:
             vkeys += ((rep // self.num_pixels) * (r_radix * d1))[:, None]
-        _tick("simplices")
         # distinct vertices; ids by first use (entry index point * (d+1) + r)
         flat = vkeys.reshape(-1)
         u_sorted, u_perm = _sort(flat)
@@ -379,7 +380,6 @@ class PermutohedralLattice:
         use_id.index_copy_(0, by_use, torch.arange(m, device=dev))
         pair_vid = use_id.index_select(0, kid)  # (n_simp * (d+1),)
         self._offsets = pair_vid.view(n_simp, d1).index_select(0, sid)
-        _tick("vertices")
         # splat rows: for each vertex, the points of each simplex using it.  Pairs (simplex, r)
         # are grouped by vertex; a pair's points follow each other in perm order, so entry
         # (point i, r) goes to (offset of pair (simplex of i, r)) + (rank of i in its simplex).
@@ -399,7 +399,6 @@ class PermutohedralLattice:
             0, dest.view(-1), torch.arange(n_total * d1, dtype=torch.int64, device=dev)
         )
         del dest, pos_in_perm
-        _tick("splat")
         # neighbours, looked up in key order (sorted queries)
         vr = (uniq // r_radix) % d1
         minus_k = self._neighbour_keys(uniq, vr, deltas, False).view(-1)
@@ -412,7 +411,6 @@ class PermutohedralLattice:
         dest = torch.where(minus >= 0, minus, m).t()  # absent ones land in the spare slot
         plus.scatter_(1, dest, torch.arange(m, dtype=minus.dtype, device=dev).expand(d1, m))
         self._set_neighbours(minus, plus[:, :m].t(), minus_is_upper)
-        _tick("neighbours")
 
     # ------------------------------------------------------------------ sparse operators
     def _operators(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -428,7 +426,7 @@ class PermutohedralLattice:
         slice_m = csr_matrix(
             crow, self._offsets.reshape(-1).to(idx_dt), bary * self.alpha, size=(n_total, m)
         )
-        ops = (self.splat_matrix(bary), slice_m, self._blur_ops(dtype))
+        ops = (self.splat_matrix(bary), slice_m, self.blur_matrices(dtype))
         self._cache[dtype] = ops
         return ops
 
@@ -445,7 +443,7 @@ class PermutohedralLattice:
             size=(m, n_total),
         )
 
-    def _blur_ops(self, dtype: torch.dtype) -> list[Tensor]:
+    def blur_matrices(self, dtype: torch.dtype) -> list[Tensor]:
         """The d+1 blur matrices (M, M), one per lattice direction."""
         if dtype in self._blur_cache:
             return self._blur_cache[dtype]
@@ -476,7 +474,7 @@ class PermutohedralLattice:
         idx = self._offsets.reshape(-1)
         x = torch.zeros(self.num_vertices, 1, dtype=torch.float32, device=self.device)
         x.view(-1).index_add_(0, idx, self._bary.reshape(-1))
-        for bm in self._blur_ops(torch.float32):
+        for bm in self.blur_matrices(torch.float32):
             x = bm @ x
         g = x.view(-1).index_select(0, idx).view(n_total, d1).mul_(self._bary)
         return g.sum(dim=1).mul_(self.alpha).view(self.batch, self.num_pixels, 1)

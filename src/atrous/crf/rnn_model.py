@@ -23,7 +23,6 @@ Saving: :func:`atrous.weights.save` writes the ``crf.*`` tensors and the options
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import Tensor
 from atrous.models.deeplab import DeepLab
 
 from .crfasrnn import CRFasRNN
+from .params import KERNEL_FIELDS, STD_FIELDS, CRFParams, check_param
 
 __all__ = [
     "CRF_RNN_DEFAULTS",
@@ -44,18 +44,14 @@ __all__ = [
     "with_crf_rnn",
 ]
 
-# Zheng et al. (sec. 6): 5 iterations in training, 10 at test; kernels: DeepLab v2's VOC setting.
+# Zheng et al. (sec. 6): 5 iterations in training, 10 at test (the dense CRF's); initial kernels:
+# the dense CRF's defaults (DeepLab v2's VOC setting).
 CRF_RNN_DEFAULTS: dict[str, Any] = {
     "iterations": 5,
-    "eval_iterations": 10,
-    "pos_w": 3.0,
-    "pos_xy_std": 1.0,
-    "bi_w": 4.0,
-    "bi_xy_std": 67.0,
-    "bi_rgb_std": 3.0,
+    "eval_iterations": CRFParams.iterations,
+    **{key: getattr(CRFParams, key) for key in KERNEL_FIELDS},
     "learn_compat": True,
 }
-_STDS = ("pos_xy_std", "bi_xy_std", "bi_rgb_std")
 
 
 def crf_rnn_options(options: Mapping[str, Any] | None, where: str = "crf_rnn") -> dict[str, Any]:
@@ -71,17 +67,14 @@ def crf_rnn_options(options: Mapping[str, Any] | None, where: str = "crf_rnn") -
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown}; known: {sorted(CRF_RNN_DEFAULTS)}")
     opts = {**CRF_RNN_DEFAULTS, **options}
-    for key in ("iterations", "eval_iterations"):
-        v = opts[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{where}.{key}={v!r}: must be a non-negative integer")
-    for key in ("pos_w", "bi_w", *_STDS):
-        v = opts[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ValueError(f"{where}.{key}={v!r}: must be a finite number")
-        if key in _STDS and v <= 0:
-            raise ValueError(f"{where}.{key}={v!r}: must be positive")
-        opts[key] = float(v)
+    # the dense CRF's rules: iteration counts as its iterations, the kernels as its kernels
+    checks = {"iterations": "iterations", "eval_iterations": "iterations"}
+    checks.update({key: key for key in KERNEL_FIELDS})
+    for key, rule in checks.items():
+        try:
+            opts[key] = check_param(rule, opts[key], label=key)
+        except ValueError as e:
+            raise ValueError(f"{where}.{e}") from None
     if not isinstance(opts["learn_compat"], bool):
         raise ValueError(f"{where}.learn_compat={opts['learn_compat']!r}: must be true or false")
     return opts
@@ -217,7 +210,7 @@ def with_crf_rnn(model: DeepLab, options: Mapping[str, Any] | None) -> DeepLab:
     new = CRFRNNModel(model, **options)
     if isinstance(model, CRFRNNModel):
         old = model.crf_rnn_config
-        same = all(old[k] == new.crf_rnn_config[k] for k in (*_STDS, "learn_compat"))
+        same = all(old[k] == new.crf_rnn_config[k] for k in (*STD_FIELDS, "learn_compat"))
         if same and model.crf.num_classes == new.crf.num_classes:
             new.crf.load_state_dict(model.crf.state_dict())
     return new
