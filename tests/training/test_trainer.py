@@ -350,3 +350,34 @@ def test_time_limit_keeps_the_config_immutable(tmp_path):
     assert state["total_iterations"] == tr.iteration
     again = Trainer(cfg, tmp_path, resume=True, progress=False)
     assert again.total_iterations == tr.iteration  # the fitted length survives a resume
+
+
+def test_skipped_samples_reach_the_trainer_from_workers(tmp_path):
+    # Bug: skip records were written in __getitem__ inside each DataLoader worker and died
+    # with it. They now travel with the batch and are counted (and checkpointed) by the trainer.
+    from PIL import Image
+
+    from atrous.data.palettes import voc_colormap
+
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    rng = np.random.default_rng(0)
+    names = [f"2007_00000{i}" for i in range(6)]
+    for n in names:
+        (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        (voc / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            voc / "JPEGImages" / f"{n}.jpg"
+        )
+        m = Image.fromarray(rng.choice(np.array([0, 15], np.uint8), (40, 40)), mode="P")
+        m.putpalette(voc_colormap().ravel().tolist())
+        m.save(voc / "SegmentationClass" / f"{n}.png")
+    (voc / "JPEGImages" / f"{names[3]}.jpg").write_bytes(b"not a jpeg")
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(names) + "\n")
+    cfg = tiny_config(dataset="voc", data_root=str(tmp_path / "VOCdevkit"), val_split=None, dataset_options={
+        "on_error": "skip"}, num_workers=2, iterations=3, ckpt_every=1)  # fmt: skip
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.train()
+    assert list(tr.skips.skipped) == [str(voc / "JPEGImages" / f"{names[3]}.jpg")]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert list(state["skipped"]) == list(tr.skips.skipped)

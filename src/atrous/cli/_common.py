@@ -5,6 +5,7 @@ built, so that the dense CRF (v1 sec. 4) plugs into both commands in one spot.""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,26 @@ if TYPE_CHECKING:
 
 # DeepLab v3 sec. 4.3: the multi-scale inputs of the test-time augmentation.
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+class FormatChoices(Sequence[str]):
+    """``--format`` choices: ``auto``, :data:`atrous.data.factory.FORMATS` and ``extra``
+    (e.g. ``synthetic``), looked up when argparse first needs them, so that building the
+    parser does not import torch (pass ``metavar`` too: argparse would list them at once)."""
+
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
+        self.extra = extra
+
+    def _names(self) -> tuple[str, ...]:
+        from atrous.data.factory import FORMATS
+
+        return ("auto", *FORMATS, *self.extra)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -63,15 +84,16 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
+    from atrous.crf.params import CRFParams
+
+    defaults = CRFParams()
     c = p.add_argument_group("dense CRF (DeepLab v1 §4, v2 §3.3; defaults: v2's VOC setting)")
     c.add_argument("--crf", action="store_true", help="refine probabilities with a dense CRF")
-    # Numeric defaults are None so that --crf-params FILE < explicit flags (see crf_hook).
-    c.add_argument("--crf-iterations", type=positive_int, default=None, help="default 10")
-    c.add_argument("--crf-bi-w", type=float, default=None, help="appearance weight w1 (4)")
-    c.add_argument("--crf-bi-xy-std", type=float, default=None, help="theta_alpha, pixels (67)")
-    c.add_argument("--crf-bi-rgb-std", type=float, default=None, help="theta_beta (3)")
-    c.add_argument("--crf-pos-w", type=float, default=None, help="smoothness weight w2 (3)")
-    c.add_argument("--crf-pos-xy-std", type=float, default=None, help="theta_gamma, pixels (1)")
+    # Flags from CRFParams' fields; defaults None so that --crf-params FILE < explicit flags.
+    for name in CRFParams.names():
+        kind = positive_int if name == "iterations" else float
+        c.add_argument(f"--crf-{name.replace('_', '-')}", type=kind, default=None,
+                       help=f"{CRFParams.help(name)} ({getattr(defaults, name):g})")  # fmt: skip
     c.add_argument(
         "--crf-params",
         default=None,
@@ -110,50 +132,22 @@ def load_model(path: str, **overrides: Any) -> DeepLab:
         raise CLIError(str(e)) from None
 
 
-_CRF_FLAGS = ("iterations", "pos_w", "pos_xy_std", "bi_w", "bi_xy_std", "bi_rgb_std")
-
-
-def read_crf_params(path: str) -> dict[str, Any]:
-    """Dense-CRF parameters from a JSON object (keys of :class:`atrous.crf.DenseCRF`; a
-    ``"params"`` sub-object, as crf-search's ``best_crf.json`` has, is also accepted)."""
-    import json
-
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"--crf-params {p}: file not found")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CLIError(f"--crf-params {p}: not valid JSON ({e})") from None
-    if isinstance(data, dict) and isinstance(data.get("params"), dict):
-        data = data["params"]
-    if not isinstance(data, dict):
-        raise CLIError(f"--crf-params {p}: expected a JSON object of CRF parameters")
-    data = {k: v for k, v in data.items() if k != "method"}
-    unknown = sorted(set(data) - set(_CRF_FLAGS))
-    if unknown:
-        raise CLIError(f"--crf-params {p}: unknown key(s) {unknown}; known: {list(_CRF_FLAGS)}")
-    return data
-
-
 def crf_hook(args: argparse.Namespace) -> CRFHook | None:
     """The dense CRF to apply after the test-time augmentation, from the command line:
-    the one place a CRF enters inference for both ``eval`` and ``predict``. Parameters:
-    DenseCRF's defaults, then ``--crf-params FILE``, then explicit ``--crf-*`` flags."""
+    the one place a CRF enters inference for eval and predict. Parameters: the defaults,
+    then ``--crf-params FILE``, then explicit ``--crf-*`` flags
+    (:meth:`atrous.crf.DenseCRF.from_params`)."""
     params_file = getattr(args, "crf_params", None)
     if not getattr(args, "crf", False) and not params_file:
         return None
-    from atrous.crf import DenseCRF
+    from atrous.crf import CRFParams, DenseCRF
 
-    params: dict[str, Any] = read_crf_params(params_file) if params_file else {}
-    for key in _CRF_FLAGS:
-        value = getattr(args, f"crf_{key}", None)
-        if value is not None:
-            params[key] = value
+    flags = {name: getattr(args, f"crf_{name}", None) for name in CRFParams.names()}
     try:
-        return DenseCRF(**params)
+        where = f"--crf-params {params_file}" if params_file else "--crf"
+        return DenseCRF.from_params(params_file, where=where, **flags)
     except (ValueError, TypeError) as e:
-        raise CLIError(f"--crf: {e}") from None
+        raise CLIError(str(e) if params_file else f"--crf: {e}") from None
 
 
 def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:

@@ -3,25 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
 from atrous.cli import CLIError
-
-
-class _FormatChoices(Sequence[str]):
-    """``--format`` choices: ``auto`` and :data:`atrous.data.factory.FORMATS`, looked up when
-    argparse first needs them, so that building the parser does not import torch."""
-
-    def _names(self) -> tuple[str, ...]:
-        from atrous.data.factory import FORMATS
-
-        return ("auto", *FORMATS)
-
-    def __getitem__(self, i: int) -> str:  # type: ignore[override]
-        return self._names()[i]
-
-    def __len__(self) -> int:
-        return len(self._names())
+from atrous.cli._common import FormatChoices
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--format",
         default="auto",
-        choices=_FormatChoices(),
+        choices=FormatChoices(),
         metavar="FORMAT",  # argparse would list the choices here at once, importing torch
         help="dataset layout: %(choices)s (default: auto, detect from the folder)",
     )

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from atrous import weights as W
     from atrous.data import build_dataset
-    from atrous.data.palettes import voc_colormap
+    from atrous.data.palettes import overlay, palette_for
     from atrous.evaluation import evaluate_model
     from atrous.inference import Segmenter
     from atrous.training import load_config
@@ -91,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
     # 3. segment new images (another seed) with multi-scale + flip
     pred_dir = out / "predictions"
     pred_dir.mkdir(exist_ok=True)
-    colours = voc_colormap(256)
-    dataset_palette = np.asarray(val.palette, dtype=np.uint8)
-    colours[: len(dataset_palette)] = dataset_palette
+    colours = palette_for(256, val.palette)
     tta = Segmenter.from_model(model, scales=(0.75, 1.0, 1.25), flip=True)
     fresh = build_dataset("synthetic", None, "test", length=4, size=160)
     overlays = []
@@ -101,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
         image = fresh[i]["image"]
         pred = tta.predict(image)
         # Tint the objects only, so the background keeps the picture readable.
-        tint = np.where((pred > 0)[..., None], 0.45 * image + 0.55 * colours[pred], image)
-        overlay = tint.astype(np.uint8)
-        Image.fromarray(np.concatenate([image, overlay], axis=1)).save(pred_dir / f"{i}.png")
+        tinted = overlay(image, pred, colours, alpha=0.55, where=pred > 0)
+        Image.fromarray(np.concatenate([image, tinted], axis=1)).save(pred_dir / f"{i}.png")
         overlays.append(f"predictions/{i}.png")
 
     # 4. the report

@@ -9,16 +9,13 @@ from typing import Any
 
 from atrous.cli import CLIError
 from atrous.cli._common import (
+    FormatChoices,
     add_inference_args,
     build_segmenter,
     load_model,
     positive_int,
     resolve_device,
 )
-from atrous.data.factory import FORMATS as DATASET_FORMATS
-
-# --format choices: detection, the on-disk layouts, and the built-in synthetic data.
-FORMATS = ("auto", *DATASET_FORMATS, "synthetic")
 
 
 def parse_widths(text: str) -> tuple[int, ...] | None:
@@ -80,7 +77,8 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     """The dataset options (``--data --format --split --classes --size``) that
     :func:`_dataset` reads; shared with ``atrous crf-search``."""
     p.add_argument("--data", dest="root", default=None, help="dataset folder (not for synthetic)")
-    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout")
+    p.add_argument("--format", default="auto", choices=FormatChoices(("synthetic",)),
+                   metavar="FORMAT", help="dataset layout: %(choices)s (default: auto)")  # fmt: skip
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--classes", default=None, help="class-names file (folder format)")
     p.add_argument(

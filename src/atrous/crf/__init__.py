@@ -17,42 +17,45 @@ Public API:
 
 from __future__ import annotations
 
-from .crfasrnn import CRFasRNN
-from .dense_crf import DenseCRF, dense_crf
-from .exact import exact_filter
-from .heap import heap_retention, set_heap_retention
-from .kernels import (
-    GaussianKernel,
-    bilateral_features,
-    clear_kernel_cache,
-    positional_features,
-    positional_kernel,
-)
-from .lattice import PermutohedralLattice
-from .meanfield import mean_field
-from .params import CRFParams
-from .rnn_model import CRFRNNModel, LearnedCRF, crf_rnn_options, split_crf, with_crf_rnn
-from .timing import StageTimes
+import importlib
+from typing import Any
 
-__all__ = [
-    "CRFParams",
-    "CRFRNNModel",
-    "CRFasRNN",
-    "DenseCRF",
-    "GaussianKernel",
-    "LearnedCRF",
-    "PermutohedralLattice",
-    "StageTimes",
-    "bilateral_features",
-    "clear_kernel_cache",
-    "crf_rnn_options",
-    "dense_crf",
-    "exact_filter",
-    "heap_retention",
-    "mean_field",
-    "positional_features",
-    "positional_kernel",
-    "set_heap_retention",
-    "split_crf",
-    "with_crf_rnn",
-]
+# Public name -> the module that defines it. Loaded on first access (PEP 562), so that the
+# light parts (``atrous.crf.params``, which the command line's flags come from) do not pull in
+# the lattice and torch.
+_NAMES = {
+    "CRFasRNN": "crfasrnn",
+    "DenseCRF": "densecrf",
+    "dense_crf": "densecrf",
+    "exact_filter": "exact",
+    "heap_retention": "heap",
+    "set_heap_retention": "heap",
+    "GaussianKernel": "kernels",
+    "bilateral_features": "kernels",
+    "clear_kernel_cache": "kernels",
+    "positional_features": "kernels",
+    "positional_kernel": "kernels",
+    "PermutohedralLattice": "lattice",
+    "mean_field": "meanfield",
+    "CRFParams": "params",
+    "CRFRNNModel": "rnn_model",
+    "LearnedCRF": "rnn_model",
+    "crf_rnn_options": "rnn_model",
+    "split_crf": "rnn_model",
+    "with_crf_rnn": "rnn_model",
+    "StageTimes": "timing",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

@@ -79,8 +79,7 @@ _MOVED_TO_DENSE_CRF = ("DenseCRF", "dense_crf")
 
 def __getattr__(name: str) -> Any:
     """Deprecated: ``meanfield.dense_crf`` / ``meanfield.DenseCRF`` (now in
-    :mod:`atrous.crf.dense_crf`)."""
+    :mod:`atrous.crf.densecrf`)."""
     if name in _MOVED_TO_DENSE_CRF:
-        # by module path: the package attribute ``dense_crf`` is the function, not the module
-        return getattr(importlib.import_module(f"{__package__}.dense_crf"), name)
+        return getattr(importlib.import_module(f"{__package__}.densecrf"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from atrous.data import build_dataset, collate, train_transforms
-from atrous.data.palettes import voc_colormap
+from atrous.data import SkipReport, build_dataset, collate, train_transforms
+from atrous.data.palettes import palette_for
 from atrous.losses import SegmentationLoss, class_weights_from_counts
 from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.checkpoint import (
@@ -92,7 +92,7 @@ class Trainer:
         self.elapsed = 0.0  # training seconds before this process (time_limit runs)
         self._t_start: float | None = None  # perf_counter() when this process's loop began
         self.best_miou = -1.0
-        self.skipped: dict[str, str] = {}  # bad samples met (path -> problem), all workers
+        self.skips = SkipReport()  # bad samples met in any DataLoader worker (path -> problem)
         self._stop_requested = False
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log
         self.last_good: Path | None = None
@@ -214,7 +214,7 @@ class Trainer:
             "epoch": self.iteration * self.cfg.grad_accum // self.batches_per_epoch,
             "best_miou": self.best_miou,
             "elapsed": self._elapsed(),
-            "skipped": dict(self.skipped),
+            "skipped": dict(self.skips.skipped),
             "config": self.cfg.to_dict(),
             "class_names": self.class_names,
         }
@@ -227,7 +227,7 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.best_miou = float(state.get("best_miou", -1.0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.skipped = dict(state.get("skipped", {}))
+        self.skips.update(state.get("skipped", {}).items())
         # The schedule length follows the (possibly overridden) config; a time_limit run
         # keeps the length it had planned (checkpoints before 0.2 kept it in the config).
         if self.cfg.time_limit is not None:
@@ -285,8 +285,7 @@ class Trainer:
         batch = next(batches)
         self._data_wait += time.perf_counter() - t
         for path, problem in batch.get("skipped") or ():
-            if path not in self.skipped:
-                self.skipped[path] = problem
+            if self.skips.add(path, problem):
                 self.log.text(f"skipped a bad sample: {path}: {problem}")
         return batch
 
@@ -363,9 +362,7 @@ class Trainer:
             if np.isfinite(iou):
                 metrics[f"iou/{name}"] = float(iou)
         if self.log.writer(self.iteration) is not None and self.cfg.tb_images:
-            palette = getattr(self.train_set, "palette", None)
-            if palette is None:
-                palette = voc_colormap(max(self.num_classes, 1))
+            palette = palette_for(self.num_classes, getattr(self.train_set, "palette", None))
             strips = prediction_strips(
                 self.model, self.val_set, self.cfg.eval_scales, palette, self.cfg.tb_images
             )
