@@ -134,10 +134,10 @@ def test_torchvision_imagenet_resnet_loads_with_load_state_dict(tmp_path: Path) 
     classifier.load_state_dict(sd)  # strict: every name equal to torchvision's
     path = tmp_path / "resnet50-imagenet.pth"
     torch.save(sd, path)
-    model = M.build("deeplabv3_resnet50", 3, pretrained_backbone=path)
+    model = W.build_pretrained("deeplabv3_resnet50", num_classes=3, pretrained_backbone=path)
     torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
-    with pytest.raises(W.CheckpointError, match="does not fit"):
-        M.build("deeplabv3_mobilenetv2", 3, pretrained_backbone=path)
+    with pytest.raises(W.CheckpointError, match=r"resnet50-imagenet\.pth: does not fit"):
+        W.build_pretrained("deeplabv3_mobilenetv2", num_classes=3, pretrained_backbone=path)
 
 
 def test_torchvision_imagenet_mobilenetv3_loads() -> None:
