@@ -134,10 +134,32 @@ def test_torchvision_imagenet_resnet_loads_with_load_state_dict(tmp_path: Path) 
     classifier.load_state_dict(sd)  # strict: every name equal to torchvision's
     path = tmp_path / "resnet50-imagenet.pth"
     torch.save(sd, path)
-    model = M.build("deeplabv3_resnet50", 3, pretrained_backbone=path)
+    model = W.build_pretrained("deeplabv3_resnet50", num_classes=3, pretrained_backbone=path)
     torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
-    with pytest.raises(W.CheckpointError, match="does not fit"):
-        M.build("deeplabv3_mobilenetv2", 3, pretrained_backbone=path)
+    with pytest.raises(W.CheckpointError, match=r"resnet50-imagenet\.pth: does not fit"):
+        W.build_pretrained("deeplabv3_mobilenetv2", num_classes=3, pretrained_backbone=path)
+
+
+def test_build_pretrained_loads_a_backbone_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    imagenet = M.MobileNetV2(16, width_mult=0.5).state_dict()
+    imagenet["features.18.0.weight"] = torch.zeros(1280, 160, 1, 1)  # classifier: ignored
+    path = tmp_path / "mnv2-imagenet.pth"
+    torch.save(imagenet, path)
+    kw = {"num_classes": 3, "output_stride": 8, "width_mult": 0.5, "aux": True}
+    model = W.build_pretrained("deeplabv3_mobilenetv2", pretrained_backbone=path, **kw)
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, imagenet[k]), k
+    assert model.config == M.build("deeplabv3_mobilenetv2", **kw).config
+    assert "pretrained_backbone" not in model.config
+    from_memory = W.build_pretrained("deeplabv3_mobilenetv2", pretrained_backbone=imagenet, **kw)
+    assert torch.equal(from_memory.backbone.features[3].conv[0][0].weight,
+                       imagenet["features.3.conv.0.0.weight"])  # fmt: skip
+    assert W.build_pretrained("deeplabv3_mobilenetv2", pretrained_backbone=None, **kw).config == (
+        model.config
+    )
+    with pytest.raises(W.CheckpointError, match=r"mnv2-imagenet\.pth: does not fit"):
+        W.build_pretrained("deeplabv3_mobilenetv2", num_classes=3, pretrained_backbone=path)
 
 
 def test_torchvision_imagenet_mobilenetv3_loads() -> None:

@@ -17,8 +17,10 @@ Inference (``atrous eval`` / ``predict``) does not run the CRF inside the forwar
 scale- and flip-averaged probabilities, like the dense CRF of DeepLab v1/v2 — a fully connected
 CRF per tile or per scale would not be the same model.
 
-Saving: :func:`atrous.weights.save` writes the ``crf.*`` tensors and the options as the
-``crf_rnn`` metadata entry; :func:`atrous.weights.load` rebuilds a ``CRFRNNModel`` from them.
+Saving: this module registers the CRF layer as a weights extension
+(:func:`atrous.weights.register_extension`): :func:`atrous.weights.save` writes the ``crf.*``
+tensors and the options :func:`saved_crf_options` gives as the ``crf_rnn`` metadata entry, and
+:func:`atrous.weights.load` rebuilds a ``CRFRNNModel`` from them with :func:`attach_saved_crf`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 
 from atrous.models.deeplab import DeepLab
+from atrous.weights.extensions import register_extension
 
 from .crfasrnn import CRFasRNN
 from .params import KERNEL_FIELDS, STD_FIELDS, CRFParams, check_param
@@ -220,8 +223,9 @@ def attach_saved_crf(
     model: DeepLab, options: Mapping[str, Any], state: Mapping[str, Tensor], reinit_ok: bool
 ) -> tuple[CRFRNNModel, list[str]]:
     """Rebuild the CRF layer a weights file recorded (``crf_rnn`` metadata, ``crf.*``
-    tensors without the prefix); used by :func:`atrous.weights.load`. Returns the model and
-    the CRF keys re-initialized because ``num_classes`` was overridden (``reinit_ok``)."""
+    tensors without the prefix): the load hook of the ``crf_rnn`` weights extension. Returns
+    the model and the CRF keys re-initialized because ``num_classes`` was overridden
+    (``reinit_ok``)."""
     wrapped = CRFRNNModel(model, **crf_rnn_options(options, "crf_rnn metadata"))
     own = wrapped.crf.state_dict()
     if set(state) != set(own):
@@ -238,3 +242,12 @@ def attach_saved_crf(
         return wrapped, [f"crf.{k}" for k in bad]
     wrapped.crf.load_state_dict(dict(state))
     return wrapped, []
+
+
+def saved_crf_options(model: Any) -> dict[str, Any] | None:
+    """The ``crf_rnn`` metadata entry of ``model``: its CRF options, or None for a model
+    without a learned CRF; the save hook of the ``crf_rnn`` weights extension."""
+    return dict(model.crf_rnn_config) if isinstance(model, CRFRNNModel) else None
+
+
+register_extension("crf_rnn", tensor_prefix="crf.", save=saved_crf_options, load=attach_saved_crf)

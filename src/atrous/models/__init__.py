@@ -8,40 +8,30 @@
 from __future__ import annotations
 
 from .aspp import ASPP, ASPPSum
-from .backbone import Backbone, FeatureInfo
+from .backbone import Backbone, FeatureInfo, multi_grid_rates
+from .builder import build, model_builder
 from .decoder import DeepLabV3PlusHead
 from .deeplab import DeepLab
-from .heads import ASPPSumHead, DeepLabV3Head, FCNHead, LargeFOVHead
+from .heads import ASPPSumHead, CascadeHead, DeepLabV3Head, FCNHead, LargeFOVHead
 from .layers import FrozenBatchNorm2d, SeparableConv2d, make_norm
 from .mobilenetv2 import MobileNetV2
 from .mobilenetv3 import MobileNetV3Large
-from .multigrid import CascadeHead, multi_grid_rates
 from .resnet import ResNet
 from .vgg import VGG16
 from .xception import Xception65
-from .zoo import (
-    ALIASES,
-    MODELS,
-    ModelSpec,
-    _builder,
-    build,
-    count_parameters,
-    get_spec,
-    list_models,
-    resolve_name,
-)
+from .zoo import ALIASES, MODELS, ModelSpec, count_parameters, get_spec, list_models, resolve_name
 
-deeplabv1_vgg16 = _builder("deeplabv1_vgg16")
-deeplabv2_resnet101 = _builder("deeplabv2_resnet101")
-deeplabv3_resnet50 = _builder("deeplabv3_resnet50")
-deeplabv3_resnet101 = _builder("deeplabv3_resnet101")
-deeplabv3_mobilenetv2 = _builder("deeplabv3_mobilenetv2")
-deeplabv3_mobilenetv3_large = _builder("deeplabv3_mobilenetv3_large")
-deeplabv3plus_resnet50 = _builder("deeplabv3plus_resnet50")
-deeplabv3plus_resnet101 = _builder("deeplabv3plus_resnet101")
-deeplabv3plus_mobilenetv2 = _builder("deeplabv3plus_mobilenetv2")
-deeplabv3plus_mobilenetv3_large = _builder("deeplabv3plus_mobilenetv3_large")
-deeplabv3plus_xception65 = _builder("deeplabv3plus_xception65")
+deeplabv1_vgg16 = model_builder("deeplabv1_vgg16")
+deeplabv2_resnet101 = model_builder("deeplabv2_resnet101")
+deeplabv3_resnet50 = model_builder("deeplabv3_resnet50")
+deeplabv3_resnet101 = model_builder("deeplabv3_resnet101")
+deeplabv3_mobilenetv2 = model_builder("deeplabv3_mobilenetv2")
+deeplabv3_mobilenetv3_large = model_builder("deeplabv3_mobilenetv3_large")
+deeplabv3plus_resnet50 = model_builder("deeplabv3plus_resnet50")
+deeplabv3plus_resnet101 = model_builder("deeplabv3plus_resnet101")
+deeplabv3plus_mobilenetv2 = model_builder("deeplabv3plus_mobilenetv2")
+deeplabv3plus_mobilenetv3_large = model_builder("deeplabv3plus_mobilenetv3_large")
+deeplabv3plus_xception65 = model_builder("deeplabv3plus_xception65")
 
 __all__ = [
     "ALIASES",

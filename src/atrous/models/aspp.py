@@ -58,6 +58,7 @@ class ASPP(nn.Module):
         in_channels: int,
         rates: Sequence[int] = (6, 12, 18),
         out_channels: int = 256,
+        *,
         image_pooling: bool = True,
         separable: bool = False,
         dropout: float = 0.1,

@@ -5,10 +5,13 @@ and that describes itself with :attr:`Backbone.feature_info` (channels and strid
 stage, after dilation) and :attr:`Backbone.roles` (which stage is the head's input
 ``"out"``, the v3+ decoder's ``"low_level"`` input at stride 4, and the aux head's
 ``"aux"`` input). Strides are the real ones: an atrous backbone at output stride 8 says so.
+The dilation rules the backbones share live here too: :func:`stage_strides` (atrous
+convolution past the output stride) and :func:`multi_grid_rates` (multi-grid unit rates).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -70,6 +73,14 @@ def stage_strides(
             out_strides.append(s)
         after.append(rate)
     return out_strides, before, after
+
+
+def multi_grid_rates(block_rate: int, unit_rates: Sequence[int]) -> tuple[int, ...]:
+    """The dilation of each unit of a block: ``block_rate × unit rate`` (DeepLab v3 §3.2
+    "Multi-grid": (1, 2, 4) at block rate 2 gives (2, 4, 8))."""
+    if any(r < 1 for r in unit_rates):
+        raise ValueError(f"multi-grid unit rates must be >= 1, got {tuple(unit_rates)}")
+    return tuple(block_rate * r for r in unit_rates)
 
 
 class SequentialBackbone(Backbone):

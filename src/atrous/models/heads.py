@@ -6,9 +6,15 @@ feature resolution.
 * :class:`ASPPSumHead` — DeepLab v2 §3.3 (see :class:`~.aspp.ASPPSum`).
 * :class:`DeepLabV3Head` — DeepLab v3 §3.3: ASPP → 1×1 conv to classes.
   ``head_conv=True`` adds torchvision's and VainF's extra 3×3 conv 256 + BN + ReLU.
+* :class:`CascadeHead` — DeepLab v3 §3.2, Fig. 3b: block5–block7, copies of block4 at
+  doubling rates with multi-grid, → 1×1 conv to classes.
 * :class:`FCNHead` — the auxiliary head of torchvision (3×3 conv to in/4, BN, ReLU,
   dropout 0.1, 1×1 conv), on the stage before the last.
-The v3+ decoder head is in :mod:`.decoder`, the v3 cascade head in :mod:`.multigrid`.
+
+The v3+ decoder head is in :mod:`.decoder`. Channel counts the backbone dictates come first
+and positionally; every other argument is keyword-only and named as the build option of
+:func:`atrous.models.build` that sets it (``atrous_rates``, ``aspp_dropout``, ``head_conv``,
+``multi_grid``, ``cascade_blocks``).
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .aspp import ASPP, ASPPSum
+from .backbone import multi_grid_rates
 from .layers import ConvNormAct, NormLayer
+from .resnet import Bottleneck, make_stage
+
+ASPP_L_RATES = (6, 12, 18, 24)  # DeepLab v2 §3.3 ASPP-L at output stride 8
 
 
 class LargeFOVHead(nn.Module):
     """fc6 (3×3, rate, 1024) → ReLU → dropout → fc7 (1×1, 1024) → ReLU → dropout → fc8."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, rate: int = 12, channels: int = 1024
+        self, in_channels: int, num_classes: int, *, rate: int = 12, channels: int = 1024
     ) -> None:
         super().__init__()
         self.fc6 = nn.Conv2d(in_channels, channels, 3, padding=rate, dilation=rate)
@@ -46,9 +56,11 @@ class LargeFOVHead(nn.Module):
 class ASPPSumHead(nn.Module):
     """DeepLab v2: summed per-rate class scores of :class:`~.aspp.ASPPSum`."""
 
-    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int]) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, *, atrous_rates: Sequence[int] = ASPP_L_RATES
+    ) -> None:
         super().__init__()
-        self.aspp = ASPPSum(in_channels, num_classes, rates)
+        self.aspp = ASPPSum(in_channels, num_classes, atrous_rates)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         return self.aspp(features["out"])
@@ -61,7 +73,8 @@ class DeepLabV3Head(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        rates: Sequence[int] = (6, 12, 18),
+        *,
+        atrous_rates: Sequence[int] = (6, 12, 18),
         image_pooling: bool = True,
         separable: bool = False,
         aspp_dropout: float = 0.1,
@@ -71,7 +84,13 @@ class DeepLabV3Head(nn.Module):
     ) -> None:
         super().__init__()
         self.aspp = ASPP(
-            in_channels, rates, channels, image_pooling, separable, aspp_dropout, norm_layer
+            in_channels,
+            atrous_rates,
+            channels,
+            image_pooling=image_pooling,
+            separable=separable,
+            dropout=aspp_dropout,
+            norm_layer=norm_layer,
         )
         self.conv = ConvNormAct(channels, channels, 3, norm_layer=norm_layer) if head_conv else None
         self.classifier = nn.Conv2d(channels, num_classes, 1)
@@ -83,11 +102,44 @@ class DeepLabV3Head(nn.Module):
         return self.classifier(x)
 
 
+class CascadeHead(nn.Module):
+    """block5…block(4+n): bottleneck stages of block4's shape at doubling rates → classes.
+
+    ``block_rate`` is block4's rate (``32 // output_stride``); block5 gets twice that, and
+    each unit of a block multiplies its block's rate by the ``multi_grid`` unit rates.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        block_rate: int,
+        multi_grid: Sequence[int] = (1, 2, 4),
+        cascade_blocks: int = 3,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        planes = in_channels // Bottleneck.expansion
+        blocks, rate = [], block_rate
+        for _ in range(cascade_blocks):
+            rate *= 2
+            blocks.append(
+                make_stage(in_channels, planes, 1, multi_grid_rates(rate, multi_grid), norm_layer)
+            )
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Conv2d(in_channels, num_classes, 1)
+        self.rates = tuple(tuple(b[i].dilation for i in range(len(b))) for b in blocks)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        return self.classifier(self.blocks(features["out"]))
+
+
 class FCNHead(nn.Sequential):
     """torchvision's auxiliary FCN head; names ``0``, ``1``, ``4`` match its checkpoints."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d
+        self, in_channels: int, num_classes: int, *, norm_layer: NormLayer = nn.BatchNorm2d
     ) -> None:
         inter = in_channels // 4
         super().__init__(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo, stage_strides
+from .backbone import Backbone, FeatureInfo, multi_grid_rates, stage_strides
 from .layers import NormLayer
 
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
@@ -93,8 +93,9 @@ class ResNet(Backbone):
         output_stride: 8, 16 or 32 (stride of ``layer4``'s output).
         multi_grid: unit rates of layer4 (paper scheme), or None for torchvision's scheme.
         norm_layer: factory for the normalization layers.
-        num_classes: if given, keep the ImageNet classifier (``avgpool``, ``fc``) so the
-            module is a full classifier; ``forward`` still returns the feature dict.
+        num_classes: if given, also build the ImageNet classifier (``avgpool``, ``fc``), so
+            that torchvision's ImageNet checkpoints load with a strict ``load_state_dict``;
+            ``forward`` still returns the feature dict.
     """
 
     def __init__(
@@ -129,8 +130,7 @@ class ResNet(Backbone):
             if self.multi_grid is None:
                 dil = [before[i]] + [after[i]] * (n - 1)
             else:
-                grid = self.multi_grid if i == 3 else (1,) * n
-                dil = [after[i] * g for g in grid]
+                dil = list(multi_grid_rates(after[i], self.multi_grid if i == 3 else (1,) * n))
             self.add_module(
                 f"layer{i + 1}", make_stage(running, planes, strides[i], dil, norm_layer)
             )
@@ -159,9 +159,3 @@ class ResNet(Backbone):
             x = getattr(self, f"layer{i}")(x)
             feats[f"layer{i}"] = x
         return feats
-
-    def classify(self, x: Tensor) -> Tensor:
-        """ImageNet logits (needs ``num_classes``): for checking a loaded checkpoint."""
-        if not hasattr(self, "fc"):
-            raise RuntimeError("this ResNet was built without a classifier (num_classes=None)")
-        return self.fc(self.avgpool(self(x)["layer4"]).flatten(1))

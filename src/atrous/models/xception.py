@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo
+from .backbone import Backbone, FeatureInfo, multi_grid_rates
 from .layers import ConvNormAct, NormLayer
 
 
@@ -57,9 +57,10 @@ class XceptionUnit(nn.Module):
     ) -> None:
         super().__init__()
         convs, c = [], inp
+        rates = multi_grid_rates(rate, unit_rates)
         for i, d in enumerate(depths):
             s = stride if i == 2 else 1
-            convs.append(SepConv(c, d, s, rate * unit_rates[i], act_inside, norm_layer))
+            convs.append(SepConv(c, d, s, rates[i], act_inside, norm_layer))
             c = d
         self.convs = nn.ModuleList(convs)
         self.skip_type = skip

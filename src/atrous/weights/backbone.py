@@ -1,0 +1,54 @@
+"""ImageNet backbone checkpoints (torchvision's naming): loading one into a backbone, and
+:func:`build_pretrained`, a model whose backbone starts from one (DeepLab v1 §4.1, v2 §4,
+v3 §4 and v3+ §4 all start from ImageNet-pretrained backbones)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from atrous.models import build
+from atrous.models.deeplab import DeepLab
+
+from .errors import CheckpointError
+from .io import Checkpoint, checkpoint_name, read_checkpoint
+
+
+def load_backbone_weights(backbone: nn.Module, checkpoint: Checkpoint) -> list[str]:
+    """Load an ImageNet checkpoint in torchvision's naming into a backbone.
+
+    Classifier entries (``fc``, ``classifier``, MobileNetV2's ``features.18``) are ignored;
+    every backbone weight must be present. A ``backbone.`` prefix on every key (a DeepLab's
+    backbone) is removed. Returns the ignored keys.
+    """
+    where = checkpoint_name(checkpoint)
+    sd, _ = read_checkpoint(checkpoint)
+    if all(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone.") :]: v for k, v in sd.items()}
+    own = backbone.state_dict()
+    ignored = [k for k in sd if k not in own]
+    bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    if bad or missing:
+        raise CheckpointError(
+            f"{where}: does not fit the {type(backbone).__name__} backbone: "
+            f"missing {missing[:4]} ({len(missing)}), wrong shapes {bad[:4]} ({len(bad)})"
+        )
+    backbone.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    return ignored
+
+
+def build_pretrained(
+    name: str, *, pretrained_backbone: Checkpoint | None, **build_kwargs: Any
+) -> DeepLab:
+    """:func:`atrous.models.build` ``(name, **build_kwargs)``, then the backbone's weights
+    from ``pretrained_backbone`` (a local ImageNet checkpoint file in torchvision's naming,
+    or its state dict; see :func:`load_backbone_weights`). With None it is just ``build``.
+
+    Raises :class:`CheckpointError` (naming the file) when the checkpoint does not fit.
+    """
+    model = build(name, **build_kwargs)
+    if pretrained_backbone is not None:
+        load_backbone_weights(model.backbone, pretrained_backbone)
+    return model

@@ -1,0 +1,177 @@
+""":func:`load`: a checkpoint → the model it belongs to, in eval mode.
+
+The steps, one function each: read the file (:mod:`.io`); set aside the tensors of
+extensions (:mod:`.extensions`); parse atrous's metadata (:mod:`.metadata`); resolve the
+source and architecture (given, recorded, or detected by :mod:`.detect`); the build
+arguments that source used, with the caller's overrides; build; load the tensors; rebuild
+the extensions around the model; record where the weights came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
+from atrous.models import build, get_spec
+from atrous.models.deeplab import DeepLab
+from atrous.models.zoo import scale_rates
+
+from .convert import SOURCES, convert, source_config
+from .detect import detect, infer_atrous_options, infer_num_classes
+from .errors import CheckpointError
+from .extensions import attach_extensions, split_extensions
+from .io import StateDict, checkpoint_name, read_checkpoint
+from .metadata import SavedMetadata, parse_metadata
+
+
+def load(
+    checkpoint: str | os.PathLike | Mapping[str, Tensor],
+    source: str = "auto",
+    arch: str | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> DeepLab:
+    """Build the model a checkpoint belongs to, load it, and return it in eval mode.
+
+    Args:
+        checkpoint: a ``.safetensors``/``.pth`` file, or an in-memory state dict.
+        source: ``auto`` (detect from the keys), ``atrous``, ``torchvision`` or ``vainf``.
+        arch: the architecture (atrous name or alias); detected when omitted.
+        strict: require every weight of the model to be in the checkpoint.
+        **overrides: build arguments that replace the source's, e.g. ``output_stride=8``
+            (VainF files do not record it) or ``num_classes=5`` for fine-tuning, which
+            re-initializes the classifier layers whose shapes no longer fit.
+    """
+    where = checkpoint_name(checkpoint)
+    sd, meta = read_checkpoint(checkpoint)
+    try:
+        return _load(sd, meta, source, arch, strict, overrides, where)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def _load(
+    sd: StateDict,
+    meta: dict[str, str],
+    source: str,
+    arch: str | None,
+    strict: bool,
+    overrides: dict[str, Any],
+    where: str,
+) -> DeepLab:
+    if source not in ("auto", *SOURCES):
+        raise ValueError(f"source must be 'auto' or one of {SOURCES}, got {source!r}")
+    reinit_ok = "num_classes" in overrides
+    extensions = split_extensions(sd, meta)
+    saved = parse_metadata(meta)
+    source, arch = resolve_source_arch(sd, saved, source, arch)
+    kwargs = checkpoint_build_kwargs(sd, saved, source, arch)
+    sd = convert(sd, source, arch)
+    model = build(arch, **with_overrides(kwargs, overrides, arch))
+
+    reinit = drop_mismatched_tensors(model, sd) if reinit_ok else []
+    missing, unexpected = load_tensors(model, sd, strict and not reinit)
+    missing = [k for k in missing if k not in reinit]  # re-initialized on purpose
+    model.metadata.update(usage_metadata(saved, source))
+    model, extension_reinit = attach_extensions(model, extensions, reinit_ok)
+    model.metadata.update(
+        {"source": source, "weights": where, "reinitialized": reinit + extension_reinit,
+         "missing_keys": missing, "unexpected_keys": unexpected}
+    )  # fmt: skip
+    return model.eval()
+
+
+def resolve_source_arch(
+    sd: StateDict, saved: SavedMetadata | None, source: str, arch: str | None
+) -> tuple[str, str]:
+    """(source, canonical arch): an atrous file's own; otherwise the caller's, with what
+    the caller leaves out (``source="auto"``, ``arch=None``) detected from the keys."""
+    if saved is not None:
+        return "atrous", get_spec(arch or saved.config["arch"]).name
+    if source == "auto" or arch is None:
+        detected_source, detected_arch = detect(sd)
+        source = detected_source if source == "auto" else source
+        arch = arch or detected_arch
+    return source, get_spec(arch).name
+
+
+def checkpoint_build_kwargs(
+    sd: StateDict, saved: SavedMetadata | None, source: str, arch: str
+) -> dict[str, Any]:
+    """The build arguments (less ``arch``) that the checkpoint's model was built with: an
+    atrous file's recorded config, else what its keys show (atrous) or its source used."""
+    if saved is not None:
+        kwargs = dict(saved.config)
+    elif source == "atrous":
+        kwargs = {
+            **infer_atrous_options(sd, arch),
+            "num_classes": infer_num_classes(sd, "head.", arch),
+        }
+    else:
+        kwargs = source_config(source, arch)
+        kwargs["aux"] = any(k.startswith("aux_classifier.") for k in sd)
+        kwargs["num_classes"] = infer_num_classes(sd, "classifier.", arch)
+    kwargs.pop("arch", None)
+    return kwargs
+
+
+def with_overrides(
+    kwargs: dict[str, Any], overrides: Mapping[str, Any], arch: str
+) -> dict[str, Any]:
+    """``kwargs`` updated with the caller's ``overrides``. A new output stride keeps the
+    checkpoint's receptive field: its atrous rates scale with it (unless also overridden)."""
+    kwargs = dict(kwargs)
+    new_os = overrides.get("output_stride")
+    if new_os and "atrous_rates" not in overrides and kwargs.get("atrous_rates"):
+        old_os = kwargs.get("output_stride") or get_spec(arch).output_stride
+        kwargs["atrous_rates"] = scale_rates(kwargs["atrous_rates"], old_os, int(new_os))
+    kwargs.update(overrides)
+    return kwargs
+
+
+def usage_metadata(saved: SavedMetadata | None, source: str) -> dict[str, Any]:
+    """What ``model.metadata`` gets from the file: an atrous file's recorded class names,
+    normalization, palette and inference scales; ImageNet normalization for a reference
+    checkpoint (torchvision and VainF train with it)."""
+    if saved is not None:
+        usage = saved.usage
+    elif source != "atrous":
+        usage = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    else:
+        usage = {}
+    return {k: tuple(v) if k in ("mean", "std") else v for k, v in usage.items()}
+
+
+def drop_mismatched_tensors(model: nn.Module, sd: StateDict) -> list[str]:
+    """Remove checkpoint entries whose shape no longer fits (new ``num_classes``); returns
+    their keys."""
+    own = model.state_dict()
+    dropped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    for k in dropped:
+        del sd[k]
+    return dropped
+
+
+def load_tensors(model: DeepLab, sd: StateDict, strict: bool) -> tuple[list[str], list[str]]:
+    """Load ``sd`` into ``model``; returns (missing, unexpected) keys. Any shape mismatch
+    raises, and with ``strict`` so does any missing or unexpected key."""
+    own = model.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    if bad:
+        raise CheckpointError(
+            f"{len(bad)} tensor shape(s) do not fit {model.config.get('arch')}: {bad[:4]}"
+        )
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = list(result.unexpected_keys)
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"does not fit {model.config.get('arch')}: {len(missing)} missing key(s) "
+            f"{missing[:4]}, {len(unexpected)} unexpected key(s) {unexpected[:4]}"
+        )
+    return missing, unexpected
