@@ -63,9 +63,10 @@ def _imports(module: str) -> set[str]:
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, base] if base else up)
-            names = [base]
-            # ``from atrous.data import palettes`` imports the submodule too
-            names += [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            # ``from atrous.data import palettes`` imports the submodule (its package is the
+            # parent, imported anyway); ``from atrous.data import collate``, the package
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            names = subs + ([base] if len(subs) < len(node.names) else [])
         else:
             continue
         found |= {n for n in names if n in MODULES and n != module}

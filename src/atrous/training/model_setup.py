@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from atrous.crf.rnn_model import with_crf_rnn
-from atrous.models import build
 from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.config import TrainConfig
+from atrous.weights import build_pretrained, load
 
 __all__ = ["build_training_model", "prepare_model"]
 
@@ -31,16 +31,13 @@ def build_training_model(
     if cfg.weights:
         model = _finetune_model(cfg, kw, log)
     else:
-        opts = dict(cfg.model_options)
-        if cfg.pretrained_backbone:
-            opts["pretrained_backbone"] = cfg.pretrained_backbone
-        model = build(cfg.model, **kw, **opts)
+        model = build_pretrained(
+            cfg.model, pretrained_backbone=cfg.pretrained_backbone, **kw, **cfg.model_options
+        )
     return with_crf_rnn(model, cfg.crf_rnn).train()
 
 
 def _finetune_model(cfg: TrainConfig, kw: dict[str, Any], log: Callable[[str], None]) -> nn.Module:
-    from atrous.weights import load
-
     model = load(cfg.weights, arch=cfg.model, strict=False, **kw, **cfg.model_options)
     meta = model.metadata
     n_model = len(model.state_dict())
