@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = 255
+from atrous.constants import IGNORE_INDEX
+
 REGION_LOSSES = ("lovasz", "dice")
 
 

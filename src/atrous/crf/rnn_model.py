@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from atrous.models.deeplab import DeepLab
+from atrous.normalization import Normalization
 from atrous.weights.extensions import register_extension
 
 from .crfasrnn import CRFasRNN
@@ -163,12 +164,10 @@ class CRFRNNModel(DeepLab):
         return int(self.crf_rnn_config[key])
 
     def rgb_from_input(self, x: Tensor) -> Tensor:
-        """The 0-255 RGB image behind a normalized input ``x = (rgb / 255 - mean) / std``."""
-        mean = torch.tensor(self.metadata["mean"], dtype=torch.float32, device=x.device)
-        std = torch.tensor(self.metadata["std"], dtype=torch.float32, device=x.device)
-        rgb = (x.float() * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)) * 255.0
-        # Rounding undoes the float error of the normalization: uint8 colours, as at inference.
-        return rgb.round_().clamp_(0.0, 255.0)
+        """The 0-255 RGB image behind a normalized input ``x = (rgb / 255 - mean) / std``:
+        the inverse of the weights' :class:`~atrous.normalization.Normalization`, rounded to
+        the uint8 colours inference sees."""
+        return Normalization.of(self.metadata).invert(x)
 
     def forward(self, x: Tensor, image: Tensor | None = None) -> dict[str, Tensor]:  # type: ignore[override]
         out = super().forward(x)

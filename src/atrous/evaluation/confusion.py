@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.constants import IGNORE_INDEX
+
 __all__ = ["ConfusionMatrix", "Metrics", "as_label_tensor", "metrics_from_matrix"]
 
 
@@ -127,7 +129,10 @@ class ConfusionMatrix:
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int | None = 255, device: str | torch.device = "cpu"
+        self,
+        num_classes: int,
+        ignore_index: int | None = IGNORE_INDEX,
+        device: str | torch.device = "cpu",
     ) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")

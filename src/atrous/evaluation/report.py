@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from atrous.evaluation.confusion import Metrics
+from atrous.fileio import atomic_write_text
 
 __all__ = ["environment", "format_table", "plot_confusion", "write_json"]
 
@@ -95,10 +96,8 @@ def _clean(obj: Any) -> Any:
 
 def write_json(data: dict[str, Any], path: str | Path) -> None:
     """Strict JSON (no NaN tokens): ``null`` stands for an undefined number."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(data), indent=2, allow_nan=False, default=str)
-    path.write_text(text + "\n")
+    atomic_write_text(path, text + "\n")
 
 
 def plot_confusion(

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from atrous.constants import IGNORE_INDEX
 from atrous.evaluation.confusion import Metrics, as_label_tensor, metrics_from_matrix
 
 __all__ = ["TrimapAccumulator", "boundary_distance", "boundary_pixels", "plot_trimap"]
@@ -48,7 +49,7 @@ _MODES = ("label", "class", "void")
 
 
 def boundary_pixels(
-    label: np.ndarray, ignore_index: int | None = 255, boundary: BoundaryMode = "label"
+    label: np.ndarray, ignore_index: int | None = IGNORE_INDEX, boundary: BoundaryMode = "label"
 ) -> np.ndarray:
     """Boolean (H, W) map of boundary pixels: pixels with a 4-neighbour of a different label
     (mode "label", void counting as a label), of a different non-void class with both
@@ -71,7 +72,7 @@ def boundary_pixels(
 
 def boundary_distance(
     label: np.ndarray | torch.Tensor,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     boundary: BoundaryMode = "label",
 ) -> np.ndarray:
     """Per-pixel distance (float64, (H, W)) to the boundary of ``label`` (module docstring).
@@ -106,7 +107,7 @@ class TrimapAccumulator:
         self,
         num_classes: int,
         widths: Iterable[float] = range(1, 41),
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         boundary: BoundaryMode = "label",
     ) -> None:
         ws = sorted(float(w) for w in widths)
