@@ -3,13 +3,11 @@
 Each case runs in a fresh subprocess so that its peak resident set size (``ru_maxrss``, which
 counts torch's native allocations, unlike tracemalloc) belongs to that case alone.
 
-    python benchmarks/bench_inference.py                         # toy MobileNet-sized model
+    python benchmarks/bench_inference.py                         # deeplabv3_mobilenetv2
     python benchmarks/bench_inference.py --model deeplabv3plus_mobilenet --sizes 4000x3000
     python benchmarks/bench_inference.py --scales 0.5,1,1.5 --flip --json bench.json
 
-``--model`` is looked up with ``atrous.models.build(name, num_classes=...)`` when that module
-exists; ``toy-mobilenet`` (the default) is a MobileNetV2-shaped OS-16 network with a small
-ASPP head, about the cost of DeepLabv3-MobileNet, for use before the real models exist.
+``--model`` is any name ``atrous.models.build`` takes (default ``deeplabv3_mobilenetv2``).
 """
 
 from __future__ import annotations
@@ -29,76 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-TOY = "toy-mobilenet"
-
-
-# --- a model of MobileNet cost ---------------------------------------------------------------
-def _cbr(cin: int, cout: int, k: int = 1, s: int = 1, d: int = 1, groups: int = 1) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, s, padding=d * (k - 1) // 2, dilation=d, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU6(inplace=True),
-    )
-
-
-class _InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, dilation: int, expand: int) -> None:
-        super().__init__()
-        hid = cin * expand
-        layers = [_cbr(cin, hid)] if expand != 1 else []
-        layers += [
-            _cbr(hid, hid, 3, stride, dilation, groups=hid),
-            nn.Conv2d(hid, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
-
-
-class ToyMobileNetDeepLab(nn.Module):
-    """MobileNetV2 layout (t, c, n, s) at output stride 16 (last stride -> dilation 2), a
-    1x1 + image-pooling head of 256 channels, logits upsampled to the input (v3 sec. 3.3)."""
-
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 1), (6, 320, 1, 1))  # fmt: skip
-
-    def __init__(self, num_classes: int = 21) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [_cbr(3, 32, 3, 2)]
-        cin, dilation = 32, 1
-        for i, (t, c, n, s) in enumerate(self.SETTINGS):
-            if i >= 5:  # the stride-32 stage, dilated instead (OS 16)
-                dilation = 2
-            for j in range(n):
-                layers.append(_InvertedResidual(cin, c, s if j == 0 else 1, dilation, t))
-                cin = c
-        self.backbone = nn.Sequential(*layers)
-        self.aspp = _cbr(cin, 256)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, 256, 1), nn.ReLU())
-        self.project = _cbr(512, 256)
-        self.classifier = nn.Conv2d(256, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = x.shape[-2:]
-        f = self.backbone(x)
-        g = self.pool(f).expand(-1, -1, *f.shape[-2:])
-        y = self.classifier(self.project(torch.cat([self.aspp(f), g], 1)))
-        return {"out": nn.functional.interpolate(y, size, mode="bilinear", align_corners=False)}
+DEFAULT_MODEL = "deeplabv3_mobilenetv2"
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
-    if name == TOY:
-        return ToyMobileNetDeepLab(num_classes)
-    try:
-        from atrous import models
-    except ImportError as e:
-        raise SystemExit(
-            f"--model {name}: atrous.models is not available ({e}); use --model {TOY}"
-        ) from e
+    """A zoo model by name (random weights: latency does not depend on them)."""
+    from atrous import models
+
     return models.build(name, num_classes=num_classes)
 
 
@@ -150,7 +85,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=TOY, help=f"atrous.models name, or {TOY} (default)")
+    ap.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"atrous.models name (default {DEFAULT_MODEL})"
+    )
     ap.add_argument("--num-classes", type=int, default=21)
     ap.add_argument("--sizes", default="513x513,2048x1024,4000x3000", help="WxH,WxH,...")
     ap.add_argument("--tile-size", type=int, default=513, help="0: no tiling")
