@@ -12,16 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from atrous.cli import CLIError
 from atrous.cli._common import (
+    add_dataset_args,
     load_model,
     model_summary,
+    open_dataset,
     parse_scales,
     positive_int,
     resolve_device,
 )
-from atrous.cli.eval_cmd import _dataset, add_dataset_args
+from atrous.fileio import atomic_write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,11 +93,43 @@ def _values(text: str, flag: str, positive: bool) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.data import DatasetError
-    from atrous.evaluation import reconcile_class_names
-    from atrous.evaluation.crf_search import collect_samples, grid_search
-    from atrous.inference import Segmenter
+    from atrous.evaluation.crf_search import grid_search
 
+    grid, fixed, widths = _search_settings(args)
+    model = load_model(args.weights)
+    samples, segmenter, info = _network_samples(model, args)
+    npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
+    more = f" + {args.refine} refinement round(s)" if args.refine else ""
+    print(f"searching {npoints} grid points{more} on {len(samples)} images")
+    try:
+        result = grid_search(
+            samples, int(model.config["num_classes"]), grid, fixed, widths, args.select,
+            progress=not args.no_progress, refine=args.refine,
+        )  # fmt: skip
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    summary = model_summary(model)
+    result.extra["metadata"] = {
+        "command": "atrous crf-search",
+        "weights_file": str(Path(args.weights)),
+        "arch": summary["arch"],
+        "num_classes": summary["num_classes"],
+        "dataset": {**info, "limit": args.limit},
+        "inference": segmenter.config(),
+    }
+    print(result.table(args.top))
+    best = result.best_params()
+    flags = " ".join(f"--crf-{k.replace('_', '-')} {v:g}" for k, v in best.items() if k != "method")
+    print(f"use it: atrous eval/predict ... --crf {flags}")
+    if args.out:
+        _write(result.to_dict(), best, Path(args.out))
+    return 0
+
+
+def _search_settings(
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[float]], dict[str, Any], list[float]]:
+    """``(grid, fixed parameters, band widths)`` from the flags, checked before any work."""
     grid = {
         "bi_w": _values(args.bi_w, "--bi-w", positive=False),
         "bi_xy_std": _values(args.bi_xy_std, "--bi-xy-std", positive=True),
@@ -105,20 +140,28 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--refine must be >= 0, got {args.refine}")
     if args.pos_xy_std <= 0:
         raise CLIError(f"--pos-xy-std must be positive, got {args.pos_xy_std}")
-    fixed = {"iterations": args.iterations, "pos_w": args.pos_w, "pos_xy_std": args.pos_xy_std}
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise CLIError(f"--out {args.out}: exists and is not a folder")
+    fixed = {"iterations": args.iterations, "pos_w": args.pos_w, "pos_xy_std": args.pos_xy_std}
+    return grid, fixed, widths
 
-    device = resolve_device(args.device)
-    model = load_model(args.weights)
+
+def _network_samples(model: Any, args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
+    """The network's probabilities on the validation subset, computed once (the search is
+    over the dense CRF on them: a learned CRF-as-RNN is left out); the segmenter used and
+    the dataset's description."""
+    from atrous.data import DatasetError
+    from atrous.evaluation import reconcile_class_names
+    from atrous.evaluation.crf_search import collect_samples
+    from atrous.inference import Segmenter
+
     num_classes = int(model.config["num_classes"])
-    ds, info = _dataset(args, num_classes)
+    ds, info = open_dataset(args, num_classes)
     try:
         reconcile_class_names(None, ds.class_names, num_classes, f"{info['format']} dataset")
-        # The search is over the dense CRF on the network's own probabilities.
         segmenter = Segmenter.from_model(
             model, scales=args.scales, flip=args.flip, crf=None, tile_size=args.tile_size,
-            batch_size=args.batch_size, device=device,
+            batch_size=args.batch_size, device=resolve_device(args.device),
         )  # fmt: skip
         samples = collect_samples(segmenter, ds, args.limit, progress=not args.no_progress)
     except DatasetError as e:
@@ -127,36 +170,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.weights}: {e}") from None
     if not samples:
         raise CLIError("the dataset gave no image")
-    npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
-    more = f" + {args.refine} refinement round(s)" if args.refine else ""
-    print(f"searching {npoints} grid points{more} on {len(samples)} images")
+    return samples, segmenter, info
+
+
+def _write(report: dict[str, Any], best: dict[str, Any], out: Path) -> None:
+    """``crf_search.json`` (every point) and ``best_crf.json`` (for ``--crf-params``)."""
     try:
-        result = grid_search(
-            samples, num_classes, grid, fixed, widths, args.select,
-            progress=not args.no_progress, refine=args.refine,
-        )  # fmt: skip
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    summary = model_summary(model)
-    result.extra["metadata"] = {
-        "command": "atrous crf-search",
-        "weights_file": str(Path(args.weights)),
-        "arch": summary["arch"],
-        "num_classes": num_classes,
-        "dataset": {**info, "limit": args.limit},
-        "inference": segmenter.config(),
-    }
-    print(result.table(args.top))
-    best = result.best_params()
-    flags = " ".join(f"--crf-{k.replace('_', '-')} {v:g}" for k, v in best.items() if k != "method")
-    print(f"use it: atrous eval/predict ... --crf {flags}")
-    if args.out:
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "crf_search.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-            (out / "best_crf.json").write_text(json.dumps(best, indent=2) + "\n")
-        except OSError as e:
-            raise CLIError(f"{out}: cannot write results ({e})") from None
-        print(f"wrote {out / 'crf_search.json'} and {out / 'best_crf.json'} (--crf-params)")
-    return 0
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "crf_search.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out / "best_crf.json", json.dumps(best, indent=2) + "\n")
+    except OSError as e:
+        raise CLIError(f"{out}: cannot write results ({e})") from None
+    print(f"wrote {out / 'crf_search.json'} and {out / 'best_crf.json'} (--crf-params)")

@@ -9,10 +9,11 @@ from typing import Any
 
 from atrous.cli import CLIError
 from atrous.cli._common import (
-    FormatChoices,
+    add_dataset_args,
     add_inference_args,
     build_segmenter,
     load_model,
+    open_dataset,
     positive_int,
     resolve_device,
 )
@@ -73,54 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_dataset_args(p: argparse.ArgumentParser) -> None:
-    """The dataset options (``--data --format --split --classes --size``) that
-    :func:`_dataset` reads; shared with ``atrous crf-search``."""
-    p.add_argument("--data", dest="root", default=None, help="dataset folder (not for synthetic)")
-    p.add_argument("--format", default="auto", choices=FormatChoices(("synthetic",)),
-                   metavar="FORMAT", help="dataset layout: %(choices)s (default: auto)")  # fmt: skip
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--classes", default=None, help="class-names file (folder format)")
-    p.add_argument(
-        "--size", type=positive_int, default=128, help="image side of --format synthetic"
-    )
-
-
-def _dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[str, Any]]:
-    """The dataset ``--data/--format/--split/--classes/--size`` name, and its description
-    (format, root, split) for the results' metadata."""
-    from atrous.data import build_dataset, detect_format
-
-    if args.format == "synthetic":
-        # Synthetic data has no files: --limit sets its length (default 50 images).
-        length = args.limit or 50
-        try:
-            ds = build_dataset("synthetic", split=args.split, length=length, size=args.size)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        return ds, {"format": "synthetic", "root": None, "split": args.split}
-    if args.root is None:
-        raise CLIError(f"--data ROOT is required for --format {args.format}")
-    root = Path(args.root)
-    if not root.is_dir():
-        raise CLIError(f"{root}: dataset folder not found")
-    kwargs: dict[str, Any] = {}
-    try:
-        fmt = detect_format(root) if args.format == "auto" else args.format
-        if fmt == "folder":
-            # A classes file in the root (or --classes) wins; without one the folder's
-            # masks are read as the model's class ids.
-            kwargs = {"classes_file": args.classes, "num_classes": num_classes}
-        elif args.classes:
-            raise CLIError(f"--classes is for the folder format, not {fmt}")
-        ds = build_dataset(fmt, root, args.split, **kwargs)
-    except (ValueError, FileNotFoundError) as e:
-        raise CLIError(str(e)) from None
-    if len(ds) == 0:
-        raise CLIError(f"{root}: split {args.split!r} of the {fmt} dataset has no images")
-    return ds, {"format": fmt, "root": str(root), "split": args.split}
-
-
 def run(args: argparse.Namespace) -> int:
     from atrous.data import DatasetError
     from atrous.evaluation import evaluate_model
@@ -128,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
-    ds, info = _dataset(args, int(model.config["num_classes"]))
+    ds, info = open_dataset(args, int(model.config["num_classes"]))
     segmenter = build_segmenter(model, args, device)
     try:
         result = evaluate_model(
