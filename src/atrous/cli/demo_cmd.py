@@ -52,29 +52,48 @@ def _train(out: Path, iterations: int | None, retrain: bool, progress: bool) -> 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
 
     from atrous import weights as W
-    from atrous.data import build_dataset
-    from atrous.data.palettes import overlay, palette_for
-    from atrous.evaluation import evaluate_model
-    from atrous.inference import Segmenter
-    from atrous.training import load_config
-    from atrous.training.curve import plot_learning_curve
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     progress = not args.no_progress
-
-    # 1. train (or reuse)
     weights_path, train_s = _train(out, args.iterations, args.retrain, progress)
     model = W.load(weights_path)
-    names = list(model.metadata.get("class_names") or map(str, range(model.num_classes)))
+    result, palette = _evaluate(model, out, args.eval_images, progress)
+    overlays = _predict_new_images(model, out / "predictions", palette)
+    m = result.metrics
+    summary = {
+        "model": model.config["arch"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": str(weights_path),
+        "train_seconds": round(train_s, 1),
+        "val_images": result.num_images,
+        "miou": m.miou,
+        "pixel_accuracy": m.pixel_accuracy,
+        "mean_class_accuracy": m.mean_class_accuracy,
+        "fw_iou": m.fw_iou,
+        "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(result.class_names, m.iou)},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_report(out, summary, overlays)
+    print(f"\nreport: {out / 'report.html'} (and report.md)")
+    return 0
 
-    # 2. evaluate at full resolution on the validation split
+
+def _evaluate(model: Any, out: Path, images: int, progress: bool) -> tuple[Any, np.ndarray]:
+    """Full-resolution evaluation on the validation split (``eval/``: metrics.json, confusion
+    and trimap plots) and the learning curve; returns the result and the dataset's colours."""
+    from atrous.data import build_dataset
+    from atrous.data.palettes import palette_for
+    from atrous.evaluation import evaluate_model
+    from atrous.training import load_config
+    from atrous.training.curve import plot_learning_curve
+
+    names = list(model.metadata.get("class_names") or map(str, range(model.num_classes)))
     size = load_config(DEMO_CONFIG_NAME).dataset_options["size"]
-    val = build_dataset("synthetic", None, "val", length=args.eval_images, size=size)
+    val = build_dataset("synthetic", None, "val", length=images, size=size)
     result = evaluate_model(
         model, val, class_names=names, scales=(1.0,), crf=None, progress=progress,
         dataset_info={"format": "synthetic", "root": None, "split": "val"},
@@ -87,11 +106,19 @@ def run(args: argparse.Namespace) -> int:
     result.plot_trimap(eval_dir / "trimap.png")
     print(result.table("atrous demo: synthetic val, full resolution"))
     plot_learning_curve(out / "run" / "metrics.jsonl", out / "learning_curve.png")
+    return result, palette_for(256, val.palette)
 
-    # 3. segment new images (another seed) with multi-scale + flip
-    pred_dir = out / "predictions"
+
+def _predict_new_images(model: Any, pred_dir: Path, palette: np.ndarray) -> list[str]:
+    """Segment 4 new images (another seed, larger) with multi-scale + flip; writes input |
+    overlay strips and returns their paths relative to the report."""
+    from PIL import Image
+
+    from atrous.data import build_dataset
+    from atrous.data.palettes import overlay
+    from atrous.inference import Segmenter
+
     pred_dir.mkdir(exist_ok=True)
-    colours = palette_for(256, val.palette)
     tta = Segmenter.from_model(model, scales=(0.75, 1.0, 1.25), flip=True)
     fresh = build_dataset("synthetic", None, "test", length=4, size=160)
     overlays = []
@@ -99,28 +126,10 @@ def run(args: argparse.Namespace) -> int:
         image = fresh[i]["image"]
         pred = tta.predict(image)
         # Tint the objects only, so the background keeps the picture readable.
-        tinted = overlay(image, pred, colours, alpha=0.55, where=pred > 0)
+        tinted = overlay(image, pred, palette, alpha=0.55, where=pred > 0)
         Image.fromarray(np.concatenate([image, tinted], axis=1)).save(pred_dir / f"{i}.png")
         overlays.append(f"predictions/{i}.png")
-
-    # 4. the report
-    m = result.metrics
-    summary = {
-        "model": model.config["arch"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "weights": str(weights_path),
-        "train_seconds": round(train_s, 1),
-        "val_images": result.num_images,
-        "miou": m.miou,
-        "pixel_accuracy": m.pixel_accuracy,
-        "mean_class_accuracy": m.mean_class_accuracy,
-        "fw_iou": m.fw_iou,
-        "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, m.iou)},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _write_report(out, summary, overlays)
-    print(f"\nreport: {out / 'report.html'} (and report.md)")
-    return 0
+    return overlays
 
 
 def _write_report(out: Path, s: dict[str, Any], overlays: list[str]) -> None:
