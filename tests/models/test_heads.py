@@ -72,8 +72,10 @@ def test_low_level_channels_is_the_projection_width() -> None:
     assert model.head.fuse[0][0].in_channels == 256 + 32
 
 
-def test_cascade_head_compatibility_names() -> None:
-    assert multigrid.CascadeHead is M.CascadeHead
+def test_cascade_head_and_multi_grid_homes() -> None:
+    from atrous.models import heads
+
+    assert heads.CascadeHead is M.CascadeHead
     assert multigrid.multi_grid_rates is M.multi_grid_rates
     assert M.multi_grid_rates(2, (1, 2, 4)) == (2, 4, 8)
     with pytest.raises(ValueError, match=">= 1"):

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from .aspp import ASPP, ASPPSum
-from .backbone import Backbone, FeatureInfo, multi_grid_rates
+from .backbone import Backbone, FeatureInfo
 from .builder import build, model_builder
 from .decoder import DeepLabV3PlusHead
 from .deeplab import DeepLab
@@ -16,6 +16,7 @@ from .heads import ASPPSumHead, CascadeHead, DeepLabV3Head, FCNHead, LargeFOVHea
 from .layers import FrozenBatchNorm2d, SeparableConv2d, make_norm
 from .mobilenetv2 import MobileNetV2
 from .mobilenetv3 import MobileNetV3Large
+from .multigrid import multi_grid_rates
 from .resnet import ResNet
 from .vgg import VGG16
 from .xception import Xception65

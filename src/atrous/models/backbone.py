@@ -11,7 +11,6 @@ convolution past the output stride) and :func:`multi_grid_rates` (multi-grid uni
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -73,14 +72,6 @@ def stage_strides(
             out_strides.append(s)
         after.append(rate)
     return out_strides, before, after
-
-
-def multi_grid_rates(block_rate: int, unit_rates: Sequence[int]) -> tuple[int, ...]:
-    """The dilation of each unit of a block: ``block_rate × unit rate`` (DeepLab v3 §3.2
-    "Multi-grid": (1, 2, 4) at block rate 2 gives (2, 4, 8))."""
-    if any(r < 1 for r in unit_rates):
-        raise ValueError(f"multi-grid unit rates must be >= 1, got {tuple(unit_rates)}")
-    return tuple(block_rate * r for r in unit_rates)
 
 
 class SequentialBackbone(Backbone):

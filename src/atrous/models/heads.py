@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .aspp import ASPP, ASPPSum
-from .backbone import multi_grid_rates
 from .layers import ConvNormAct, NormLayer
+from .multigrid import multi_grid_rates
 from .resnet import Bottleneck, make_stage
 
 ASPP_L_RATES = (6, 12, 18, 24)  # DeepLab v2 §3.3 ASPP-L at output stride 8

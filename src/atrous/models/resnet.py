@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo, multi_grid_rates, stage_strides
+from .backbone import Backbone, FeatureInfo, stage_strides
 from .layers import NormLayer
+from .multigrid import multi_grid_rates
 
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo, multi_grid_rates
+from .backbone import Backbone, FeatureInfo
 from .layers import ConvNormAct, NormLayer
+from .multigrid import multi_grid_rates
 
 
 class SepConv(nn.Module):
