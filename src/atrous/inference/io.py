@@ -178,7 +178,7 @@ def labels_and_probs(
 
 def segment_files(
     segmenter: Segmenter,
-    files: Sequence[Path],
+    files: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     palette: np.ndarray,
     *,
@@ -191,6 +191,7 @@ def segment_files(
     :class:`FileResult` per file, in order; unreadable inputs and unwritable outputs are
     reported in their result, not raised. Images of equal size are batched."""
     out = Path(out_dir)
+    files = [Path(f) for f in files]
     names = list(names) if names is not None else output_names(files)
     pending: deque[tuple[FileResult, np.ndarray]] = deque()
     failed: deque[FileResult] = deque()

@@ -18,4 +18,3 @@ def multi_grid_rates(block_rate: int, unit_rates: Sequence[int]) -> tuple[int, .
     if any(r < 1 for r in unit_rates):
         raise ValueError(f"multi-grid unit rates must be >= 1, got {tuple(unit_rates)}")
     return tuple(block_rate * r for r in unit_rates)
-
