@@ -1,6 +1,11 @@
 """DDP through torchrun: 2 gloo processes on CPU must take the same steps as 1 process with
 the same global batch (GroupNorm, no dropout, no padding: the per-rank means then equal the
-global mean)."""
+global mean).
+
+The comparison covers the first two steps and the weights after them. Further steps are not
+comparable at float precision: this tiny model's training amplifies float-rounding differences
+about a hundredfold per step (one process on 1 vs 2 threads already differs by 4e-4 in the
+third loss), and DDP sums gradients in another order than one process does."""
 
 from __future__ import annotations
 
@@ -11,13 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_demo.json"
 SETTINGS = [
     "model=deeplabv3_mobilenetv2", 'model_options={"norm": "gn", "width_mult": 0.5, '
     '"aspp_dropout": 0.0}', 'dataset_options={"length": 8, "size": 33}', "crop_size=33",
-    "scale_range=null", "val_split=null", "iterations=3", "warmup_iters=0", "log_every=1",
-    "ckpt_every=100", "device=cpu", "deterministic=true",
+    "scale_range=null", "val_split=null", "iterations=2", "warmup_iters=0", "log_every=1",
+    "ckpt_every=100", "device=cpu", "deterministic=true", "lr=0.005",
 ]  # fmt: skip
 
 
@@ -46,6 +52,20 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _losses(one), _losses(two)
-    assert len(a) == len(b) == 3
+    assert len(a) == len(b) == 2
     assert a == pytest.approx(b, abs=1e-5)
-    assert (two / "model.safetensors").exists()
+    # The weights after the steps: the two runs moved them alike. Measured against the
+    # update itself (a DDP fault, e.g. gradients summed instead of averaged, moves them by
+    # about the whole update; float rounding by ~1e-3 of it).
+    from safetensors.torch import load_file
+
+    from atrous.training import Trainer, load_config
+
+    cfg = load_config(CONFIG, [*SETTINGS, "batch_size=4"])
+    w0 = Trainer(cfg, tmp_path / "init", progress=False).model.state_dict()
+    w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    keys = [k for k in w1 if w1[k].is_floating_point()]
+    update = torch.cat([(w1[k] - w0[k]).flatten() for k in keys]).norm()
+    apart = torch.cat([(w2[k] - w1[k]).flatten() for k in keys]).norm()
+    assert update > 0 and apart / update < 0.01, (float(apart), float(update))
