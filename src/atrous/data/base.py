@@ -349,12 +349,3 @@ class SegmentationDataset(Dataset):
 def _fmt_values(vals: np.ndarray, limit: int = 8) -> str:
     v = [int(x) for x in vals[:limit]]
     return str(v)[:-1] + (", ...]" if len(vals) > limit else "]")
-
-
-def find_image(stem_path: Path, exts: Sequence[str] = (".jpg", ".jpeg", ".png")) -> Path:
-    """``stem_path`` with the first extension that exists (or the first, to fail later)."""
-    for e in exts:
-        p = stem_path.with_name(stem_path.name + e)
-        if p.exists():
-            return p
-    return stem_path.with_name(stem_path.name + exts[0])

@@ -18,7 +18,6 @@ from atrous.data.base import (
     DatasetError,
     Item,
     SegmentationDataset,
-    find_image,
     identity_lut,
     make_lut,
 )
@@ -422,7 +421,6 @@ __all__ = [
     "Cityscapes",
     "FolderDataset",
     "VOCSegmentation",
-    "find_image",
     "read_class_file",
     "read_palette_file",
     "resolve_voc_root",

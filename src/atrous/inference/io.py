@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from atrous.data.palettes import overlay, palette_for
-from atrous.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
+from atrous.imageio import IMAGE_EXTENSIONS, ImageReadError, label_dtype, read_image
 from atrous.inference.segmenter import Segmenter, label_map
 
 __all__ = [
@@ -119,7 +119,7 @@ def write_mask(labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike)
     """A 'P'-mode PNG whose pixel values are the class ids, drawn with ``palette`` (16-bit
     grey when an id exceeds 255)."""
     path = Path(path)
-    if int(labels.max(initial=0)) < 256:
+    if label_dtype(int(labels.max(initial=0)) + 1) == np.uint8:
         im = Image.fromarray(labels.astype(np.uint8))
         im.putpalette(np.asarray(palette, np.uint8)[:256].reshape(-1).tolist())  # L -> P
     else:
