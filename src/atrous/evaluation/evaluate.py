@@ -238,10 +238,6 @@ def evaluate(
     (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
     "image"/"mask", at full resolution, and accumulate the confusion matrix (and the trimap
     matrices unless ``trimap_widths`` is None)."""
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(
-            f"class_names has {len(class_names)} names but num_classes is {num_classes}"
-        )
     items = iter_predictions(segmenter, dataset, limit, progress=progress)
     return score(
         ((pred, label) for _, label, pred in items),
