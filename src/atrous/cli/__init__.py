@@ -28,6 +28,18 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every command (and sub-command)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if actions:
+        for child in actions[0].choices.values():
+            _add_common_flags(child)
+        return
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an unexpected error"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atrous", description="DeepLab semantic segmentation: models, CRF, evaluation."
@@ -38,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
+    for child in sub.choices.values():
+        _add_common_flags(child)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit status (:mod:`atrous.failures`): 0 all good, 1 some items
+    failed (reported one line each), 2 the run could not start; 130 interrupted."""
+    from atrous.failures import EXIT_CANNOT_START, EXIT_ITEMS_FAILED, FailFast
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -51,10 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CLIError as e:
         print(f"atrous {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
+    except FailFast as e:
+        print(f"atrous {args.command}: stopped at the first failure (--fail-fast): {e}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ITEMS_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # an error no check caught: one line, the traceback on request
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"atrous {args.command}: error: {type(e).__name__}: {e} "
+            "(this is unexpected: run again with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_START
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,7 +38,11 @@ from torch import nn
 from atrous.imageio import label_dtype
 from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
 
-__all__ = ["CRFHook", "Segmenter", "label_map", "tile_starts"]
+__all__ = ["AUTO_TILE_SIZE", "CRFHook", "Segmenter", "label_map", "tile_starts"]
+
+# Tile side when a large image is tiled automatically (Segmenter ``auto_tile``): DeepLab's
+# 513 crop, the size the models are trained and evaluated at.
+AUTO_TILE_SIZE = 513
 
 # (image uint8 (H, W, 3), probabilities (C, H, W) float32) -> refined probabilities (C, H, W)
 CRFHook = Callable[[np.ndarray, np.ndarray], Any]
@@ -137,6 +142,13 @@ class Segmenter:
         device: where the model runs (default: where its parameters are).
         crf: optional ``(image_uint8_hwc, probs_chw) -> probs_chw`` applied after TTA.
         output_key: key of the logits in the model's output dict.
+        min_size: model inputs smaller than this on a side are padded (bottom/right, with
+            the mean pixel) up to it, and the logits cropped back: a 1x1 image does not
+            reach a feature map too small to normalize (:meth:`from_model` sets output
+            stride + 1).
+        auto_tile: with ``tile_size`` None, images whose largest scaled size exceeds this
+            many pixels are tiled in :data:`AUTO_TILE_SIZE` tiles (said once per
+            Segmenter), so memory stays bounded whatever the photo; None never tiles.
 
     The model is put in eval mode; everything runs under ``torch.inference_mode``.
     """
@@ -157,6 +169,8 @@ class Segmenter:
         output_key: str = "out",
         input_scale: float = 1.0 / 255.0,
         channel_order: str = "RGB",
+        min_size: int | None = None,
+        auto_tile: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -176,6 +190,12 @@ class Segmenter:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_classes is not None and int(num_classes) < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if min_size is not None and int(min_size) < 1:
+            raise ValueError(f"min_size must be a positive int or None, got {min_size}")
+        if auto_tile is not None and int(auto_tile) < 1:
+            raise ValueError(
+                f"auto_tile must be a positive number of pixels or None, got {auto_tile}"
+            )
         if crf is not None and not callable(crf):
             raise TypeError(f"crf must be callable (image, probs) -> probs, got {type(crf)}")
         if device is None:
@@ -195,6 +215,9 @@ class Segmenter:
         self.batch_size = int(batch_size)
         self.crf = crf
         self.output_key = output_key
+        self.min_size = None if min_size is None else int(min_size)
+        self.auto_tile = None if auto_tile is None else int(auto_tile)
+        self._said_auto_tile = False
 
     @classmethod
     def from_model(
@@ -215,8 +238,9 @@ class Segmenter:
           once on the full-resolution, TTA-averaged probabilities, with the network run
           without it; a callable (e.g. :class:`atrous.crf.DenseCRF`) replaces it; None runs
           the network alone.
-        - ``num_classes`` defaults to ``model.config["num_classes"]`` (checked on the output);
-          other keyword arguments go to :class:`Segmenter`.
+        - ``num_classes`` defaults to ``model.config["num_classes"]`` (checked on the output),
+          ``min_size`` to its output stride + 1; other keyword arguments (``auto_tile``...)
+          go to :class:`Segmenter`.
         """
         from atrous.crf.rnn_model import split_crf
 
@@ -230,6 +254,7 @@ class Segmenter:
         config = getattr(model, "config", None) or {}
         if "num_classes" in config:
             kwargs.setdefault("num_classes", int(config["num_classes"]))
+        kwargs.setdefault("min_size", int(config.get("output_stride") or 32) + 1)
         return cls(net, scales=scales, flip=flip, crf=hook, **kwargs)
 
     # --- public API ------------------------------------------------------------------------
@@ -242,6 +267,8 @@ class Segmenter:
             "flip": self.flip,
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
+            "auto_tile": self.auto_tile,
+            "min_size": self.min_size,
             "batch_size": self.batch_size,
             "device": str(self.device),
             "tta_average": "logits",
@@ -290,16 +317,34 @@ class Segmenter:
     def _scaled_size(self, h: int, w: int, s: float) -> tuple[int, int]:
         return max(1, round(h * s)), max(1, round(w * s))
 
+    def _tile_for(self, h: int, w: int) -> int | None:
+        """The tile side for an image of (h, w): ``tile_size``, or :data:`AUTO_TILE_SIZE` when
+        its largest scaled size is above the ``auto_tile`` pixel budget, else None."""
+        if self.tile_size is not None or self.auto_tile is None:
+            return self.tile_size
+        sh, sw = self._scaled_size(h, w, max(self.scales))
+        if sh * sw <= self.auto_tile or max(sh, sw) <= AUTO_TILE_SIZE:
+            return None
+        if not self._said_auto_tile:
+            self._said_auto_tile = True
+            warnings.warn(
+                f"images above {self.auto_tile / 1e6:g} megapixels (at scale {max(self.scales):g}: "
+                f"this one is {w}x{h}) are segmented in {AUTO_TILE_SIZE}-pixel tiles to bound "
+                "memory; choose with tile_size (--tile-size), or raise the budget",
+                stacklevel=4,
+            )
+        return AUTO_TILE_SIZE
+
     def _needs_tiling(self, hw: Sequence[int]) -> bool:
-        if self.tile_size is None:
-            return False
         h, w = int(hw[0]), int(hw[1])
-        return any(max(self._scaled_size(h, w, s)) > self.tile_size for s in self.scales)
+        t = self._tile_for(h, w)
+        return t is not None and any(max(self._scaled_size(h, w, s)) > t for s in self.scales)
 
     def _plan(self, index: int, h: int, w: int) -> tuple[list[_Scaled], list[_Job]]:
         dev = self.device
         scaled: list[_Scaled] = []
         jobs: list[_Job] = []
+        t = self._tile_for(h, w)
         for k, s in enumerate(self.scales):
             sh, sw = self._scaled_size(h, w, s)
             same = (sh, sw) == (h, w)
@@ -311,13 +356,12 @@ class Segmenter:
                 out_cols=None if same else _AxisMap.make(w, sw, dev),
             )
             scaled.append(sc)
-            t = self.tile_size
             if t is None or (sh <= t and sw <= t):
                 jobs.append(_Job(index, k, (0, sh), (0, sw), (0, h), (0, w)))
                 continue
-            assert self.tile_overlap is not None
-            ys = tile_starts(sh, t, self.tile_overlap)
-            xs = tile_starts(sw, t, self.tile_overlap)
+            overlap = self.tile_overlap if self.tile_overlap is not None else t // 3
+            ys = tile_starts(sh, t, overlap)
+            xs = tile_starts(sw, t, overlap)
             th, tw = min(t, sh), min(t, sw)
             oys = self._to_full(_owned(ys, th, sh), sc.out_rows, h)
             oxs = self._to_full(_owned(xs, tw, sw), sc.out_cols, w)
@@ -356,6 +400,14 @@ class Segmenter:
         return sc.in_cols.gather(part, 2, x0, x1, c_lo)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        h, w = batch.shape[-2:]
+        m = self.min_size or 0
+        if h < m or w < m:  # pad with 0, the mean pixel after normalization; crop back below
+            batch = F.pad(batch, (0, max(0, m - w), 0, max(0, m - h)))
+        out = self._model_logits(batch)
+        return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
+
+    def _model_logits(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.model(batch)
         if isinstance(out, dict):
             if self.output_key not in out:
