@@ -7,23 +7,64 @@ the image, whether it reaches the model through ``atrous predict`` or through a 
 mask that fits only the stored pixels (size equal to :func:`stored_size`, different from the
 displayed size: a 90°/270° EXIF rotation) was drawn on the un-rotated pixels; the datasets
 report it as an error. A 180° rotation or a mirror keeps the size and cannot be detected.
+
+Input policies of :func:`read_image` (every image becomes HxWx3 uint8 RGB):
+
+- **8-bit modes** (grey, 1-bit, palette, RGB, CMYK, YCbCr...) are converted by Pillow; CMYK
+  uses its plain formula (no ICC colour management).
+- **Alpha is dropped and the stored colours kept** (grey+alpha, RGBA, palette transparency),
+  as PIL's ``convert`` and most segmentation tools do; nothing is composited.
+- **16-bit grey** (I;16, I;16B, I;16L, and 32-bit mode I whose values fit 0..65535) is scaled
+  by the full 16-bit range, ``round(x * 255 / 65535)``, the same for every file (like
+  skimage's ``img_as_ubyte``). **16-bit colour PNGs** are decoded by Pillow to their high byte
+  (``x >> 8``, within one level of that scaling). A 16-bit image whose values stay below
+  1/16 of the range (e.g. 12-bit microscopy data) reads dark: an :class:`ImageReadWarning`.
+- **32-bit integer images beyond 16 bits and float images** are refused (ImageReadError).
+- **Animated and multi-page files**: the first frame, with an :class:`ImageReadWarning`.
+- **Decompression bombs**: an image whose header declares more than ``max_pixels``
+  (:data:`MAX_PIXELS`, 200 million: more than any photo or aerial tile people segment) is
+  refused before decoding, whatever PIL's ``Image.MAX_IMAGE_PIXELS``; PIL's own bomb warning
+  and error never leak.
+- **Broken files** (missing, directory, permission denied, empty, truncated, not an image)
+  raise :class:`ImageReadError` whose ``problem`` says which and what to do.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from atrous.constants import IGNORE_INDEX
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "label_dtype", "read_image", "stored_size"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "ImageReadError",
+    "ImageReadWarning",
+    "label_dtype",
+    "read_image",
+    "stored_size",
+]
 
 # File suffixes (lower case) that folder scans treat as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
 )  # fmt: skip
+
+# The default pixel limit of read_image (checked from the header, before decoding).
+MAX_PIXELS = 200_000_000
+
+_DARK_16 = 65536 // 16  # a 16-bit image below this maximum reads dark
+_FORMATS = "JPEG, PNG, TIFF, BMP, WebP, GIF or PPM"
+_SIGNATURES = {
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF", b"BM": "BMP", b"RIFF": "WebP",
+}  # fmt: skip
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageReadError(ValueError):
@@ -35,16 +76,29 @@ class ImageReadError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class ImageReadWarning(UserWarning):
+    """An image read with a loss worth knowing: only its first frame, or dark 16-bit data."""
+
+
 # What PIL raises for a missing, foreign, truncated, corrupt or oversized file.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB, as displayed (EXIF orientation applied; grey,
-    palette and alpha images converted to RGB). Raises :class:`ImageReadError`."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB, as displayed (EXIF orientation applied), by the
+    policies of this module's docstring. Raises :class:`ImageReadError`; warns
+    :class:`ImageReadWarning`."""
     try:
-        with Image.open(path) as im:
-            return np.array(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
+        with _open(path, max_pixels) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(
+                    ImageReadWarning(f"{path}: {frames} frames; only the first is read"),
+                    stacklevel=2,
+                )
+            return _to_rgb(path, im)
+    except ImageReadError:
+        raise
     except _PIL_ERRORS as e:
         raise _read_error(path, e) from e
 
@@ -53,21 +107,126 @@ def stored_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of the pixels as stored, before EXIF orientation (the file header
     only). Raises :class:`ImageReadError`."""
     try:
-        with Image.open(path) as im:
+        with _open(path, None) as im:
             return im.height, im.width
+    except ImageReadError:
+        raise
     except _PIL_ERRORS as e:
         raise _read_error(path, e) from e
+
+
+def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+    """``Image.open`` (the header only) under our pixel limit instead of PIL's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            with _PIL_LIMIT_LOCK:  # PIL's limit is global: lifted for this open only
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    im = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise ImageReadError(
+            path,
+            f"{w * h} pixels ({w}x{h}), more than the limit {max_pixels}: "
+            "a decompression bomb, or pass a larger max_pixels",
+        )
+    return im
+
+
+def _to_rgb(path: str | os.PathLike, im: Image.Image) -> np.ndarray:
+    """The decoded first frame of ``im`` as displayed, as HxWx3 uint8."""
+    tile = im.tile[0].args if im.tile else None
+    rawmode = tile if isinstance(tile, str) else str(tile[0]) if tile else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im.load()
+    if im.getexif().get(0x0112, 1) != 1:
+        ImageOps.exif_transpose(im, in_place=True)
+    mode = im.mode
+    if mode == "F":
+        raise ImageReadError(
+            path,
+            "unsupported bit depth (32-bit floating-point pixels): convert it to an 8- or "
+            "16-bit PNG (e.g. scaled to 0..65535 as uint16)",
+        )
+    if mode.startswith("I"):
+        a = np.asarray(im)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ImageReadError(
+                path,
+                f"unsupported bit depth (32-bit integer pixels, values {lo}..{hi}): convert "
+                "it to an 8- or 16-bit PNG",
+            )
+        _warn_dark(path, hi, 65535)
+        grey = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode != "RGB":
+        im.info.pop("transparency", None)  # alpha dropped: the stored colours kept
+        try:
+            im = im.convert("RGB")
+        except ValueError as e:
+            raise ImageReadError(
+                path, f"unsupported pixel mode {mode} ({e}): save it as 8-bit RGB"
+            ) from e
+    out = np.array(im, dtype=np.uint8)
+    if "16" in rawmode:  # 16-bit colour, decoded to the high byte by Pillow
+        _warn_dark(path, int(out.max()) * 256 + 255, 65535)
+    return out
+
+
+def _warn_dark(path: str | os.PathLike, top: int, full: int) -> None:
+    """Warn when 16-bit data stays below 1/16 of its range (``top``: its maximum)."""
+    if top < _DARK_16:
+        warnings.warn(
+            ImageReadWarning(
+                f"{path}: 16-bit image with values only up to {top} of {full} (less than "
+                "1/16 of the range, e.g. 12-bit data): scaled by the full 16-bit range, it "
+                "reads dark; rescale it to 0..65535 if that is not wanted"
+            ),
+            stacklevel=4,
+        )
 
 
 def _read_error(path: str | os.PathLike, e: Exception) -> ImageReadError:
     """The :class:`ImageReadError` for one of :data:`_PIL_ERRORS`."""
     if isinstance(e, FileNotFoundError):
-        return ImageReadError(path, "image file not found")
+        return ImageReadError(path, "image file not found: check the path")
+    if isinstance(e, IsADirectoryError):
+        return ImageReadError(path, "unreadable image (it is a directory, not a file)")
+    if isinstance(e, PermissionError):
+        return ImageReadError(
+            path, "unreadable image (permission denied): make the file readable (chmod a+r)"
+        )
+    again = "copy or export it again"
     if isinstance(e, UnidentifiedImageError):
-        return ImageReadError(path, "unreadable image (not an image file: unknown format)")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            head = b""
+        if not head:
+            return ImageReadError(path, f"unreadable image (empty file (0 bytes)): {again}")
+        kind = next((k for s, k in _SIGNATURES.items() if head.startswith(s)), None)
+        if kind is not None:
+            return ImageReadError(
+                path, f"unreadable image (truncated or corrupt {kind} file): {again}"
+            )
+        return ImageReadError(
+            path,
+            f"unreadable image (not an image: unknown format): give a {_FORMATS} file",
+        )
     if isinstance(e, Image.DecompressionBombError):
-        return ImageReadError(path, f"unreadable image (too large: {e})")
-    return ImageReadError(path, f"unreadable image ({e})")
+        return ImageReadError(path, f"unreadable image (decompression bomb: {e})")
+    if "truncat" in str(e).lower():
+        return ImageReadError(path, f"unreadable image (truncated: {e}): {again}")
+    return ImageReadError(path, f"unreadable image ({e}): the file seems corrupt; {again}")
 
 
 def label_dtype(num_classes: int) -> np.dtype:
