@@ -145,6 +145,7 @@ class SegmentationDataset(Dataset):
 
     class_names: tuple[str, ...] = ()
     palette: np.ndarray | None = None
+    label_palette: np.ndarray | None = None
     ignore_index: int = IGNORE_INDEX
 
     def __init__(
@@ -170,11 +171,16 @@ class SegmentationDataset(Dataset):
             )
         self.items = list(items)
         self.class_names = tuple(class_names)
-        self.palette = None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
-        if self.palette is not None and len(self.palette) < len(self.class_names):
+        # label_palette decodes colour masks and checks palette PNGs (None: the dataset has
+        # no colours); palette draws the classes (subclasses without colours fill it in).
+        self.label_palette = (
+            None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+        )
+        if self.label_palette is not None and len(self.label_palette) < len(self.class_names):
             raise ValueError(
-                f"palette has {len(self.palette)} colours for {len(self.class_names)} classes"
+                f"palette has {len(self.label_palette)} colours for {len(self.class_names)} classes"
             )
+        self.palette = self.label_palette
         self.lut = identity_lut(len(self.class_names)) if lut is None else np.asarray(lut)
         self.transforms = transforms
         self.on_error = on_error
@@ -228,7 +234,7 @@ class SegmentationDataset(Dataset):
     def _decode_mask_image(self, im: Image.Image, path: Path) -> tuple[np.ndarray, bool]:
         if im.mode == "P":
             idx = np.asarray(im, dtype=np.uint8)
-            if self.palette_check != "off" and self.palette is not None:
+            if self.palette_check != "off" and self.label_palette is not None:
                 self._check_png_palette(im, idx, path)
             return idx, False
         if im.mode == "L":
@@ -250,14 +256,14 @@ class SegmentationDataset(Dataset):
         pal_arr[: len(pal)] = pal
         used = np.flatnonzero(np.bincount(idx.ravel(), minlength=256))
         used = used[used < len(self.class_names)]
-        bad = [int(u) for u in used if not np.array_equal(pal_arr[u], self.palette[u])]
+        bad = [int(u) for u in used if not np.array_equal(pal_arr[u], self.label_palette[u])]
         if not bad:
             return
         u = bad[0]
         problem = (
             f"palette PNG colours do not match the {type(self).__name__} palette: index {u} "
             f"is drawn {tuple(int(c) for c in pal_arr[u])}, expected "
-            f"{tuple(int(c) for c in self.palette[u])} ({len(bad)} index(es) differ)"
+            f"{tuple(int(c) for c in self.label_palette[u])} ({len(bad)} index(es) differ)"
         )
         if self.palette_check == "error":
             raise DatasetError(
@@ -275,11 +281,11 @@ class SegmentationDataset(Dataset):
 
     def _rgb_to_index(self, rgb: np.ndarray, path: Path) -> np.ndarray:
         """Colour-coded mask -> class indices through the palette; unknown colours are errors."""
-        if self.palette is None:
+        if self.label_palette is None:
             raise DatasetError(path, "RGB mask but the dataset has no palette to decode it")
         code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8)
         code |= rgb[..., 2]
-        pal = self.palette[: self.num_classes].astype(np.int32)
+        pal = self.label_palette[: self.num_classes].astype(np.int32)
         keys = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
         colours, inverse = np.unique(code, return_inverse=True)
         out = np.full(colours.shape, _INVALID, np.int64)
