@@ -77,3 +77,32 @@ def test_registering_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_check_warns_when_most_pixels_are_ignored(tmp_path: Path, capsys) -> None:
+    from data_helpers import save_rgb
+
+    from atrous.data import FolderDataset, scan_dataset
+
+    save_rgb(tmp_path / "images" / "0.png")
+    mask = np.zeros((12, 16), np.uint8)
+    mask[:, 4:] = 255  # 75% drawn 255, the binary-mask foreground
+    save_index(tmp_path / "masks" / "0.png", mask)
+    report = scan_dataset(FolderDataset(tmp_path, num_classes=2))
+    assert report.ok and len(report.warnings) == 1 and "--map 255:1" in report.warnings[0]
+    assert report.ignored_share == 0.75
+    rc = run_cli(["data", "check", str(tmp_path), "--num-classes", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "WARNING: 75.0% of the pixels" in out and "1 warning(s)" in out
+    rc = run_cli(["data", "check", str(tmp_path), "--num-classes", "2", "--map", "255:1"])
+    assert rc == 0 and "WARNING" not in capsys.readouterr().out
+
+
+def test_check_palette_check_flag(voc_root: Path, capsys) -> None:
+    from atrous.data.palettes import ADE20K_PALETTE
+
+    bad = voc_root / "VOC2012" / "SegmentationClass" / "2007_000002.png"
+    save_index(bad, label(values=(0, 15), seed=1), ADE20K_PALETTE.tolist() + [[0, 0, 0]] * 106)
+    argv = ["data", "check", str(voc_root), "--split", "train", "--no-progress"]
+    assert run_cli(argv) == 1 and "--palette-check off" in capsys.readouterr().out
+    assert run_cli([*argv, "--palette-check", "off"]) == 0

@@ -84,7 +84,7 @@ def test_values_outside_classes_and_size_mismatch(voc_root: Path) -> None:
     voc = voc_root / "VOC2012"
     save_index(voc / "SegmentationClass" / "2007_000001.png", label(values=(0, 40), seed=0))
     save_index(voc / "SegmentationClass" / "2007_000002.png", label(8, 8, values=(0, 1)))
-    ds = VOCSegmentation(voc_root, "train", check_palette=False)
+    ds = VOCSegmentation(voc_root, "train", palette_check="off")
     with pytest.raises(DatasetError, match=r"2007_000001\.png: label values \[40\]"):
         ds[0]
     with pytest.raises(DatasetError, match=r"2007_000002\.png: mask size 8x8 differs"):

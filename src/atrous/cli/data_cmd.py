@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="class frequencies and label problems of a dataset folder (exit 1 on problems)",
         description="Load every image and mask once: report pixels and images per class and "
         "every file that fails validation (size mismatch, values outside the classes, "
-        "unreadable file, wrong palette). Exit status 1 when problems were found.",
+        "unreadable file, wrong palette). Exit status 1 when problems were found; "
+        "warnings (e.g. most pixels ignored) keep exit status 0.",
     )
     c.add_argument("root", help="dataset folder")
     c.add_argument(
@@ -35,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="RAW:ID",
         help="folder format: rename a raw mask value first, e.g. 255:1 for 0/255 binary masks",
+    )
+    c.add_argument(
+        "--palette-check",
+        default="error",
+        choices=("off", "warn", "error"),
+        help="palette PNGs drawn with another palette (e.g. an annotation tool's): error "
+        "(default), warn once and read the indices, or off (read the indices)",
     )
     c.add_argument("--sbd-root", help="SBD folder for VOC's train_aug split")
     c.add_argument("--limit", type=int, help="check only the first N items of each split")
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from e
     if not splits:
         raise CLIError(f"{root}: no splits found for format {fmt}; pass --split")
-    kwargs: dict = {}
+    kwargs: dict = {"palette_check": args.palette_check}
     if fmt == "folder":
         kwargs.update(classes_file=args.classes, num_classes=args.num_classes)
         if args.palette:
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"--map wants RAW:ID integer pairs, got {args.map}") from e
     if fmt == "voc" and args.sbd_root:
         kwargs["sbd_root"] = args.sbd_root
-    n_problems = 0
+    n_problems = n_warnings = 0
     for split in splits:
         try:
             ds = build_dataset(fmt, root, split, **kwargs)
@@ -84,4 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(report.table())
         print(report.summary())
         n_problems += len(report.problems)
+        n_warnings += len(report.warnings)
+    if n_warnings:
+        print(f"{n_warnings} warning(s) (exit status 0: warnings are not problems)")
     return 1 if n_problems else 0

@@ -25,6 +25,8 @@ from atrous.constants import IGNORE_INDEX
 from atrous.imageio import ImageReadError, label_dtype, read_image, stored_size
 
 OnError = Literal["raise", "skip"]
+PaletteCheck = Literal["off", "warn", "error"]
+PALETTE_CHECKS = ("off", "warn", "error")
 # Lookup-table value for a raw label that the dataset does not define.
 _INVALID = -1
 
@@ -123,7 +125,7 @@ def _size_mismatch(item: Item, mask: np.ndarray, image: np.ndarray) -> DatasetEr
         )
     return DatasetError(
         item.mask,
-        f"mask size {mw}x{mh} differs from image {item.image.name} size {iw}x{ih}",
+        f"mask size {mw}x{mh} differs from image {iw}x{ih} ({item.image.name})",
     )
 
 
@@ -143,6 +145,7 @@ class SegmentationDataset(Dataset):
 
     class_names: tuple[str, ...] = ()
     palette: np.ndarray | None = None
+    label_palette: np.ndarray | None = None
     ignore_index: int = IGNORE_INDEX
 
     def __init__(
@@ -155,9 +158,11 @@ class SegmentationDataset(Dataset):
         transforms: Callable[..., dict[str, Any]] | None = None,
         on_error: OnError = "raise",
         seed: int | None = None,
-        check_palette: bool = True,
+        palette_check: PaletteCheck = "error",
         root: str | Path | None = None,
     ) -> None:
+        if palette_check not in PALETTE_CHECKS:
+            raise ValueError(f"palette_check must be off, warn or error, got {palette_check!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if not 0 < len(class_names) < IGNORE_INDEX:
@@ -166,17 +171,23 @@ class SegmentationDataset(Dataset):
             )
         self.items = list(items)
         self.class_names = tuple(class_names)
-        self.palette = None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
-        if self.palette is not None and len(self.palette) < len(self.class_names):
+        # label_palette decodes colour masks and checks palette PNGs (None: the dataset has
+        # no colours); palette draws the classes (subclasses without colours fill it in).
+        self.label_palette = (
+            None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+        )
+        if self.label_palette is not None and len(self.label_palette) < len(self.class_names):
             raise ValueError(
-                f"palette has {len(self.palette)} colours for {len(self.class_names)} classes"
+                f"palette has {len(self.label_palette)} colours for {len(self.class_names)} classes"
             )
+        self.palette = self.label_palette
         self.lut = identity_lut(len(self.class_names)) if lut is None else np.asarray(lut)
         self.transforms = transforms
         self.on_error = on_error
         self.seed = seed
         self.epoch = 0
-        self.check_palette = check_palette
+        self.palette_check = palette_check
+        self._palette_warned = False
         self.root = None if root is None else Path(root)
         self.skip_report = SkipReport()
 
@@ -223,7 +234,7 @@ class SegmentationDataset(Dataset):
     def _decode_mask_image(self, im: Image.Image, path: Path) -> tuple[np.ndarray, bool]:
         if im.mode == "P":
             idx = np.asarray(im, dtype=np.uint8)
-            if self.check_palette and self.palette is not None:
+            if self.palette_check != "off" and self.label_palette is not None:
                 self._check_png_palette(im, idx, path)
             return idx, False
         if im.mode == "L":
@@ -245,23 +256,36 @@ class SegmentationDataset(Dataset):
         pal_arr[: len(pal)] = pal
         used = np.flatnonzero(np.bincount(idx.ravel(), minlength=256))
         used = used[used < len(self.class_names)]
-        bad = [int(u) for u in used if not np.array_equal(pal_arr[u], self.palette[u])]
-        if bad:
-            u = bad[0]
+        bad = [int(u) for u in used if not np.array_equal(pal_arr[u], self.label_palette[u])]
+        if not bad:
+            return
+        u = bad[0]
+        problem = (
+            f"palette PNG colours do not match the {type(self).__name__} palette: index {u} "
+            f"is drawn {tuple(int(c) for c in pal_arr[u])}, expected "
+            f"{tuple(int(c) for c in self.label_palette[u])} ({len(bad)} index(es) differ)"
+        )
+        if self.palette_check == "error":
             raise DatasetError(
                 path,
-                f"palette PNG colours do not match the {type(self).__name__} palette: index {u} "
-                f"is drawn {tuple(int(c) for c in pal_arr[u])}, expected "
-                f"{tuple(int(c) for c in self.palette[u])} ({len(bad)} index(es) differ)",
+                f"{problem}; if the indices are right (a tool's own palette), pass "
+                'palette_check="off" or "warn" (CLI: --palette-check off)',
+            )
+        if not self._palette_warned:
+            self._palette_warned = True
+            warnings.warn(
+                f'{path}: {problem}; reading the indices anyway (palette_check="warn", '
+                "warned once per dataset)",
+                stacklevel=2,
             )
 
     def _rgb_to_index(self, rgb: np.ndarray, path: Path) -> np.ndarray:
         """Colour-coded mask -> class indices through the palette; unknown colours are errors."""
-        if self.palette is None:
+        if self.label_palette is None:
             raise DatasetError(path, "RGB mask but the dataset has no palette to decode it")
         code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8)
         code |= rgb[..., 2]
-        pal = self.palette[: self.num_classes].astype(np.int32)
+        pal = self.label_palette[: self.num_classes].astype(np.int32)
         keys = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
         colours, inverse = np.unique(code, return_inverse=True)
         out = np.full(colours.shape, _INVALID, np.int64)
@@ -289,6 +313,10 @@ class SegmentationDataset(Dataset):
         if item.mask is None:
             sample["mask"] = np.full(image.shape[:2], IGNORE_INDEX, label_dtype(self.num_classes))
             return sample
+        shape = self._stored_mask_shape(item.mask)
+        if shape is not None and shape != image.shape[:2]:
+            # The size first: a mask of the wrong size is the fault, whatever its values.
+            raise _size_mismatch(item, np.empty(shape, np.uint8), image)
         mask = self.read_mask(item.mask)
         if mask.ndim != 2:
             raise DatasetError(item.mask, f"mask must be 2-D, got shape {mask.shape}")
@@ -296,6 +324,16 @@ class SegmentationDataset(Dataset):
             raise _size_mismatch(item, mask, image)
         sample["mask"] = mask
         return sample
+
+    @staticmethod
+    def _stored_mask_shape(path: Path) -> tuple[int, int] | None:
+        """A mask image's (h, w) from its header; None when PIL cannot open it (a
+        non-image format such as SBD's .mat, or a bad file that :meth:`read_mask` reports)."""
+        try:
+            with Image.open(path) as im:
+                return im.height, im.width
+        except Exception:
+            return None
 
     def to_train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Raw labels -> train ids (0..n-1, 255 = ignore); values the dataset does not define

@@ -13,6 +13,9 @@ import numpy as np
 from atrous.constants import IGNORE_INDEX
 from atrous.data.base import DatasetError, SegmentationDataset
 
+# Above this share of ignored pixels a split is reported as mostly unlabelled (a warning).
+MOSTLY_IGNORED = 0.5
+
 
 @dataclass
 class DatasetReport:
@@ -20,7 +23,8 @@ class DatasetReport:
 
     ``pixels[c]`` / ``images[c]``: pixels of class ``c`` and images containing it, over the
     items that loaded; ``ignored_pixels``: pixels at the ignore index; ``problems``: (file,
-    problem) for each item that failed validation.
+    problem) for each item that failed validation; ``warnings``: findings that do not
+    stop use, e.g. a split whose pixels are mostly (> 50%) the ignore index.
     """
 
     class_names: tuple[str, ...]
@@ -30,6 +34,13 @@ class DatasetReport:
     images: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ignored_pixels: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ignored_share(self) -> float:
+        """Share of all loaded pixels that are the ignore index (0 when none loaded)."""
+        total = int(self.pixels.sum()) + self.ignored_pixels
+        return self.ignored_pixels / total if total else 0.0
 
     @property
     def ok(self) -> bool:
@@ -49,7 +60,10 @@ class DatasetReport:
                 f"{i:>3}  {name:<{w}}  {int(self.pixels[i]):>12,}  {share:>6.2f}%  "
                 f"{int(self.images[i]):>7}"
             )
-        lines.append(f"{IGNORE_INDEX:>3}  {'(ignore)':<{w}}  {self.ignored_pixels:>12,}")
+        lines.append(
+            f"{IGNORE_INDEX:>3}  {'(ignore)':<{w}}  {self.ignored_pixels:>12,}  "
+            f"{100.0 * self.ignored_share:>6.2f}% of all pixels"
+        )
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -59,6 +73,7 @@ class DatasetReport:
         if absent and self.loaded:
             lines.append(f"classes never seen: {', '.join(absent)}")
         lines += [f"problem: {p}: {why}" for p, why in self.problems]
+        lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -101,6 +116,13 @@ def _count(ds: SegmentationDataset, progress: bool) -> DatasetReport:
         rep.images += counts[:n] > 0
         rep.ignored_pixels += int(counts[IGNORE_INDEX])
         rep.loaded += 1
+    if rep.ignored_share > MOSTLY_IGNORED:
+        rep.warnings.append(
+            f"{100.0 * rep.ignored_share:.1f}% of the pixels of {rep.loaded} mask(s) are the "
+            f"ignore index {IGNORE_INDEX}: the loss and the metrics skip them; if the masks are "
+            "binary drawn 0/255, map 255 to class 1 (folder format: --map 255:1, "
+            "value_map={255: 1})"
+        )
     return rep
 
 

@@ -31,6 +31,7 @@ from atrous.data.palettes import (
     CITYSCAPES_PALETTE,
     VOC_CLASSES,
     VOC_PALETTE,
+    palette_for,
 )
 from atrous.imageio import IMAGE_EXTENSIONS
 
@@ -345,6 +346,7 @@ class FolderDataset(SegmentationDataset):
         file_palette = None
         if classes_file is not None:
             class_names, file_palette = read_class_file(classes_file)
+        placeholder = class_names is None
         if class_names is None:
             if num_classes is None:
                 raise ValueError(
@@ -386,6 +388,10 @@ class FolderDataset(SegmentationDataset):
             root=base,
             **kwargs,
         )
+        # Without class colours masks must be index images; classes are drawn in VOC's.
+        self.palette = palette_for(self.num_classes, self.label_palette)
+        # True when the names are placeholders made from num_classes (no names given).
+        self.placeholder_names = placeholder
 
     @staticmethod
     def _paired(
