@@ -5,9 +5,10 @@ CRF hook (v1 sec. 4). Start with :class:`Segmenter`."""
 from __future__ import annotations
 
 from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
-from atrous.inference.segmenter import CRFHook, Segmenter, tile_starts
+from atrous.inference.segmenter import AUTO_TILE_SIZE, CRFHook, Segmenter, tile_starts
 
 __all__ = [
+    "AUTO_TILE_SIZE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CRFHook",

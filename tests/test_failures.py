@@ -1,0 +1,41 @@
+"""The one failure policy: report each bad item once, skip it, summarize, exit 0/1/2."""
+
+from __future__ import annotations
+
+import pytest
+
+from atrous.cli import main
+from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK, FailFast, FailureLog
+
+
+def test_failure_log_reports_once_and_summarizes():
+    lines: list[str] = []
+    log = FailureLog("predict", report=lines.append)
+    assert log.exit_status == EXIT_OK and "0 failed" in log.summary(3, "image")
+    log.add("a.png", "not an image file")
+    log.add("a.png", "not an image file")
+    log.add("b.png", "truncated")
+    assert lines == ["atrous predict: error: a.png: not an image file",
+                     "atrous predict: error: b.png: truncated"]  # fmt: skip
+    assert log.exit_status == EXIT_ITEMS_FAILED and len(log) == 2
+    assert "5 image(s): 3 done, 2 failed: a.png: not an image file; b.png" in log.summary(
+        3, "image"
+    )
+    assert log.to_list()[1] == {"item": "b.png", "problem": "truncated"}
+    with pytest.raises(FailFast, match=r"c\.png: bad"):
+        FailureLog("eval", fail_fast=True, report=lines.append).add("c.png", "bad")
+
+
+def test_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+    import atrous.cli.models_cmd as models_cmd
+
+    def boom(args):
+        raise RuntimeError("deep inside torch")
+
+    monkeypatch.setattr(models_cmd, "run", boom)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: deep inside torch" in err and "--debug" in err
+    assert "Traceback" not in err
+    with pytest.raises(RuntimeError):
+        main(["models", "--debug"])
