@@ -30,6 +30,7 @@ from atrous.models.deeplab import DeepLab
 
 from .errors import CheckpointError
 from .io import StateDict
+from .metadata import json_entry
 
 SaveHook = Callable[[nn.Module], Any]
 LoadHook = Callable[[DeepLab, Any, StateDict, bool], tuple[DeepLab, list[str]]]
@@ -109,7 +110,7 @@ def split_extensions(sd: StateDict, meta: Mapping[str, str]) -> list[SavedExtens
         ext = extension(key)
         own = [k for k in sd if k.startswith(ext.tensor_prefix)]
         tensors = {k[len(ext.tensor_prefix) :]: sd.pop(k) for k in own}
-        saved.append(SavedExtension(ext, json.loads(meta[key]), tensors))
+        saved.append(SavedExtension(ext, json_entry(meta, key), tensors))
     return saved
 
 

@@ -71,7 +71,7 @@ def _load(
     source, arch = resolve_source_arch(sd, saved, source, arch)
     kwargs = checkpoint_build_kwargs(sd, saved, source, arch)
     sd = convert(sd, source, arch)
-    model = build(arch, **with_overrides(kwargs, overrides, arch))
+    model = build_checkpoint_model(arch, kwargs, overrides, recorded=saved is not None)
 
     reinit = drop_mismatched_tensors(model, sd) if reinit_ok else []
     missing, unexpected = load_tensors(model, sd, strict and not reinit)
@@ -97,6 +97,19 @@ def resolve_source_arch(
         source = detected_source if source == "auto" else source
         arch = arch or detected_arch
     return source, get_spec(arch).name
+
+
+def build_checkpoint_model(
+    arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], recorded: bool
+) -> DeepLab:
+    """``build(arch)`` with the checkpoint's arguments and the caller's overrides; a
+    CheckpointError says which of them does not build."""
+    try:
+        return build(arch, **with_overrides(kwargs, overrides, arch))
+    except (ValueError, TypeError) as e:
+        what = "the recorded config" if recorded else "its source's configuration"
+        extra = f" with the overrides {overrides}" if overrides else ""
+        raise CheckpointError(f"cannot build {arch} from {what}{extra}: {e}") from None
 
 
 def checkpoint_build_kwargs(
