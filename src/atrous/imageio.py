@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from atrous.constants import IGNORE_INDEX
+from atrous.constants import IGNORE_INDEX, MAX_PIXELS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -56,7 +56,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 )  # fmt: skip
 
 # The default pixel limit of read_image (checked from the header, before decoding).
-MAX_PIXELS = 200_000_000
 
 _DARK_16 = 65536 // 16  # a 16-bit image below this maximum reads dark
 _FORMATS = "JPEG, PNG, TIFF, BMP, WebP, GIF or PPM"

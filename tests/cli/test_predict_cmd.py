@@ -54,7 +54,7 @@ def test_predict_files_folder_glob_with_bad_inputs(tmp_path: Path, weights: Path
     assert len(errors) == 2
     assert any("broken.png" in ln for ln in errors)
     assert any("notes.txt" in ln and "not an image" in ln for ln in errors)
-    assert "4 image(s) segmented" in cap.out and "2 input(s) failed" in cap.out
+    assert "6 input(s): 4 segmented into" in cap.out and ", 2 failed: " in cap.out
 
     seg = Segmenter(W.load(weights))
     voc = voc_colormap(256)
@@ -79,7 +79,7 @@ def test_predict_probs_and_palette_from_metadata(tmp_path: Path, capsys) -> None
     rc = main(["predict", str(w), str(tmp_path / "in"), "-o", str(out), "--probs",
                "--overlay-alpha", "1", "--no-progress"])  # fmt: skip
     assert rc == 0
-    assert "0 input(s) failed" in capsys.readouterr().out
+    assert "1 segmented into" in (o := capsys.readouterr().out) and ", 0 failed" in o
     decoded = np.asarray(Image.open(tmp_path / "in" / "q.jpg").convert("RGB"))
     expect = Segmenter(W.load(w)).predict(decoded)
     with Image.open(out / "q.png") as im:
@@ -101,9 +101,10 @@ def test_predict_nothing_found_and_bad_alpha(tmp_path: Path, weights: Path, caps
     (tmp_path / "empty").mkdir()
     rc = main(["predict", str(weights), str(tmp_path / "empty"), str(tmp_path / "*.jpg"),
                str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"), "--no-progress"])  # fmt: skip
-    assert rc == 1
+    assert rc == 2  # nothing to segment: the run could not start
     err = capsys.readouterr().err
     assert "no image files" in err and "no file matches" in err and "missing.png" in err
+    assert len(err.splitlines()) == 3 and "no image to segment" in err
     rc = main(["predict", str(weights), str(tmp_path), "-o", str(tmp_path / "o"),
                "--overlay-alpha", "2"])  # fmt: skip
     assert rc == 2 and "--overlay-alpha" in capsys.readouterr().err

@@ -65,8 +65,19 @@ def positive_int(text: str) -> int:
     return v
 
 
-def add_inference_args(p: argparse.ArgumentParser) -> None:
-    """Options of the test-time inference both commands share."""
+def megapixels(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected megapixels >= 0, got {text!r}")
+    return v
+
+
+def add_inference_args(p: argparse.ArgumentParser, auto_tile: bool = False) -> None:
+    """Options of the test-time inference both commands share (``auto_tile``: also
+    ``--auto-tile MP``, on by default)."""
     g = p.add_argument_group("inference")
     g.add_argument(
         "--scales",
@@ -83,6 +94,18 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sliding-window tile side in model pixels (bounds memory; default: whole image)",
     )
+    if auto_tile:
+        from atrous.constants import AUTO_TILE_PIXELS
+
+        g.add_argument(
+            "--auto-tile",
+            type=megapixels,
+            default=AUTO_TILE_PIXELS / 1e6,
+            metavar="MP",
+            help="without --tile-size, images above this many megapixels (at the largest "
+            "scale) are segmented in 513-pixel tiles, said once, so that a large photo never "
+            "runs the machine out of memory; 0 never tiles (default %(default)g)",
+        )
     g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
     from atrous.crf.params import CRFParams
@@ -199,6 +222,11 @@ def crf_hook(args: argparse.Namespace) -> CRFHook | None:
         raise CLIError(str(e) if params_file else f"--crf: {e}") from None
 
 
+def _auto_tile(args: argparse.Namespace) -> int | None:
+    mp = getattr(args, "auto_tile", None)
+    return int(mp * 1e6) if mp else None
+
+
 def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:
     """The Segmenter of eval/predict/crf-search, by :meth:`Segmenter.from_model`: a learned
     CRF-as-RNN layer runs once on the TTA-averaged probabilities unless ``--crf`` replaces it
@@ -216,6 +244,7 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
             flip=args.flip,
             crf=crf,
             tile_size=args.tile_size,
+            auto_tile=_auto_tile(args),
             batch_size=args.batch_size,
             device=device,
         )

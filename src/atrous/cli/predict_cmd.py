@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from atrous.cli import CLIError
 from atrous.cli._common import add_inference_args, build_segmenter, load_model, resolve_device
+from atrous.constants import MAX_PIXELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "For each image writes OUT/<name>.png (a palette PNG whose pixel values are class "
         "ids, drawn with the weights' palette or the Pascal VOC colours), "
         "OUT/<name>_overlay.jpg, and with --probs OUT/<name>_probs.npy (float16 C x H x W). "
-        "Output names mirror the inputs' paths below their common folder. An input that "
-        "cannot be read is reported and skipped; the exit status is then 1.",
+        "Output names mirror the inputs' paths below their common folder. A bad input "
+        "(unreadable, too large, one the model fails on) is reported in one line and skipped, "
+        "the others are segmented, a summary lists the failures, and the exit status is 1 "
+        "(0: all segmented; 2: the run could not start, e.g. bad weights). Images above "
+        "--auto-tile megapixels are segmented in 513-pixel tiles, so memory stays bounded.",
     )
     p.add_argument("weights", help="checkpoint: atrous .safetensors, torchvision/VainF .pth")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
@@ -32,18 +37,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of the class colours in the overlay, 0..1 (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_inference_args(p)
+    p.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first bad input (exit status 1)"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=float,
+        default=MAX_PIXELS,
+        help="refuse images with more pixels than this, read from the header before decoding "
+        f"(decompression bombs; default {MAX_PIXELS:.0e})",
+    )
+    add_inference_args(p, auto_tile=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from atrous.failures import FailureLog
     from atrous.inference.io import collect_inputs, model_palette, segment_files
 
     if not 0.0 <= args.overlay_alpha <= 1.0:
         raise CLIError(f"--overlay-alpha must be in [0, 1], got {args.overlay_alpha}")
     files, problems = collect_inputs(args.inputs)
+    if not files:  # nothing to segment: the run cannot start (each input said why)
+        for what, problem in problems[:-1]:
+            print(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
+        what, problem = problems[-1] if problems else ("inputs", "no image given")
+        raise CLIError(f"{what}: {problem}; no image to segment")
     device = resolve_device(args.device)
     model = load_model(args.weights)
     segmenter = build_segmenter(model, args, device)
@@ -53,25 +74,24 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CLIError(f"{out}: cannot create the output folder ({e})") from None
 
-    def report(what: str, problem: str) -> None:
-        tqdm.write(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
-
+    say = lambda line: tqdm.write(line, file=sys.stderr)
+    log = FailureLog("predict", fail_fast=args.fail_fast, report=say)
     for what, problem in problems:
-        report(what, problem)
-    done, failed = 0, len(problems)
+        log.add(what, problem)
+    done = 0
     results = segment_files(
         segmenter, files, out, model_palette(model),
-        overlay_alpha=args.overlay_alpha, probs=args.probs,
+        overlay_alpha=args.overlay_alpha, probs=args.probs, max_pixels=int(args.max_pixels),
     )  # fmt: skip
-    try:
+    with warnings.catch_warnings():  # e.g. auto-tiling, said once: one line, above the bar
+        warnings.showwarning = lambda m, *a, **k: say(f"atrous predict: note: {m}")
         for result in tqdm(results, total=len(files), desc="predict", unit="img",
                            disable=args.no_progress):  # fmt: skip
+            for w in result.warnings:
+                say(f"atrous predict: warning: {w}")
             if result.ok:
                 done += 1
             else:
-                report(str(result.path), str(result.problem))
-                failed += 1
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    print(f"atrous predict: {done} image(s) segmented into {out}, {failed} input(s) failed")
-    return 1 if failed else 0
+                log.add(result.path, result.problem)
+    print(log.summary(done, "input").replace(" done,", f" segmented into {out},", 1))
+    return log.exit_status

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,20 @@ import torch
 from PIL import Image
 
 from atrous.data.palettes import overlay, palette_for
-from atrous.imageio import IMAGE_EXTENSIONS, ImageReadError, label_dtype, read_image
-from atrous.inference.segmenter import Segmenter, label_map
+from atrous.imageio import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    ImageReadError,
+    ImageReadWarning,
+    label_dtype,
+    read_image,
+)
+from atrous.inference.segmenter import Errors, Segmenter, label_map
 
 __all__ = [
     "FileResult",
     "collect_inputs",
+    "describe_error",
     "model_palette",
     "output_names",
     "read_image",
@@ -154,6 +163,7 @@ class FileResult:
     name: str
     outputs: list[Path] = field(default_factory=list)
     problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -161,19 +171,36 @@ class FileResult:
 
 
 def labels_and_probs(
-    segmenter: Segmenter, images: Iterable[Any], probs: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    segmenter: Segmenter, images: Iterable[Any], probs: bool, errors: Errors = "raise"
+) -> Iterator[tuple[np.ndarray, np.ndarray | None] | Exception]:
     """``(labels, probabilities or None)`` per image; the labels equal
-    ``segmenter.predict``'s (without a CRF, the argmax of the same averaged logits)."""
+    ``segmenter.predict``'s (without a CRF, the argmax of the same averaged logits). With
+    ``errors="return"`` an image that failed gives its exception instead."""
     if not probs:
-        for labels in segmenter.predict_many(images, output="labels"):
-            yield labels, None
+        for labels in segmenter.predict_many(images, output="labels", errors=errors):
+            yield labels if isinstance(labels, Exception) else (labels, None)
     elif segmenter.crf is None:
-        for logits in segmenter.predict_many(images, output="logits"):
+        for logits in segmenter.predict_many(images, output="logits", errors=errors):
+            if isinstance(logits, Exception):
+                yield logits
+                continue
             yield label_map(logits.argmax(0), logits.shape[0]), torch.softmax(logits, 0).numpy()
     else:
-        for p in segmenter.predict_many(images, output="proba"):
+        for p in segmenter.predict_many(images, output="proba", errors=errors):
+            if isinstance(p, Exception):
+                yield p
+                continue
             yield label_map(torch.from_numpy(p).argmax(0), p.shape[0]), p
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an unexpected per-item error: its type and first line of message."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, MemoryError):
+        return "out of memory (try --tile-size 513 or a smaller --batch-size)"
+    if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
+        return f"out of memory ({text}); try --tile-size 513 or a smaller --batch-size"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def segment_files(
@@ -185,38 +212,61 @@ def segment_files(
     overlay_alpha: float = 0.5,
     probs: bool = False,
     names: Sequence[str] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> Iterator[FileResult]:
     """Segment ``files`` into ``out_dir``: ``<name>.png`` (palette mask), ``<name>_overlay.jpg``
     and with ``probs`` ``<name>_probs.npy``, names from :func:`output_names`. Yields one
-    :class:`FileResult` per file, in order; unreadable inputs and unwritable outputs are
-    reported in their result, not raised. Images of equal size are batched."""
+    :class:`FileResult` per file, in order. Nothing one file does stops the others
+    (:mod:`atrous.failures`): an unreadable input (``max_pixels``: the decompression-bomb
+    limit), an image the model fails on (its batch is re-run image by image) and an
+    unwritable output are reported in that file's result. Images of equal size are batched;
+    warnings met while reading a file (16-bit scaled, alpha dropped...) are in its result's
+    ``warnings``."""
     out = Path(out_dir)
     files = [Path(f) for f in files]
     names = list(names) if names is not None else output_names(files)
-    pending: deque[tuple[FileResult, np.ndarray]] = deque()
-    failed: deque[FileResult] = deque()
+    # Files in order, each with its image, or None when it already failed: results come
+    # out in the files' order although reading runs ahead of the batches.
+    queue: deque[tuple[FileResult, np.ndarray | None]] = deque()
 
     def images() -> Iterator[np.ndarray]:
         for path, name in zip(files, names):
+            result = FileResult(Path(path), name)
             try:
-                image = read_image(path)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ImageReadWarning)
+                    image = read_image(path, max_pixels=max_pixels)
             except ImageReadError as e:
-                failed.append(FileResult(Path(path), name, problem=e.problem))
+                result.problem = e.problem
+                queue.append((result, None))
                 continue
-            pending.append((FileResult(Path(path), name), image))
+            except Exception as e:  # a reader failure no check named: still this file's
+                result.problem = f"cannot read the image ({describe_error(e)})"
+                queue.append((result, None))
+                continue
+            for w in caught:
+                if issubclass(w.category, ImageReadWarning):
+                    result.warnings.append(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            queue.append((result, image))
             yield image
 
-    for labels, p in labels_and_probs(segmenter, images(), probs):
-        yield from _drain(failed)
-        result, image = pending.popleft()
-        _write_outputs(result, out / result.name, image, labels, p, palette, overlay_alpha)
+    def failed_first() -> Iterator[FileResult]:
+        while queue and queue[0][1] is None:
+            yield queue.popleft()[0]
+
+    for got in labels_and_probs(segmenter, images(), probs, errors="return"):
+        yield from failed_first()
+        result, image = queue.popleft()
+        assert image is not None
+        if isinstance(got, Exception):
+            result.problem = f"segmentation failed: {describe_error(got)}"
+        else:
+            labels, p = got
+            _write_outputs(result, out / result.name, image, labels, p, palette, overlay_alpha)
         yield result
-    yield from _drain(failed)
-
-
-def _drain(failed: deque[FileResult]) -> Iterator[FileResult]:
-    while failed:
-        yield failed.popleft()
+    yield from failed_first()
 
 
 def _write_outputs(

@@ -47,6 +47,7 @@ AUTO_TILE_SIZE = 513
 # (image uint8 (H, W, 3), probabilities (C, H, W) float32) -> refined probabilities (C, H, W)
 CRFHook = Callable[[np.ndarray, np.ndarray], Any]
 Output = Literal["labels", "proba", "logits"]
+Errors = Literal["raise", "return"]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -290,28 +291,47 @@ class Segmenter:
 
     __call__ = predict
 
-    def predict_many(self, images: Iterable[Any], output: Output = "labels") -> Iterator[Any]:
+    def predict_many(
+        self, images: Iterable[Any], output: Output = "labels", errors: Errors = "raise"
+    ) -> Iterator[Any]:
         """Yield one result per image, in order. Images of equal size are batched together;
         an image that needs tiling is processed on its own (its tiles are batched), so at most
-        ``batch_size`` full-resolution accumulators are held at once."""
+        ``batch_size`` full-resolution accumulators are held at once.
+
+        ``errors="return"``: an image that cannot be segmented (bad array, a model or CRF
+        error, out of memory) yields its exception instead of a result and the others go on;
+        when a batch fails, its images are run again one by one, so one bad image never costs
+        its batch-mates their results (the failure policy of :mod:`atrous.failures`)."""
         if output not in ("labels", "proba", "logits"):
             raise ValueError(f"output must be 'labels', 'proba' or 'logits', got {output!r}")
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        run = self._run_group if errors == "raise" else self._run_group_safe
         group: list[Any] = []
         for image in images:
-            x = self.normalize(image, self.device)
+            try:
+                x = self.normalize(image, self.device)
+            except Exception as e:
+                if errors == "raise":
+                    raise
+                if group:
+                    yield from run(group, output)
+                    group = []
+                yield e
+                continue
             raw = image if self.crf is not None else None
             if self._needs_tiling(x.shape[-2:]):
                 if group:
-                    yield from self._run_group(group, output)
+                    yield from run(group, output)
                     group = []
-                yield from self._run_group([(x, raw)], output)
+                yield from run([(x, raw)], output)
                 continue
             group.append((x, raw))
             if len(group) >= self.batch_size:
-                yield from self._run_group(group, output)
+                yield from run(group, output)
                 group = []
         if group:
-            yield from self._run_group(group, output)
+            yield from run(group, output)
 
     # --- internals -------------------------------------------------------------------------
     def _scaled_size(self, h: int, w: int, s: float) -> tuple[int, int]:
@@ -467,6 +487,22 @@ class Segmenter:
                 assert buf is not None
                 acc[i] = None
                 yield self._finish(buf.div_(passes), raw, output)
+
+    def _run_group_safe(self, group: list[tuple[torch.Tensor, Any]], output: Output) -> list[Any]:
+        """:meth:`_run_group`, with a failing batch retried image by image; an image that
+        fails alone gives its exception."""
+        try:
+            return list(self._run_group(group, output))
+        except Exception as e:
+            if len(group) == 1:
+                return [e]
+        out: list[Any] = []
+        for item in group:
+            try:
+                out += list(self._run_group([item], output))
+            except Exception as e:
+                out.append(e)
+        return out
 
     def _accumulate(
         self,
