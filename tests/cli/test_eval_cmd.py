@@ -93,7 +93,7 @@ def test_eval_folder_dataset_matches_recomputation(tmp_path: Path, model3: Path,
     assert meta["weights_file"] == str(model3) and meta["atrous_rates"] == [6, 12, 18]
     assert meta["dataset"] == {
         "format": "folder", "root": str(tmp_path / "data"), "split": "val",
-        "num_images": 3, "limit": None,
+        "num_images": 3, "num_skipped": 0, "limit": None,
     }  # fmt: skip
     assert meta["scales"] == [1.0] and meta["flip"] is False and meta["tile_size"] is None
     assert "crf" in meta and meta["crf"] is None

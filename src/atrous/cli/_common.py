@@ -143,6 +143,13 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size", type=positive_int, default=128, help="image side of --format synthetic"
     )
+    p.add_argument(
+        "--palette-check",
+        default="error",
+        choices=("off", "warn", "error"),
+        help="palette PNG masks drawn with another palette than the format's (e.g. an "
+        "annotation tool's): error (default), warn once and read the indices, or off",
+    )
 
 
 def open_dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[str, Any]]:
@@ -172,6 +179,7 @@ def open_dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[
             kwargs = {"classes_file": args.classes, "num_classes": num_classes}
         elif args.classes:
             raise CLIError(f"--classes is for the folder format, not {fmt}")
+        kwargs["palette_check"] = getattr(args, "palette_check", "error")
         ds = build_dataset(fmt, root, args.split, **kwargs)
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None

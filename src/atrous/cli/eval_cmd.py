@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one confusion matrix over the whole split, label 255 ignored; per-class IoU, mIoU, "
         "pixel/class accuracy, and the trimap boundary-band curve (v1 sec. 5, v2 sec. 4.1). "
         "With --out, writes metrics.json (every number and the run's settings), "
-        "confusion.png and trimap.png.",
+        "confusion.png and trimap.png. A pair that cannot be read or segmented is reported "
+        "in one line and left out of the scores (counted in metrics.json's num_skipped); "
+        "the exit status is then 1.",
     )
     p.add_argument("weights", help="checkpoint: atrous .safetensors, torchvision/VainF .pth")
     add_dataset_args(p)
@@ -70,24 +73,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N images")
     p.add_argument("--out", default=None, help="folder for metrics.json and the plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first bad item (default: report it, leave it out of the scores, go "
+        "on, and exit with status 1)",
+    )
     add_inference_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from atrous.data import DatasetError
     from atrous.evaluation import evaluate_model
+    from atrous.failures import FailureLog
 
     device = resolve_device(args.device)
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
     ds, info = open_dataset(args, int(model.config["num_classes"]))
     segmenter = build_segmenter(model, args, device)
+    say = lambda line: tqdm.write(line, file=sys.stderr)  # above the progress bar
+    log = FailureLog("eval", fail_fast=args.fail_fast, report=say)
     try:
-        result = evaluate_model(
-            model, ds, segmenter=segmenter, dataset_info=info,
-            trimap_widths=args.trimap_widths, limit=args.limit, progress=not args.no_progress,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # e.g. --palette-check warn: one line each
+            warnings.showwarning = lambda m, *a, **k: say(f"atrous eval: warning: {m}")
+            result = evaluate_model(
+                model, ds, segmenter=segmenter, dataset_info=info, on_error=log.add,
+                trimap_widths=args.trimap_widths, limit=args.limit,
+                progress=not args.no_progress,
+            )  # fmt: skip
     except DatasetError as e:  # names its file
         raise CLIError(str(e)) from None
     except ValueError as e:  # e.g. the weights' class count does not fit the dataset
@@ -95,19 +112,22 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"atrous eval: note: {note}", file=sys.stderr)
     if result.num_images == 0:
-        raise CLIError("no image was evaluated")
+        raise CLIError(f"no image was evaluated ({len(log)} item(s) failed)")
     meta = result.metadata
     meta.update(command="atrous eval", weights_file=str(Path(args.weights)),
                 output_stride_override=args.output_stride)  # fmt: skip
     title = (
         f"{meta['arch']} (OS {meta['output_stride']}, scales {meta['scales']}"
         f"{', flip' if meta['flip'] else ''}) on {info['format']} {args.split}: "
-        f"{result.num_images} images"
+        f"{result.num_images} images" + (f", {len(log)} skipped" if len(log) else "")
     )
     print(result.table(title))
     if args.out:
         _write(result, Path(args.out))
-    return 0
+    if len(log):  # the scores leave the failed items out: say which, and exit 1
+        print(log.summary(result.num_images, "item").replace(" done,", " evaluated,", 1),
+              file=sys.stderr)  # fmt: skip
+    return log.exit_status
 
 
 def _write(result: Any, out: Path) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class EvalResult:
     # metrics.json; :func:`evaluate_model` fills it. ``notes``: remarks for the user.
     metadata: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Items left out under on_error="skip": {"item": file, "problem": ...} each.
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def metrics(self) -> Metrics:
@@ -88,6 +90,8 @@ class EvalResult:
                 "absent_classes": "no GT pixel and never predicted: null, excluded from means",
             },
             "num_images": self.num_images,
+            "num_skipped": len(self.skipped),
+            "skipped": list(self.skipped),
             "seconds": self.seconds,
             "seconds_per_image": self.seconds / self.num_images if self.num_images else None,
             "num_classes": self.confusion.num_classes,
@@ -142,29 +146,93 @@ class EvalResult:
         return self
 
 
+OnError = Literal["raise", "skip"] | Callable[[str, str], Any]
+
+
+def _item_name(dataset: Any, index: int) -> str:
+    """The file behind dataset item ``index`` (its image path), for error reports."""
+    items = getattr(dataset, "items", None)
+    try:
+        image = getattr(items[index], "image", None) if items is not None else None
+    except (IndexError, TypeError, KeyError):
+        image = None
+    return str(image) if image is not None else f"dataset item {index}"
+
+
+def _load_items(
+    dataset: Iterable[Any], limit: int | None, report: Callable[[str, str], Any] | None
+) -> Iterator[tuple[str, Any, Any]]:
+    """``(name, image, label)`` per item; with ``report``, an item that fails to load is
+    reported and skipped (datasets with ``len`` and indexing are read item by item, so one
+    bad item does not end the iteration)."""
+    indexable = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
+    if report is None or not indexable:
+        for i, item in enumerate(dataset):
+            if limit is not None and i >= limit:
+                return
+            image, label = split_item(item, i)
+            name = item.get("path") if isinstance(item, dict) else None
+            yield str(name or f"dataset item {i}"), image, label
+        return
+    n = len(dataset)  # type: ignore[arg-type]
+    for i in range(n if limit is None else min(n, limit)):
+        try:
+            item = dataset[i]  # type: ignore[index]
+            image, label = split_item(item, i)
+        except Exception as e:  # the item's problem, not the run's
+            from atrous.data import DatasetError
+
+            if isinstance(e, DatasetError):
+                report(e.path, e.problem)
+            else:
+                from atrous.inference.io import describe_error
+
+                report(_item_name(dataset, i), f"cannot load ({describe_error(e)})")
+            continue
+        name = item.get("path") if isinstance(item, dict) else None
+        yield str(name or _item_name(dataset, i)), image, label
+
+
+def _reporter(on_error: OnError, skipped: list[dict[str, str]]) -> Callable[[str, str], Any] | None:
+    if on_error == "raise":
+        return None
+    if on_error != "skip" and not callable(on_error):
+        raise ValueError(f"on_error must be 'raise', 'skip' or a callable, got {on_error!r}")
+
+    def report(item: str, problem: str) -> None:
+        skipped.append({"item": str(item), "problem": str(problem)})
+        if callable(on_error):
+            on_error(str(item), str(problem))
+
+    return report
+
+
 def iter_predictions(
     segmenter: Any,
     dataset: Iterable[Any],
     limit: int | None = None,
     output: str = "labels",
     progress: bool = False,
+    on_error: Callable[[str, str], Any] | None = None,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """``(image, label, prediction)`` for the first ``limit`` items of ``dataset`` (items
     ``(image, label)`` or dicts with "image"/"mask"): the one loop over a dataset that
     evaluation and the CRF search share. ``segmenter`` is a :class:`~atrous.inference.Segmenter`
-    (batched through ``predict_many(images, output=...)``) or any callable image -> labels."""
-    pending: deque[tuple[Any, Any]] = deque()
+    (batched through ``predict_many(images, output=...)``) or any callable image -> labels.
+
+    ``on_error(item, problem)``: the failure policy (:mod:`atrous.failures`): an item that
+    cannot be loaded, that the model fails on, or whose prediction and label differ in size
+    is reported through it and skipped; without it the first such item raises."""
+    pending: deque[tuple[str, Any, Any]] = deque()
 
     def images() -> Iterator[Any]:
-        for i, item in enumerate(dataset):
-            if limit is not None and i >= limit:
-                return
-            image, label = split_item(item, i)
-            pending.append((image, label))
+        for name, image, label in _load_items(dataset, limit, on_error):
+            pending.append((name, image, label))
             yield image
 
     if hasattr(segmenter, "predict_many"):
-        preds: Iterator[Any] = segmenter.predict_many(images(), output=output)
+        kw = {"errors": "return"} if on_error is not None else {}
+        preds: Iterator[Any] = segmenter.predict_many(images(), output=output, **kw)
     elif callable(segmenter) and output == "labels":
         preds = (segmenter(im) for im in images())
     else:
@@ -177,7 +245,18 @@ def iter_predictions(
 
         preds = tqdm(preds, desc="evaluate", unit="img")
     for pred in preds:
-        image, label = pending.popleft()
+        name, image, label = pending.popleft()
+        if on_error is not None:
+            if isinstance(pred, Exception):
+                from atrous.inference.io import describe_error
+
+                on_error(name, f"segmentation failed: {describe_error(pred)}")
+                continue
+            shape = tuple(np.asarray(label).shape) if not hasattr(label, "dim") else label.shape
+            if tuple(pred.shape[-2:]) != tuple(shape):
+                on_error(name, f"prediction {tuple(pred.shape[-2:])} and label {tuple(shape)} "
+                               "differ in size")  # fmt: skip
+                continue
         yield image, label, pred
 
 
@@ -233,16 +312,25 @@ def evaluate(
     trimap_boundary: BoundaryMode = "label",
     limit: int | None = None,
     progress: bool = False,
+    on_error: OnError = "raise",
 ) -> EvalResult:
     """Run ``segmenter`` (a :class:`atrous.inference.Segmenter`, or any callable returning an
     (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
     "image"/"mask", at full resolution, and accumulate the confusion matrix (and the trimap
-    matrices unless ``trimap_widths`` is None)."""
-    items = iter_predictions(segmenter, dataset, limit, progress=progress)
-    return score(
+    matrices unless ``trimap_widths`` is None).
+
+    ``on_error``: ``"raise"`` stops at the first bad item; ``"skip"`` (or a callable
+    ``(item, problem)``, called for each) skips it: items that cannot be loaded or segmented
+    are left out of the scores and listed in :attr:`EvalResult.skipped`."""
+    skipped: list[dict[str, str]] = []
+    report = _reporter(on_error, skipped)
+    items = iter_predictions(segmenter, dataset, limit, progress=progress, on_error=report)
+    result = score(
         ((pred, label) for _, label, pred in items),
         num_classes, class_names, ignore_index, trimap_widths, trimap_boundary,
     )  # fmt: skip
+    result.skipped = skipped
+    return result
 
 
 def reconcile_class_names(
@@ -280,6 +368,7 @@ def evaluate_model(
     trimap_widths: Iterable[float] | None = range(1, 41),
     limit: int | None = None,
     progress: bool = False,
+    on_error: OnError = "raise",
     **segmenter_options: Any,
 ) -> EvalResult:
     """Evaluate a loaded atrous model on a dataset by the papers' protocol; the result carries
@@ -291,7 +380,8 @@ def evaluate_model(
     <atrous.inference.Segmenter.from_model>` (scales, flip, crf, tile_size, batch_size,
     device). ``class_names`` default to :func:`reconcile_class_names` of the model's and the
     dataset's (``dataset.class_names``). ``dataset_info`` (format, root, split...) goes into
-    the metadata."""
+    the metadata. ``on_error``: as in :func:`evaluate` (skipped items are counted in the
+    result and in ``metrics.json``)."""
     from atrous.inference import Segmenter
 
     config = dict(getattr(model, "config", None) or {})
@@ -315,7 +405,7 @@ def evaluate_model(
         segmenter = Segmenter.from_model(model, **segmenter_options)
     result = evaluate(
         segmenter, dataset, num_classes, class_names=class_names,
-        trimap_widths=trimap_widths, limit=limit, progress=progress,
+        trimap_widths=trimap_widths, limit=limit, progress=progress, on_error=on_error,
     )  # fmt: skip
     infer = segmenter.config() if hasattr(segmenter, "config") else {}
     result.notes = notes
@@ -325,7 +415,12 @@ def evaluate_model(
         "weights_source": meta.get("source"),
         **{k: infer.get(k) for k in ("scales", "flip", "tile_size", "tile_overlap", "crf")},
         "inference": infer,
-        "dataset": {**(dataset_info or {}), "num_images": result.num_images, "limit": limit},
+        "dataset": {
+            **(dataset_info or {}),
+            "num_images": result.num_images,
+            "num_skipped": len(result.skipped),
+            "limit": limit,
+        },
         "trimap_widths": list(trimap_widths) if trimap_widths is not None else None,
     }
     return result
