@@ -4,7 +4,8 @@
 
 - ``folder/``: folder format (``images/*.jpg`` + ``masks/*.png`` paired by stem, no split
   files, ``classes.txt`` with 3 classes, no colours), 24x32 images; ``good_*`` pairs load
-  (one with a 16-bit mask), each ``bad_*`` pair has one fault;
+  (masks: 8-bit grey, 16-bit, 1-bit, opaque grey+alpha), each ``bad_*`` pair has one fault
+  (including a transparent grey+alpha mask and a decompression-bomb mask);
 - ``voc_palette/``: a VOC layout (``VOCdevkit/VOC2012``, train/val lists) whose palette PNGs
   use an annotation tool's palette, not VOC's: rejected by default, read with
   ``palette_check="off"`` (``--palette-check off``); ``cvat_size`` also has the wrong size.
@@ -21,6 +22,21 @@ H, W = 24, 32
 FOLDER = "folder"
 VOC = "voc_palette"
 _TOOL_PALETTE = [(0, 0, 0), (250, 50, 83), (51, 221, 255)] + [(9, 9, 9)] * 253
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A PNG header declaring ``width`` x ``height`` grey pixels, with one row of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width + 1))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _image(path: Path, seed: int, h: int = H, w: int = W) -> None:
@@ -56,7 +72,20 @@ def write_dataset_corpus(root: Path) -> dict[str, str]:
         _index(f / "masks" / f"good_{i}.png", _labels(i, (0, 1, 2, 255)))
     _image(f / "images" / "good_16bit.jpg", 10)
     _index(f / "masks" / "good_16bit.png", _labels(10, (0, 1, 2)).astype(np.uint16))
+    # A 1-bit mask (values 0/1) and an opaque grey+alpha mask read as their grey values.
+    _image(f / "images" / "good_bilevel.jpg", 11)
+    Image.fromarray(_labels(11, (0, 1)).astype(bool)).save(f / "masks" / "good_bilevel.png")
+    _image(f / "images" / "good_la.jpg", 12)
+    la = np.dstack([_labels(12, (0, 2)), np.full((H, W), 255)]).astype(np.uint8)
+    Image.fromarray(la, mode="LA").save(f / "masks" / "good_la.png")
     expected: dict[str, str] = {}
+    _image(f / "images" / "bad_la_alpha.jpg", 13)
+    la[..., 1] = 0
+    Image.fromarray(la, mode="LA").save(f / "masks" / "bad_la_alpha.png")
+    expected["bad_la_alpha.png"] = "the alpha channel is not a label"
+    _image(f / "images" / "bad_mask_bomb.jpg", 14)
+    (f / "masks" / "bad_mask_bomb.png").write_bytes(_bomb_png(100_000, 100_000))
+    expected["bad_mask_bomb.png"] = f"mask size 100000x100000 differs from image {W}x{H}"
     for n, name in enumerate(("bad_size", "bad_unreadable", "bad_missing", "bad_value")):
         _image(f / "images" / f"{name}.jpg", 20 + n)
     # Wrong size and out-of-range values: the size is the fault reported.

@@ -61,12 +61,14 @@ def test_bad_pairs_are_skipped_counted_and_the_rest_scored_as_without_them(
     for name, problem in folder_bad.items():
         (line,) = [ln for ln in errors if f"/{name}: " in ln]
         assert problem in line
-    assert "5 images, 6 skipped" in stdout
-    assert "11 item(s): 5 evaluated, 6 failed: " in err
+    n_bad = len(folder_bad)
+    n_good = len(list((root / FOLDER / "images").glob("good_*")))
+    assert f"{n_good} images, {n_bad} skipped" in stdout
+    assert f"{n_good + n_bad} item(s): {n_good} evaluated, {n_bad} failed: " in err
     res = json.loads((out / "metrics.json").read_text())
-    assert res["num_images"] == 5 and res["num_skipped"] == 6
+    assert res["num_images"] == n_good and res["num_skipped"] == n_bad
     assert {Path(s["item"]).name for s in res["skipped"]} == set(folder_bad)
-    assert res["metadata"]["dataset"]["num_skipped"] == 6
+    assert res["metadata"]["dataset"]["num_skipped"] == n_bad
 
     clean = tmp_path / "clean"  # the good pairs alone: the same confusion matrix
     shutil.copytree(root / FOLDER, clean)
@@ -112,7 +114,7 @@ class _FailsOnBright(nn.Module):
 
 
 def test_evaluate_api_raises_by_default_and_skips_on_request(corpus) -> None:
-    root, _ = corpus
+    root, expected = corpus
     ds = build_dataset("folder", root / FOLDER, None, classes_file=None)
     torch.manual_seed(0)
     net = M.build("deeplabv3_mobilenetv2", num_classes=3, norm="gn").eval()
@@ -121,8 +123,9 @@ def test_evaluate_api_raises_by_default_and_skips_on_request(corpus) -> None:
         evaluate(seg, ds, 3, trimap_widths=None)
     seen: list[tuple[str, str]] = []
     r = evaluate(seg, ds, 3, trimap_widths=None, on_error=lambda i, p: seen.append((i, p)))
-    assert r.num_images == 5 and len(r.skipped) == 6 == len(seen)
-    assert r.to_dict()["num_skipped"] == 6
+    n_bad = len([n for n in expected if n.startswith("bad_")])
+    assert r.num_images == len(ds) - n_bad and len(r.skipped) == n_bad == len(seen)
+    assert r.to_dict()["num_skipped"] == n_bad
     assert evaluate(seg, ds, 3, trimap_widths=None, on_error="skip").skipped == r.skipped
     with pytest.raises(ValueError, match="on_error must be"):
         evaluate(seg, ds, 3, on_error="ignore")

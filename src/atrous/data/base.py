@@ -228,6 +228,10 @@ class SegmentationDataset(Dataset):
             raise DatasetError(path, "mask file not found") from e
         except DatasetError:
             raise
+        except Image.DecompressionBombError as e:
+            raise DatasetError(
+                path, f"mask declares too many pixels to decode safely ({e})"
+            ) from e
         except (OSError, SyntaxError, ValueError) as e:
             raise DatasetError(path, f"unreadable mask ({e})") from e
 
@@ -239,11 +243,26 @@ class SegmentationDataset(Dataset):
             return idx, False
         if im.mode == "L":
             return np.asarray(im, dtype=np.uint8), False
+        if im.mode == "1":  # a bilevel mask (1-bit PNG/TIFF): values 0 and 1
+            return np.asarray(im, dtype=np.uint8), False
+        if im.mode == "LA":  # grey + alpha: the grey values are the labels if alpha is unused
+            alpha = np.asarray(im.getchannel("A"))
+            if alpha.min() < 255:
+                raise DatasetError(
+                    path,
+                    "grey+alpha mask with transparent pixels: the alpha channel is not a label; "
+                    "save the mask as 8-bit grey (mode L), with the void pixels set to 255",
+                )
+            return np.asarray(im.getchannel("L"), dtype=np.uint8), False
         if im.mode in ("I", "I;16", "I;16B", "I;16L"):
             return np.asarray(im).astype(np.int64), False
         if im.mode in ("RGB", "RGBA"):
             return self._rgb_to_index(np.asarray(im.convert("RGB"), np.uint8), path), True
-        raise DatasetError(path, f"unsupported mask mode {im.mode!r} (want P, L, I;16 or RGB)")
+        raise DatasetError(
+            path,
+            f"unsupported mask mode {im.mode!r} (want a palette PNG, 8/16-bit grey, 1-bit or "
+            "RGB colour codes)",
+        )
 
     def _check_png_palette(self, im: Image.Image, idx: np.ndarray, path: Path) -> None:
         """A palette PNG must draw each class with the dataset's colour, or it was saved with
@@ -330,8 +349,7 @@ class SegmentationDataset(Dataset):
         """A mask image's (h, w) from its header; None when PIL cannot open it (a
         non-image format such as SBD's .mat, or a bad file that :meth:`read_mask` reports)."""
         try:
-            with Image.open(path) as im:
-                return im.height, im.width
+            return stored_size(path)  # the header only, whatever its declared size
         except Exception:
             return None
 
