@@ -254,7 +254,8 @@ def test_bomb_is_refused_from_its_header(
             read_image(p)
     assert e.value.problem == (
         f"300000000 pixels (20000x15000), more than the limit {MAX_PIXELS}: "
-        "a decompression bomb, or pass a larger max_pixels"
+        "a decompression bomb; if the image is real, raise the limit (max_pixels; CLI: "
+        "--max-pixels)"
     )
     assert (pil_limit if pil_limit != "default" else 89478485) == Image.MAX_IMAGE_PIXELS
 

@@ -133,7 +133,8 @@ def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
         raise ImageReadError(
             path,
             f"{w * h} pixels ({w}x{h}), more than the limit {max_pixels}: "
-            "a decompression bomb, or pass a larger max_pixels",
+            "a decompression bomb; if the image is real, raise the limit (max_pixels; CLI: "
+            "--max-pixels)",
         )
     return im
 
