@@ -6,6 +6,7 @@ the issue's closing note (``tests/bad_corpus_run.py``)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from bad_corpus_run import run_checkpoints, run_datasets, run_predict, table
@@ -28,7 +29,9 @@ def test_image_corpus_through_predict(tmp_path: Path) -> None:
 
 
 def test_checkpoint_corpus_through_predict_and_eval(tmp_path: Path) -> None:
-    runs, expected = run_checkpoints(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would be a second line for the user
+        runs, expected = run_checkpoints(tmp_path)
     assert len(runs) == 2 * len(expected)
     for run in runs:
         ((name, outcome),) = run.outcomes.items()

@@ -229,9 +229,7 @@ class SegmentationDataset(Dataset):
         except DatasetError:
             raise
         except Image.DecompressionBombError as e:
-            raise DatasetError(
-                path, f"mask declares too many pixels to decode safely ({e})"
-            ) from e
+            raise DatasetError(path, f"mask declares too many pixels to decode safely ({e})") from e
         except (OSError, SyntaxError, ValueError) as e:
             raise DatasetError(path, f"unreadable mask ({e})") from e
 

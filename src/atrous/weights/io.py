@@ -15,6 +15,7 @@ import pickle
 import pickletools
 import re
 import shlex
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its pickle-protocol remark: our error says it all
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(f"{path}: {describe_torch_failure(path, e)}") from None
     try:
