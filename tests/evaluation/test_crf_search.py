@@ -174,3 +174,29 @@ def test_cli_missing_weights_and_data(tmp_path, tiny_weights, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["crf-search", str(tiny_weights), "--format", "voc"]) == 2
     assert "--data ROOT is required" in capsys.readouterr().err
+
+
+def test_cli_skips_bad_pairs_and_exits_1(tmp_path, capsys):
+    """The failure policy (issue 11): the search uses the good pairs, each bad one is one
+    line, the skipped items are in crf_search.json; --fail-fast stops at the first."""
+    from bad_datasets import FOLDER, write_dataset_corpus
+
+    expected = write_dataset_corpus(tmp_path / "data")
+    bad = {k: v for k, v in expected.items() if k.startswith("bad_")}
+    torch.manual_seed(0)
+    net = build("deeplabv3_mobilenetv2", num_classes=3, norm="gn", width_mult=0.5)
+    w = weights.save(net, tmp_path / "net.safetensors")
+    args = ["crf-search", str(w), "--data", str(tmp_path / "data" / FOLDER), "--split", "all",
+            "--bi-w", "3", "--bi-xy-std", "20", "--bi-rgb-std", "3", "--iterations", "2",
+            "--no-progress"]  # fmt: skip
+    rc = main([*args, "--out", str(tmp_path / "s")])
+    cap = capsys.readouterr()
+    assert rc == 1
+    errors = [ln for ln in cap.err.splitlines() if ": error: " in ln]
+    assert len(errors) == len(bad)
+    assert all(any(f"/{n}: " in ln and p in ln for ln in errors) for n, p in bad.items())
+    assert "on 7 images" in cap.out
+    data = json.loads((tmp_path / "s" / "crf_search.json").read_text())
+    assert len(data["metadata"]["dataset"]["skipped"]) == len(bad)
+    assert main([*args, "--fail-fast"]) == 1
+    assert "stopped at the first failure" in capsys.readouterr().err

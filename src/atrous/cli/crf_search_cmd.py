@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--device", default=None, help="cpu, cuda... (the CRF runs on the CPU)")
     p.add_argument("--out", default=None, help="folder for crf_search.json and best_crf.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first bad item (default: report it, leave it out, exit status 1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -97,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
     grid, fixed, widths = _search_settings(args)
     model = load_model(args.weights)
-    samples, segmenter, info = _network_samples(model, args)
+    from tqdm import tqdm
+
+    from atrous.failures import FailureLog
+
+    log = FailureLog("crf-search", fail_fast=args.fail_fast,
+                     report=lambda line: tqdm.write(line, file=sys.stderr))  # fmt: skip
+    samples, segmenter, info = _network_samples(model, args, log)
+    if len(log):
+        print(log.summary(len(samples), "item").replace(" done,", " used,", 1), file=sys.stderr)
     npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
     more = f" + {args.refine} refinement round(s)" if args.refine else ""
     print(f"searching {npoints} grid points{more} on {len(samples)} images")
@@ -121,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
     best = result.best_params()
     flags = " ".join(f"--crf-{k.replace('_', '-')} {v:g}" for k, v in best.items() if k != "method")
     print(f"use it: atrous eval/predict ... --crf {flags}")
+    result.extra["metadata"]["dataset"]["skipped"] = log.to_list()
     if args.out:
         _write(result.to_dict(), best, Path(args.out))
-    return 0
+    return log.exit_status
 
 
 def _search_settings(
@@ -146,7 +161,9 @@ def _search_settings(
     return grid, fixed, widths
 
 
-def _network_samples(model: Any, args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
+def _network_samples(
+    model: Any, args: argparse.Namespace, log: Any
+) -> tuple[list[Any], Any, dict[str, Any]]:
     """The network's probabilities on the validation subset, computed once (the search is
     over the dense CRF on them: a learned CRF-as-RNN is left out); the segmenter used and
     the dataset's description."""
@@ -163,7 +180,9 @@ def _network_samples(model: Any, args: argparse.Namespace) -> tuple[list[Any], A
             model, scales=args.scales, flip=args.flip, crf=None, tile_size=args.tile_size,
             batch_size=args.batch_size, device=resolve_device(args.device),
         )  # fmt: skip
-        samples = collect_samples(segmenter, ds, args.limit, progress=not args.no_progress)
+        samples = collect_samples(
+            segmenter, ds, args.limit, progress=not args.no_progress, on_error=log.add
+        )
     except DatasetError as e:
         raise CLIError(str(e)) from None
     except (ValueError, TypeError) as e:

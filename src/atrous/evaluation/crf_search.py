@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,12 +94,19 @@ class Sample:
 
 
 def collect_samples(
-    segmenter: Any, dataset: Iterable[Any], limit: int | None = None, progress: bool = False
+    segmenter: Any,
+    dataset: Iterable[Any],
+    limit: int | None = None,
+    progress: bool = False,
+    on_error: Callable[[str, str], Any] | None = None,
 ) -> list[Sample]:
     """Run ``segmenter`` (an :class:`~atrous.inference.Segmenter` without CRF) once over the
-    first ``limit`` items of ``dataset`` and cache image, probabilities and labels."""
+    first ``limit`` items of ``dataset`` and cache image, probabilities and labels.
+    ``on_error(item, problem)``: bad items are reported through it and left out (see
+    :func:`~atrous.evaluation.iter_predictions`); without it the first one raises."""
     samples = []
-    for image, label, p in iter_predictions(segmenter, dataset, limit, "proba", progress):
+    items = iter_predictions(segmenter, dataset, limit, "proba", progress, on_error=on_error)
+    for image, label, p in items:
         label = np.asarray(label)
         if p.shape[1:] != label.shape:
             raise ValueError(
