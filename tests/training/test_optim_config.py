@@ -93,7 +93,7 @@ def test_overrides_and_errors(tmp_path):
     with pytest.raises(ValueError, match="amp"):
         apply_overrides(cfg, ["amp=fp8"])
     path.write_text(json.dumps({"lrr": 0.1}))
-    with pytest.raises(ValueError, match=r"c\.json: unknown setting\(s\) \['lrr'\]"):
+    with pytest.raises(ValueError, match=r"c\.json: unknown setting 'lrr' \(did you mean 'lr'\?\)"):
         load_config(path)
     path.write_text("{oops")
     with pytest.raises(ValueError, match="invalid JSON"):

@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a config (DeepLab's poly-LR recipe)",
         description="Train a DeepLab model. Writes last.pt/best.pt (resumable), "
-        "model.safetensors, metrics.jsonl and config.json into --out.",
+        "model.safetensors, metrics.jsonl, config.json and summary.json into --out. A bad "
+        "sample is reported, skipped and listed in summary.json, and the exit status is 1 "
+        "(--set on_error=raise stops at it instead, exit 2).",
     )
     p.add_argument("--config", help="a JSON (or YAML) config, e.g. configs/synthetic_demo.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atrous.cli import CLIError
+    from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK
     from atrous.training import (
         TrainConfig,
         Trainer,
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError, TrainingError) as e:
         raise CLIError(str(e)) from None
     if trainer.rank != 0:
-        return 0
+        return EXIT_OK
     print(f"done: {trainer.iteration} iterations; {out}/model.safetensors; last {record}")
-    return 0
+    # the skipped samples were reported one by one and summed up by the trainer
+    return EXIT_ITEMS_FAILED if trainer.skips else EXIT_OK

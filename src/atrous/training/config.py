@@ -4,17 +4,34 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atrous.constants import IGNORE_INDEX
 from atrous.crf.rnn_model import crf_rnn_options
 
 AMP_MODES = ("none", "bf16", "fp16")
 LOSSES = ("ce", "ohem")
 OPTIMIZERS = ("sgd", "adamw")
+ON_ERROR = ("skip", "raise")
+# Names other training tools use for a setting, suggested when difflib finds nothing close.
+_ALIASES = {
+    "learning_rate": "lr",
+    "base_lr": "lr",
+    "max_iter": "iterations",
+    "max_iters": "iterations",
+    "num_iterations": "iterations",
+    "iters": "iterations",
+    "n_classes": "num_classes",
+    "classes": "num_classes",
+    "data_dir": "data_root",
+    "root": "data_root",
+    "arch": "model",
+}
 
 
 @dataclass
@@ -25,6 +42,9 @@ class TrainConfig:
     model: str = "deeplabv3plus_mobilenetv2"
     model_options: dict[str, Any] = field(default_factory=dict)  # build() options (norm, ...)
     num_classes: int | None = None  # default: the dataset's
+    # Train with a num_classes that differs from the dataset's class count (an error
+    # otherwise); a smaller one is refused when the masks hold labels >= num_classes.
+    allow_num_classes_mismatch: bool = False
     output_stride: int | None = None
     aux: bool = False
     weights: str | None = None  # fine-tune from an atrous/torchvision/VainF checkpoint
@@ -44,6 +64,10 @@ class TrainConfig:
     flip: bool = True
     color_jitter: float = 0.0
     num_workers: int = 4
+    # A bad training or validation sample (unreadable image, bad mask): "skip" reports it,
+    # trains on without it, lists it in summary.json and `atrous train` exits 1; "raise"
+    # stops training at it. dataset_options.on_error, where given, takes precedence.
+    on_error: str = "skip"
     # optimization (v3 §4: poly, momentum 0.9, batch 16, lr 0.007)
     batch_size: int = 16  # per process: the global batch is batch_size × processes × grad_accum
     grad_accum: int = 1
@@ -115,6 +139,15 @@ class TrainConfig:
             raise bad("lr", "must be a positive number")
         if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
             raise bad("warmup_iters", "must be a non-negative integer")
+        if self.num_classes is not None and (
+            not isinstance(self.num_classes, int)
+            or isinstance(self.num_classes, bool)
+            or not 1 <= self.num_classes < IGNORE_INDEX
+        ):
+            raise bad("num_classes", f"must be 1..{IGNORE_INDEX - 1} ({IGNORE_INDEX} is the "
+                      "ignore label), or null for the dataset's")  # fmt: skip
+        if self.on_error not in ON_ERROR:
+            raise bad("on_error", f"must be one of {ON_ERROR}")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"must be one of {AMP_MODES}")
         if self.optimizer not in OPTIMIZERS:
@@ -159,12 +192,31 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - set(setting_names()))
         if unknown:
-            raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+            raise ValueError(f"{where}: {unknown_settings(unknown)}")
         return cls(**data).validate(where)
+
+
+def setting_names() -> list[str]:
+    """The names of the :class:`TrainConfig` settings."""
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def unknown_settings(keys: list[str]) -> str:
+    """``"unknown setting 'num_clases' (did you mean 'num_classes'?)"``; the known settings
+    are listed only when some key has no close match."""
+    names = setting_names()
+    parts, lost = [], False
+    for key in keys:
+        close = difflib.get_close_matches(key, names, n=1) or (
+            [_ALIASES[key.lower()]] if key.lower() in _ALIASES else []
+        )
+        parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        lost = lost or not close
+    head = f"unknown setting{'s' if len(keys) > 1 else ''} {', '.join(parts)}"
+    return f"{head}; known: {', '.join(sorted(names))}" if lost else head
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -227,7 +279,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         value = _parse_value(raw)
         top, _, sub = key.partition(".")
         if top not in data:
-            raise ValueError(f"--set {item!r}: unknown setting {top!r}")
+            raise ValueError(f"--set {item!r}: {unknown_settings([top])}")
         if sub:
             if not isinstance(data[top], dict):
                 raise ValueError(f"--set {item!r}: {top!r} is not a dict setting")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed_session", "global_mean", "rank_and_world"]
+__all__ = ["distributed_session", "gather_skipped", "global_mean", "rank_and_world"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -48,3 +48,17 @@ def global_mean(value: torch.Tensor) -> float:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= world
     return float(value)
+
+
+def gather_skipped(skipped: dict[str, str]) -> dict[str, str]:
+    """The bad samples every process skipped (each reads its own shard), merged; one
+    process's own without a process group."""
+    if rank_and_world()[1] <= 1:
+        return dict(skipped)
+    parts: list[dict[str, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, dict(skipped))
+    merged: dict[str, str] = {}
+    for part in parts:
+        for path, problem in (part or {}).items():
+            merged.setdefault(path, problem)
+    return merged

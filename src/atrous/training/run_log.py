@@ -22,15 +22,21 @@ def tensorboard_tag(key: str) -> str:
 
 class RunLog:
     """The run folder's log. ``enabled=False`` (ranks other than 0) makes every call a no-op;
-    ``tensorboard`` writes scalars and images under ``<out>/tensorboard``."""
+    ``tensorboard`` writes scalars and images under ``<out>/tensorboard``. While ``bar`` (a
+    tqdm progress bar) is set, lines are written above it and leave it intact."""
 
     def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = False) -> None:
         self.out, self.enabled, self.tensorboard = Path(out), enabled, tensorboard
         self.metrics_path = self.out / "metrics.jsonl"
+        self.bar: Any = None
         self._tb: Any = None
 
     def text(self, msg: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
             print(msg, flush=True)
 
     def record(self, record: dict[str, Any]) -> None:

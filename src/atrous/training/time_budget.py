@@ -3,7 +3,7 @@ schedule decays to zero on time, validations included."""
 
 from __future__ import annotations
 
-__all__ = ["TimeBudget"]
+__all__ = ["TimeBudget", "validation_share"]
 
 
 class TimeBudget:
@@ -35,3 +35,27 @@ class TimeBudget:
         n_val = 1 + (left / per_it) / self.val_every
         its = max(0.0, (left - n_val * val_seconds) / per_it)
         return max(iteration + 1, iteration + int(its))
+
+
+def validation_share(
+    val_seconds: float,
+    per_iteration: float,
+    iteration: int,
+    total: int,
+    val_every: int,
+    budget_left: float | None = None,
+) -> float:
+    """The fraction of the rest of a run that validation takes: one validation every
+    ``val_every`` iterations and one at the end (``total``), each ``val_seconds``, at
+    ``per_iteration`` training seconds. With ``budget_left`` (seconds of a ``time_limit``)
+    the run lasts that long: the iterations that fit, validations included, are counted."""
+    if val_seconds <= 0:
+        return 0.0
+    if budget_left is not None:
+        left = max(budget_left, 1e-9)
+        its = max(0.0, (left - val_seconds) / (per_iteration + val_seconds / val_every))
+        return min(1.0, (1 + its / val_every) * val_seconds / left)
+    its = max(0, total - iteration)
+    n_val = total // val_every - iteration // val_every + (1 if total % val_every else 0)
+    val = max(n_val, 1) * val_seconds
+    return val / (val + its * per_iteration)

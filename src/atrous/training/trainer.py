@@ -21,8 +21,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from atrous.data import SkipReport, build_dataset, collate, train_transforms
+from atrous.constants import IGNORE_INDEX
+from atrous.data import DatasetError, SkipReport, build_dataset, collate, train_transforms
+from atrous.data.consistency import check_label_range
 from atrous.data.palettes import palette_for
+from atrous.fileio import atomic_write_text
 from atrous.losses import SegmentationLoss, class_weights_from_counts
 from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.checkpoint import (
@@ -44,12 +48,12 @@ from atrous.training.checkpoint import (
 )
 from atrous.training.config import TrainConfig
 from atrous.training.curve import plot_learning_curve
-from atrous.training.distributed import global_mean, rank_and_world
+from atrous.training.distributed import gather_skipped, global_mean, rank_and_world
 from atrous.training.model_setup import build_training_model, prepare_model
 from atrous.training.optim import PolyLR, build_optimizer
 from atrous.training.run_log import RunLog
 from atrous.training.sampler import EpochSampler
-from atrous.training.time_budget import TimeBudget
+from atrous.training.time_budget import TimeBudget, validation_share
 from atrous.training.validation import (
     estimate_validation_seconds,
     prediction_strips,
@@ -59,10 +63,29 @@ from atrous.training.validation import (
 __all__ = ["Trainer"]
 
 
+@contextmanager
+def _quiet_dataset_skips() -> Iterator[None]:
+    """Silence the datasets' own "skipping ..." warnings (DataLoader workers forked inside
+    inherit the filter): the trainer reports each skipped sample itself, in one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skipping ", category=UserWarning)
+        yield
+
+
+def _preview(names: Iterable[str], limit: int = 4) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 class Trainer:
     """Train a DeepLab model per a :class:`TrainConfig`, writing into ``out_dir``:
     ``last.pt`` / ``best.pt`` (resumable), ``model.safetensors`` (final weights),
-    ``metrics.jsonl`` and ``config.json``.
+    ``metrics.jsonl``, ``config.json`` and, when a call of :meth:`train` ends,
+    ``summary.json`` (iterations, best mIoU and the ``skipped`` samples).
+
+    A bad sample (training or validation) follows ``on_error``: ``"skip"`` reports it once
+    (``atrous train: skipped PATH: PROBLEM``), trains on and lists it in :attr:`skips` and
+    the summary; ``"raise"`` stops with a :class:`TrainingError` naming the file.
 
     Set-up order matters: the datasets (class count and names), then the model, whose
     weights' ``metadata`` mean/std is the one source of the input normalization for the
@@ -96,7 +119,8 @@ class Trainer:
         self._stop_requested = False
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log
         self.last_good: Path | None = None
-        self._setup()
+        with _quiet_dataset_skips():
+            self._setup()
 
     # ------------------------------------------------------------------ setup
     def _device(self) -> torch.device:
@@ -134,27 +158,107 @@ class Trainer:
     def _build_datasets(self) -> None:
         """Training and validation sets, untransformed (the training transforms need the
         model's normalization; validation images go to the Segmenter as uint8, as in
-        ``atrous eval``); the class count and names."""
+        ``atrous eval``); the class count and names, checked against the dataset."""
         cfg = self.cfg
-        opts = cfg.dataset_options
+        opts = dict(cfg.dataset_options)
+        self.on_error = cfg.on_error
+        train_opts = val_opts = opts
+        if cfg.dataset.lower() != "synthetic":  # the synthetic set has nothing to skip
+            self.on_error = opts.pop("on_error", cfg.on_error)
+            if self.on_error not in ("skip", "raise"):
+                raise ValueError(
+                    f"dataset_options.on_error={self.on_error!r}: must be 'skip' or 'raise'"
+                )
+            # Training samples are always served under "skip", so that a bad file's record
+            # travels out of the DataLoader worker; the trainer applies "raise" itself.
+            train_opts = {**opts, "on_error": "skip"}
+            val_opts = {**opts, "on_error": self.on_error}
         self.train_set = build_dataset(
-            cfg.dataset, cfg.data_root, cfg.train_split, None, seed=cfg.seed, **opts
+            cfg.dataset, cfg.data_root, cfg.train_split, None, seed=cfg.seed, **train_opts
         )
         self.val_set = None
         if cfg.val_split:
-            self.val_set = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, None, **opts)
-        self.num_classes = cfg.num_classes or getattr(self.train_set, "num_classes", None)
-        if not self.num_classes:
-            raise ValueError("num_classes is not set and the dataset does not say it")
-        names = list(getattr(self.train_set, "class_names", []) or [])
-        if len(names) != self.num_classes:
-            names = [f"class_{i}" for i in range(self.num_classes)]
-        self.class_names = names
+            self.val_set = build_dataset(
+                cfg.dataset, cfg.data_root, cfg.val_split, None, **val_opts
+            )
+        self.num_classes, self.class_names = self._classes()
         if len(self.train_set) < cfg.batch_size * self.world:
             raise ValueError(
                 f"the {cfg.train_split!r} split has {len(self.train_set)} images, fewer than "
                 f"batch_size × processes = {cfg.batch_size * self.world}"
             )
+
+    def _classes(self) -> tuple[int, list[str]]:
+        """The class count and names to train with: the dataset's, or the config's
+        ``num_classes`` when it agrees with the dataset (or ``allow_num_classes_mismatch``
+        and the masks stay in range). Names, palette and labels that disagree with the
+        count are errors, not placeholder names."""
+        cfg, ds = self.cfg, self.train_set
+        opts = cfg.dataset_options
+        where = f"the {cfg.dataset} dataset" + (f" at {cfg.data_root}" if cfg.data_root else "")
+        ds_n = getattr(ds, "num_classes", None)
+        names = list(getattr(ds, "class_names", []) or [])
+        given = opts.get("class_names")
+        if given is not None and "num_classes" in opts and len(given) != opts["num_classes"]:
+            raise ValueError(
+                f"dataset_options: class_names has {len(given)} names but num_classes is "
+                f"{opts['num_classes']}; give one name per class"
+            )
+        if given is not None and cfg.num_classes and len(given) != cfg.num_classes:
+            raise ValueError(
+                f"dataset_options.class_names has {len(given)} names for num_classes="
+                f"{cfg.num_classes}; give one name per class (or remove num_classes)"
+            )
+        if given is not None and ds_n:
+            found = check_label_range(ds, ds_n)
+            if not found.ok:
+                raise ValueError(
+                    f"dataset_options.class_names has {len(given)} names but {where} has "
+                    f"{found.message()}; give one name per class"
+                )
+        palette = getattr(ds, "palette", None)
+        if palette is not None and ds_n and len(np.asarray(palette).reshape(-1, 3)) < ds_n:
+            raise ValueError(
+                f"{where}: its palette has {len(np.asarray(palette).reshape(-1, 3))} colours "
+                f"for {ds_n} classes; give one colour per class (dataset_options.palette)"
+            )
+        n = cfg.num_classes or ds_n
+        if not n:
+            raise ValueError(f"num_classes is not set and {where} does not say it; set it")
+        if ds_n and n != ds_n:
+            if not cfg.allow_num_classes_mismatch:
+                raise ValueError(
+                    f"num_classes={n} but {where} has {ds_n} classes ({_preview(names)}); "
+                    "remove num_classes to use the dataset's, or set "
+                    "allow_num_classes_mismatch: true"
+                )
+            if n < ds_n:
+                found = check_label_range(ds, n)
+                if not found.ok:
+                    raise ValueError(
+                        f"num_classes={n} (allow_num_classes_mismatch) but {where} has "
+                        f"{found.message()}: those pixels would not be learned; use "
+                        f"num_classes={ds_n} or map those labels to {IGNORE_INDEX}"
+                    )
+                names = names[:n]
+                self.log.text(f"training {n} of the dataset's {ds_n} classes "
+                              f"(allow_num_classes_mismatch): {_preview(names)}")  # fmt: skip
+            else:
+                extra = [f"class_{i}" for i in range(ds_n, n)]
+                self.log.text(
+                    f"num_classes={n} is more than the {ds_n} classes of {where} "
+                    f"(allow_num_classes_mismatch): {_preview(extra)} never appear in its masks"
+                )
+                names = names + extra
+        if len(names) != n:  # a dataset that gives no names
+            names = [f"class_{i}" for i in range(n)]
+            self.log.text(f"{where} names no classes: the model's are {_preview(names)}")
+        elif getattr(ds, "placeholder_names", False):
+            self.log.text(
+                f"{where} names no classes (num_classes only): the model's are "
+                f"{_preview(names)}; give dataset_options.class_names or a classes.txt"
+            )
+        return n, names
 
     def _train_transforms(self, model: nn.Module) -> Any:
         """DeepLab's random scale / crop / flip (+ jitter), normalized by the model's
@@ -177,7 +281,9 @@ class Trainer:
         counts = np.zeros(self.num_classes, np.float64)
         image_px = np.zeros(self.num_classes, np.float64)
         for i in range(min(len(self.train_set), self.cfg.class_weight_samples)):
-            m = np.asarray(self.train_set[i]["mask"]).ravel()
+            sample = self.train_set[i]
+            self._skipped(sample.get("skipped") or ())
+            m = np.asarray(sample["mask"]).ravel()
             c = np.bincount(m[m < self.num_classes], minlength=self.num_classes)
             counts += c
             image_px += (c > 0) * m.size
@@ -284,10 +390,34 @@ class Trainer:
         t = time.perf_counter()
         batch = next(batches)
         self._data_wait += time.perf_counter() - t
-        for path, problem in batch.get("skipped") or ():
-            if self.skips.add(path, problem):
-                self.log.text(f"skipped a bad sample: {path}: {problem}")
+        self._skipped(batch.get("skipped") or ())
         return batch
+
+    def _skipped(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Bad samples met (``(path, problem)``): under ``on_error: raise`` the first one
+        stops training; under ``skip`` each is recorded and reported once."""
+        for path, problem in pairs:
+            if self.on_error == "raise":
+                self._stop_bad_sample(path, problem)
+            if self.skips.add(path, problem):
+                self.log.text(f"atrous train: skipped {path}: {problem}")
+
+    def _stop_bad_sample(self, path: str, problem: str) -> None:
+        raise TrainingError(
+            f"{path}: {problem}; training stopped (on_error: raise): fix or remove the file, "
+            "or set on_error: skip to train without it"
+        )
+
+    def skip_summary(self) -> str:
+        """One line listing the skipped samples (at most 20), "" when none."""
+        n = len(self.skips)
+        if not n:
+            return ""
+        pairs = list(self.skips.skipped.items())
+        listed = "; ".join(f"{p}: {why}" for p, why in pairs[:20])
+        more = f"; and {n - 20} more" if n > 20 else ""
+        where = f" (all in {self.out / 'summary.json'})" if self.main else ""
+        return f"atrous train: {n} bad sample(s) skipped{where}: {listed}{more}"
 
     def _train_mode(self) -> None:
         self.model.train()
@@ -347,10 +477,11 @@ class Trainer:
         if self.val_set is None:
             return {}
         t0 = time.perf_counter()
-        result = validate_model(
-            self.model, self.val_set, self.num_classes, tuple(self.cfg.eval_scales),
-            self.class_names, limit=self.cfg.val_max_images,
-        )  # fmt: skip
+        with self._val_samples():
+            result = validate_model(
+                self.model, self.val_set, self.num_classes, tuple(self.cfg.eval_scales),
+                self.class_names, limit=self.cfg.val_max_images,
+            )  # fmt: skip
         m = result.metrics
         metrics = {
             "miou": float(m.miou),
@@ -363,28 +494,58 @@ class Trainer:
                 metrics[f"iou/{name}"] = float(iou)
         if self.log.writer(self.iteration) is not None and self.cfg.tb_images:
             palette = palette_for(self.num_classes, getattr(self.train_set, "palette", None))
-            strips = prediction_strips(
-                self.model, self.val_set, self.cfg.eval_scales, palette, self.cfg.tb_images
-            )
-            for i, strip in strips:
-                self.log.image(f"val/{i}", strip, self.iteration)
+            with self._val_samples():
+                strips = prediction_strips(
+                    self.model, self.val_set, self.cfg.eval_scales, palette, self.cfg.tb_images
+                )
+                for i, strip in strips:
+                    self.log.image(f"val/{i}", strip, self.iteration)
         self._train_mode()
         return metrics
+
+    @contextmanager
+    def _val_samples(self) -> Iterator[None]:
+        """Around a pass over the validation set: its bad items, skipped by the dataset
+        (which serves the next good one), are counted and reported; under ``on_error:
+        raise`` the dataset's error stops training as a one-line TrainingError."""
+        try:
+            with _quiet_dataset_skips():
+                yield
+        except DatasetError as e:
+            self._stop_bad_sample(e.path, e.problem)
+        report = getattr(self.val_set, "skip_report", None)
+        if report is not None:
+            self._skipped(list(report.skipped.items()))
 
     def _estimate_val_seconds(self) -> float:
         if self.val_set is None or not self.main:
             return 0.0
-        seconds = estimate_validation_seconds(
-            self.model, self.val_set, self.cfg.eval_scales, self.cfg.val_max_images
-        )
+        with self._val_samples():
+            seconds = estimate_validation_seconds(
+                self.model, self.val_set, self.cfg.eval_scales, self.cfg.val_max_images
+            )
         self._train_mode()
         return seconds
+
+    def val_images(self) -> int:
+        """Images in one validation (``val_max_images`` of the validation split)."""
+        if self.val_set is None:
+            return 0
+        n = len(self.val_set)
+        return min(n, self.cfg.val_max_images) if self.cfg.val_max_images else n
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
         """Run until :attr:`total_iterations` (or ``stop_at``, to simulate an interruption),
         the ``time_limit`` or a Ctrl-C (which saves ``last.pt`` to ``--resume`` from);
         returns the last logged record."""
+        with _quiet_dataset_skips():
+            record = self._train(stop_at)
+        if self.skips and self.main:
+            self.log.text(self.skip_summary())
+        return record
+
+    def _train(self, stop_at: int | None) -> dict[str, Any]:
         loop = _LoopState(self, stop_at)
         batches = self._begin()
         try:
@@ -411,10 +572,13 @@ class Trainer:
                     break
         finally:
             self._end(loop)
-        if self.iteration >= self.total_iterations and not self._stop_requested:
+        self.skips.update(gather_skipped(self.skips.skipped).items())  # every rank's
+        complete = self.iteration >= self.total_iterations and not self._stop_requested
+        if complete:
             self.export()
             if self.cfg.val_split:
                 self.plot_curve()
+        self.write_summary(loop.record, complete)
         return loop.record
 
     def _begin(self) -> Iterator[dict[str, Any]]:
@@ -451,6 +615,22 @@ class Trainer:
         return self.elapsed + time.perf_counter() - self._t_start
 
     # ------------------------------------------------------------------ outputs
+    def write_summary(self, record: dict[str, Any], complete: bool) -> Path | None:
+        """``summary.json``: how the run (so far) went, with the bad samples skipped (over
+        all resumed segments) as ``skipped: [{"item": path, "problem": ...}]``."""
+        if not self.main:
+            return None
+        summary = {
+            "complete": complete,
+            "iterations": self.iteration,
+            "total_iterations": self.total_iterations,
+            "elapsed_s": round(self._elapsed(), 1),
+            "best_val_miou": self.best_miou if self.best_miou >= 0 else None,
+            "last": record,
+            "skipped": [{"item": p, "problem": why} for p, why in self.skips.skipped.items()],
+        }
+        return atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
     def plot_curve(self) -> Path | None:
         """``learning_curve.png``: training loss and validation mIoU against iterations."""
         if not self.main or not self.log.metrics_path.is_file():
@@ -475,7 +655,11 @@ class Trainer:
 class _LoopState:
     """What :meth:`Trainer.train` tracks between steps in one process: the smoothed loss, the
     progress bar, the speed and data-wait of the current log interval, time spent validating,
-    and the time budget."""
+    and the time budget.
+
+    The bar counts iterations; under ``time_limit`` it counts the budget's seconds instead
+    (the iteration count is re-planned as the run goes, shown as ``it 120/873``), so its ETA
+    is the budget left."""
 
     def __init__(self, trainer: Trainer, stop_at: int | None) -> None:
         self.t = trainer
@@ -487,17 +671,33 @@ class _LoopState:
         self.t_val = 0.0  # seconds spent validating in this process
         cfg = trainer.cfg
         self.budget = TimeBudget(cfg.time_limit, cfg.val_every) if cfg.time_limit else None
-        self.val_seconds = trainer._estimate_val_seconds() if self.budget else 0.0
+        self.val_seconds = trainer._estimate_val_seconds()
+        self.val_said = not trainer.main or trainer.val_set is None or self.val_seconds <= 0
         self.bar = None
         if trainer.main and trainer.progress:
-            from tqdm import tqdm
+            self.bar = self._make_bar()
+            trainer.log.bar = self.bar
 
-            self.bar = tqdm(total=trainer.total_iterations, initial=trainer.iteration,
-                            desc="train", unit="it")  # fmt: skip
+    def _make_bar(self) -> Any:
+        from tqdm import tqdm
+
+        t = self.t
+        if self.budget is None:
+            return tqdm(total=t.total_iterations, initial=t.iteration, desc="train", unit="it")
+        total = self.budget.seconds
+        return tqdm(
+            total=total, initial=min(t.elapsed, total), desc="train", unit="s",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+            "[{elapsed}<{remaining}{postfix}]",
+        )  # fmt: skip
 
     def end(self) -> int:
         """The iteration this call of ``train`` stops at."""
         return min(self.t.total_iterations, self.stop_at or self.t.total_iterations)
+
+    def _train_seconds(self) -> float:
+        """Training seconds of this process so far, validation excluded."""
+        return time.perf_counter() - self.t._t_start - self.t_val
 
     def after_step(self, loss: float) -> None:
         """Smooth the loss, re-plan the time budget, advance the bar."""
@@ -506,16 +706,40 @@ class _LoopState:
         self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
         it = t.iteration
         if self.budget is not None and (it % t.cfg.log_every == 0 or it - self.first <= 5):
-            train_s = time.perf_counter() - t._t_start - self.t_val
-            total = self.budget.fit(train_s, it, t._elapsed(), self.val_seconds)
+            total = self.budget.fit(self._train_seconds(), it, t._elapsed(), self.val_seconds)
             if total is not None:
                 t._set_total(total)
-                if self.bar is not None:
-                    self.bar.total = total
+        if not self.val_said and it - self.first >= 5:
+            self.say_validation()
         if self.bar is not None:
-            self.bar.update(1)
             lr = t.scheduler.get_last_lr()[0]
-            self.bar.set_postfix(loss=f"{self.smooth:.4f}", lr=f"{lr:.2e}")
+            post = {"loss": f"{self.smooth:.4f}", "lr": f"{lr:.2e}"}
+            if self.budget is None:
+                self.bar.update(1)
+            else:
+                post = {"it": f"{it}/{t.total_iterations}", **post}
+                self.bar.update(min(t._elapsed(), self.budget.seconds) - self.bar.n)
+            self.bar.set_postfix(post)
+
+    def say_validation(self) -> None:
+        """Log what validation will cost: its images, interval, the estimated seconds of one
+        and its share of the run at the speed measured so far (once, before the first
+        validation)."""
+        t = self.t
+        self.val_said = True
+        done = t.iteration - self.first
+        if done <= 0:
+            return
+        per_it = self._train_seconds() / done
+        budget_left = self.budget.seconds - t._elapsed() if self.budget is not None else None
+        share = validation_share(self.val_seconds, per_it, t.iteration, t.total_iterations,
+                                 t.cfg.val_every, budget_left)  # fmt: skip
+        s = self.val_seconds
+        secs = f"{s:.0f}" if s >= 10 else f"{s:.2g}"
+        t.log.text(
+            f"validation: ~{t.val_images()} images every {t.cfg.val_every} iterations, "
+            f"estimated ~{secs} s each ({100 * share:.0f}% of the run)"
+        )
 
     def log_training(self) -> None:
         """A metrics.jsonl record: loss (and its parts), LR, images/s, data-wait share."""
@@ -537,6 +761,8 @@ class _LoopState:
     def validate(self) -> None:
         """Validate (rank 0), log, keep ``best.pt`` and the curve; excluded from speed."""
         t = self.t
+        if not self.val_said:
+            self.say_validation()
         tv = time.perf_counter()
         metrics = t.validate() if t.main else {}
         if metrics:
@@ -555,3 +781,4 @@ class _LoopState:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.t.log.bar = None
