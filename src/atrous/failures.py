@@ -18,7 +18,7 @@ traceback reaches the user unless ``--debug`` is given.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "FailFast",
     "Failure",
     "FailureLog",
+    "list_failures",
 ]
 
 EXIT_OK = 0
@@ -89,17 +90,22 @@ class FailureLog:
     def exit_status(self) -> int:
         return EXIT_ITEMS_FAILED if self.failures else EXIT_OK
 
-    def summary(self, done: int, what: str = "item") -> str:
+    def summary(self, done: int, what: str = "item", done_as: str = "done") -> str:
         """``"10 items: 8 done, 2 failed: a.png (...), b.png (...)"`` (the failed ones listed,
-        at most 20)."""
+        at most 20); ``done_as`` words the good ones (e.g. ``"evaluated"``)."""
         n = len(self.failures)
-        head = f"atrous {self.command}: {done + n} {what}(s): {done} done, {n} failed"
-        if not n:
-            return head
-        listed = "; ".join(str(f) for f in self.failures[:20])
-        more = f"; and {n - 20} more" if n > 20 else ""
-        return f"{head}: {listed}{more}"
+        head = f"atrous {self.command}: {done + n} {what}(s): {done} {done_as}, {n} failed"
+        return f"{head}: {list_failures(self.failures)}" if n else head
 
     def to_list(self) -> list[dict[str, str]]:
         """The failures as JSON-ready records (for results files)."""
         return [{"item": f.item, "problem": f.problem} for f in self.failures]
+
+
+def list_failures(failures: Iterable[Failure | tuple[str, str]], limit: int = 20) -> str:
+    """``"a.png: problem; b.png: problem; and 3 more"``: the first ``limit`` failures (or
+    ``(item, problem)`` pairs) on one line."""
+    items = [f if isinstance(f, Failure) else Failure(*f) for f in failures]
+    listed = "; ".join(str(f) for f in items[:limit])
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return listed + more

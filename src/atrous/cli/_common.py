@@ -6,13 +6,17 @@ this module only translates flags."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atrous.cli import CLIError
 
 if TYPE_CHECKING:
+    from atrous.failures import FailureLog
     from atrous.inference import CRFHook, Segmenter
     from atrous.models.deeplab import DeepLab
 
@@ -143,6 +147,11 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size", type=positive_int, default=128, help="image side of --format synthetic"
     )
+    add_palette_check_arg(p)
+
+
+def add_palette_check_arg(p: argparse.ArgumentParser) -> None:
+    """``--palette-check off|warn|error`` (the datasets' ``palette_check``)."""
     p.add_argument(
         "--palette-check",
         default="error",
@@ -150,6 +159,24 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
         help="palette PNG masks drawn with another palette than the format's (e.g. an "
         "annotation tool's): error (default), warn once and read the indices, or off",
     )
+
+
+def failure_log(command: str, fail_fast: bool) -> FailureLog:
+    """The run's :class:`~atrous.failures.FailureLog`, reporting above the progress bar."""
+    from tqdm import tqdm
+
+    from atrous.failures import FailureLog
+
+    return FailureLog(command, fail_fast, report=lambda line: tqdm.write(line, file=sys.stderr))
+
+
+@contextmanager
+def warnings_as_lines(log: FailureLog, kind: str = "warning") -> Iterator[None]:
+    """Inside, each warning is one ``atrous COMMAND: KIND: message`` line through the log's
+    report (no file:line, above the progress bar)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda m, *a, **k: log.report(f"atrous {log.command}: {kind}: {m}")
+        yield
 
 
 def open_dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[str, Any]]:

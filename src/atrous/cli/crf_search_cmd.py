@@ -18,6 +18,7 @@ from typing import Any
 from atrous.cli import CLIError
 from atrous.cli._common import (
     add_dataset_args,
+    failure_log,
     load_model,
     model_summary,
     open_dataset,
@@ -103,15 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
     grid, fixed, widths = _search_settings(args)
     model = load_model(args.weights)
-    from tqdm import tqdm
-
-    from atrous.failures import FailureLog
-
-    log = FailureLog("crf-search", fail_fast=args.fail_fast,
-                     report=lambda line: tqdm.write(line, file=sys.stderr))  # fmt: skip
+    log = failure_log("crf-search", args.fail_fast)
     samples, segmenter, info = _network_samples(model, args, log)
     if len(log):
-        print(log.summary(len(samples), "item").replace(" done,", " used,", 1), file=sys.stderr)
+        print(log.summary(len(samples), "item", done_as="used"), file=sys.stderr)
     npoints = len(grid["bi_w"]) * len(grid["bi_xy_std"]) * len(grid["bi_rgb_std"])
     more = f" + {args.refine} refinement round(s)" if args.refine else ""
     print(f"searching {npoints} grid points{more} on {len(samples)} images")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from atrous.cli import CLIError
-from atrous.cli._common import FormatChoices
+from atrous.cli._common import FormatChoices, add_palette_check_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,13 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RAW:ID",
         help="folder format: rename a raw mask value first, e.g. 255:1 for 0/255 binary masks",
     )
-    c.add_argument(
-        "--palette-check",
-        default="error",
-        choices=("off", "warn", "error"),
-        help="palette PNGs drawn with another palette (e.g. an annotation tool's): error "
-        "(default), warn once and read the indices, or off (read the indices)",
-    )
+    add_palette_check_arg(c)
     c.add_argument("--sbd-root", help="SBD folder for VOC's train_aug split")
     c.add_argument("--limit", type=int, help="check only the first N items of each split")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,12 @@ from atrous.cli._common import (
     add_dataset_args,
     add_inference_args,
     build_segmenter,
+    failure_log,
     load_model,
     open_dataset,
     positive_int,
     resolve_device,
+    warnings_as_lines,
 )
 
 
@@ -84,22 +85,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from atrous.data import DatasetError
     from atrous.evaluation import evaluate_model
-    from atrous.failures import FailureLog
 
     device = resolve_device(args.device)
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
     ds, info = open_dataset(args, int(model.config["num_classes"]))
     segmenter = build_segmenter(model, args, device)
-    say = lambda line: tqdm.write(line, file=sys.stderr)  # above the progress bar
-    log = FailureLog("eval", fail_fast=args.fail_fast, report=say)
+    log = failure_log("eval", args.fail_fast)
     try:
-        with warnings.catch_warnings():  # e.g. --palette-check warn: one line each
-            warnings.showwarning = lambda m, *a, **k: say(f"atrous eval: warning: {m}")
+        with warnings_as_lines(log):  # e.g. --palette-check warn
             result = evaluate_model(
                 model, ds, segmenter=segmenter, dataset_info=info, on_error=log.add,
                 trimap_widths=args.trimap_widths, limit=args.limit,
@@ -125,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         _write(result, Path(args.out))
     if len(log):  # the scores leave the failed items out: say which, and exit 1
-        print(log.summary(result.num_images, "item").replace(" done,", " evaluated,", 1),
-              file=sys.stderr)  # fmt: skip
+        print(log.summary(result.num_images, "item", done_as="evaluated"), file=sys.stderr)
     return log.exit_status
 
 

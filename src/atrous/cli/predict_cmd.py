@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from atrous.cli import CLIError
-from atrous.cli._common import add_inference_args, build_segmenter, load_model, resolve_device
+from atrous.cli._common import (
+    add_inference_args,
+    build_segmenter,
+    failure_log,
+    load_model,
+    resolve_device,
+    warnings_as_lines,
+)
 from atrous.constants import MAX_PIXELS
 
 
@@ -54,7 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from atrous.failures import FailureLog
     from atrous.inference.io import collect_inputs, model_palette, segment_files
 
     if not 0.0 <= args.overlay_alpha <= 1.0:
@@ -74,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CLIError(f"{out}: cannot create the output folder ({e})") from None
 
-    say = lambda line: tqdm.write(line, file=sys.stderr)
-    log = FailureLog("predict", fail_fast=args.fail_fast, report=say)
+    log = failure_log("predict", args.fail_fast)
     for what, problem in problems:
         log.add(what, problem)
     done = 0
@@ -83,15 +87,14 @@ def run(args: argparse.Namespace) -> int:
         segmenter, files, out, model_palette(model),
         overlay_alpha=args.overlay_alpha, probs=args.probs, max_pixels=int(args.max_pixels),
     )  # fmt: skip
-    with warnings.catch_warnings():  # e.g. auto-tiling, said once: one line, above the bar
-        warnings.showwarning = lambda m, *a, **k: say(f"atrous predict: note: {m}")
+    with warnings_as_lines(log, "note"):  # e.g. auto-tiling, said once
         for result in tqdm(results, total=len(files), desc="predict", unit="img",
                            disable=args.no_progress):  # fmt: skip
             for w in result.warnings:
-                say(f"atrous predict: warning: {w}")
+                log.report(f"atrous predict: warning: {w}")
             if result.ok:
                 done += 1
             else:
                 log.add(result.path, result.problem)
-    print(log.summary(done, "input").replace(" done,", f" segmented into {out},", 1))
+    print(log.summary(done, "input", done_as=f"segmented into {out}"))
     return log.exit_status

@@ -36,6 +36,7 @@ from atrous.constants import IGNORE_INDEX
 from atrous.data import DatasetError, SkipReport, build_dataset, collate, train_transforms
 from atrous.data.consistency import check_label_range
 from atrous.data.palettes import palette_for
+from atrous.failures import list_failures
 from atrous.fileio import atomic_write_text
 from atrous.losses import SegmentationLoss, class_weights_from_counts
 from atrous.training.batchnorm import freeze_batchnorm
@@ -413,11 +414,9 @@ class Trainer:
         n = len(self.skips)
         if not n:
             return ""
-        pairs = list(self.skips.skipped.items())
-        listed = "; ".join(f"{p}: {why}" for p, why in pairs[:20])
-        more = f"; and {n - 20} more" if n > 20 else ""
         where = f" (all in {self.out / 'summary.json'})" if self.main else ""
-        return f"atrous train: {n} bad sample(s) skipped{where}: {listed}{more}"
+        listed = list_failures(self.skips.skipped.items())
+        return f"atrous train: {n} bad sample(s) skipped{where}: {listed}"
 
     def _train_mode(self) -> None:
         self.model.train()
