@@ -142,6 +142,41 @@ def run_datasets(tmp: Path) -> tuple[list[Run], dict[str, str]]:
     return runs, expected
 
 
+def run_train(tmp: Path) -> tuple[Run, dict[str, str]]:
+    """The folder dataset through ``atrous train``: every bad sample is met (enough epochs),
+    skipped with one line and listed in ``summary.json``; the run still saves a model."""
+    import json
+
+    expected = write_dataset_corpus(tmp / "data")
+    folder = tmp / "data" / FOLDER
+    n_pairs = len(list((folder / "images").iterdir()))
+    config = {
+        "model": "deeplabv3_mobilenetv2", "model_options": {"norm": "gn", "width_mult": 0.25},
+        "dataset": "folder", "data_root": str(folder), "train_split": "", "val_split": "",
+        "crop_size": 17, "batch_size": 2, "iterations": 2 * n_pairs, "num_workers": 0,
+        "deterministic": True, "log_every": 1000, "val_every": 100000, "ckpt_every": 100000,
+        "device": "cpu",
+    }  # fmt: skip
+    cfg = tmp / "train.json"
+    cfg.write_text(json.dumps(config))
+    run_dir = tmp / "run"
+    rc, o, e = cli(["train", "--config", str(cfg), "--out", str(run_dir), "--no-progress"])
+    problems = {}
+    for line in o.splitlines():
+        m = re.match(r"atrous train: skipped (\S+?): (.*)$", line)
+        if m:
+            problems[Path(m.group(1)).name] = m.group(2)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    listed = {Path(s["item"]).name for s in summary["skipped"]}
+    outcomes = {}
+    for name, outcome in _with_good(folder, problems, "ok: trained on").items():
+        if outcome.startswith("error: "):
+            tag = "in summary.json" if name in listed else "NOT in summary.json"
+            outcome = f"skipped ({tag}): {outcome[7:]}"
+        outcomes[name] = outcome
+    return Run("train", rc, outcomes, o, e), expected
+
+
 def _with_good(folder: Path, problems: dict[str, str], ok: str) -> dict[str, str]:
     """Outcome per mask of a folder dataset (the image's name where the image is at fault)."""
     out = {}
@@ -165,6 +200,7 @@ def all_runs(tmp: Path) -> list[Run]:
     runs = [run_predict(tmp / "p")[0]]
     runs += run_checkpoints(tmp / "c")[0]
     runs += run_datasets(tmp / "d")[0]
+    runs.append(run_train(tmp / "t")[0])
     return runs
 
 

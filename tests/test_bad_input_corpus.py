@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from bad_corpus_run import run_checkpoints, run_datasets, run_predict, table
+from bad_corpus_run import run_checkpoints, run_datasets, run_predict, run_train, table
 from bad_inputs import EXPECTED_WARNINGS
 
 
@@ -68,3 +68,18 @@ def test_dataset_corpus_through_data_check_and_eval(tmp_path: Path) -> None:
     }
     assert expected["cvat_size.png"] in lenient.outcomes["cvat_size.png"]
     assert "| `good_bilevel.png` | `atrous data check` | 1 | ok: loaded |" in table(runs)
+
+
+def test_dataset_corpus_through_train(tmp_path: Path) -> None:
+    run, expected = run_train(tmp_path)
+    assert run.rc == 1 and "Traceback" not in run.err + run.out
+    bad = {k: v for k, v in expected.items() if k.startswith("bad_")}
+    for name, outcome in run.outcomes.items():
+        if name in bad:
+            assert outcome.startswith("skipped (in summary.json): "), (name, outcome)
+            assert bad[name] in outcome, (name, outcome)
+        else:
+            assert name.startswith("good_") and outcome == "ok: trained on", (name, outcome)
+    assert set(bad) <= set(run.outcomes)
+    assert f"{len(bad)} bad sample(s) skipped" in run.out
+    assert "model.safetensors" in run.out.splitlines()[-1]

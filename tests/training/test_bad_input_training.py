@@ -97,3 +97,18 @@ def test_validation_cost_is_logged_before_the_first_validation(tmp_path, capsys)
     assert "estimated ~" in out[i] and "% of the run" in out[i]
     first_val = next(k for k, ln in enumerate(out) if "val mIoU" in ln)
     assert i < first_val
+
+
+def test_time_limit_progress_bar_counts_the_budget_seconds(tmp_path, capsys) -> None:
+    """Under ``time_limit`` the bar shows seconds of the budget and the re-planned iteration
+    count (``it 12/873``), not ``0/100000`` iterations."""
+    tr = Trainer(tiny_config(iterations=100000, time_limit=0.05, log_every=2), tmp_path,
+                 progress=True)  # fmt: skip
+    tr.train()
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("train:")]
+    assert frames, err
+    last = frames[-1]
+    assert "/3 s" in last and "100000" not in last, last
+    done, total = map(int, last.split("it=", 1)[1].split(",", 1)[0].split("/"))
+    assert done == tr.iteration and total == tr.total_iterations < 100000
