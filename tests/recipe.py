@@ -7,12 +7,26 @@ state dicts the torchvision and VainF outputs in ``tests/fixtures/reference`` ca
 
 from __future__ import annotations
 
+import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
 _MASK = 0xFFFFFFFFFFFFFFFF
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+# (source, fixture, atrous arch) of every parity fixture.
+PARITY_CASES = [
+    ("torchvision", "deeplabv3_resnet50", "deeplabv3_resnet50"),
+    ("torchvision", "deeplabv3_resnet101", "deeplabv3_resnet101"),
+    ("torchvision", "deeplabv3_mobilenet_v3_large", "deeplabv3_mobilenetv3_large"),
+    ("vainf", "deeplabv3plus_resnet50_os16", "deeplabv3plus_resnet50"),
+    ("vainf", "deeplabv3plus_resnet101_os16", "deeplabv3plus_resnet101"),
+    ("vainf", "deeplabv3plus_mobilenet_os16", "deeplabv3plus_mobilenetv2"),
+    ("vainf", "deeplabv3_mobilenet_os16", "deeplabv3_mobilenetv2"),
+]
 
 
 def uniform(n: int, seed: int) -> np.ndarray:
@@ -51,6 +65,12 @@ def image(shape: tuple[int, ...], seed: int = 12345) -> np.ndarray:
 def state_dict(entries: list[tuple[str, list[int], str]]) -> dict[str, torch.Tensor]:
     """A state dict for (name, shape, dtype) entries as the fixtures' JSON lists them."""
     return {name: torch.from_numpy(value(name, tuple(shape))) for name, shape, _ in entries}
+
+
+def reference_state_dict(source: str, fixture: str) -> dict[str, torch.Tensor]:
+    """The recipe state dict (reference names) of a parity fixture."""
+    meta = json.loads((FIXTURES / source / f"{fixture}.json").read_text())
+    return state_dict(meta["state_dict"])
 
 
 def to_reference_names(sd: dict[str, torch.Tensor], source: str, arch: str) -> dict:

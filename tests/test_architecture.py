@@ -27,6 +27,7 @@ LAYERS = {
     "atrous.losses": 4,
     "atrous.inference": 5,
     "atrous.evaluation": 6,
+    "atrous.export": 6,
     "atrous.training": 7,
     "atrous.cli": 8,
     "atrous.__main__": 8,

@@ -14,16 +14,19 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without an error the file
     written there is fsynced and renamed over ``path``, otherwise it is removed.
+    ``keep_suffix``: the temporary name ends in ``path``'s suffix (for writers and readers
+    that go by it).
 
     >>> with atomic_path("model.safetensors") as tmp:  # doctest: +SKIP
     ...     save_file(tensors, tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -8,31 +8,13 @@ module whose output differs from a model built the reference's way, to point at 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from recipe import image, state_dict
+from recipe import FIXTURES, image, reference_state_dict
+from recipe import PARITY_CASES as CASES
 
 import atrous.weights as W
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "reference"
-CASES = [
-    ("torchvision", "deeplabv3_resnet50", "deeplabv3_resnet50"),
-    ("torchvision", "deeplabv3_resnet101", "deeplabv3_resnet101"),
-    ("torchvision", "deeplabv3_mobilenet_v3_large", "deeplabv3_mobilenetv3_large"),
-    ("vainf", "deeplabv3plus_resnet50_os16", "deeplabv3plus_resnet50"),
-    ("vainf", "deeplabv3plus_resnet101_os16", "deeplabv3plus_resnet101"),
-    ("vainf", "deeplabv3plus_mobilenet_os16", "deeplabv3plus_mobilenetv2"),
-    ("vainf", "deeplabv3_mobilenet_os16", "deeplabv3_mobilenetv2"),
-]
-
-
-def reference_state_dict(source: str, fixture: str) -> dict[str, torch.Tensor]:
-    meta = json.loads((FIXTURES / source / f"{fixture}.json").read_text())
-    return state_dict(meta["state_dict"])
 
 
 def locate_divergence(out: dict[str, np.ndarray], ref, name: str) -> str:

@@ -240,7 +240,8 @@ class Segmenter:
           without it; a callable (e.g. :class:`atrous.crf.DenseCRF`) replaces it; None runs
           the network alone.
         - ``num_classes`` defaults to ``model.config["num_classes"]`` (checked on the output),
-          ``min_size`` to its output stride + 1; other keyword arguments (``auto_tile``...)
+          ``min_size`` to ``model.metadata["min_size"]`` (an exported file's smallest input)
+          or its output stride + 1; other keyword arguments (``auto_tile``...)
           go to :class:`Segmenter`.
         """
         from atrous.crf.rnn_model import split_crf
@@ -255,7 +256,8 @@ class Segmenter:
         config = getattr(model, "config", None) or {}
         if "num_classes" in config:
             kwargs.setdefault("num_classes", int(config["num_classes"]))
-        kwargs.setdefault("min_size", int(config.get("output_stride") or 32) + 1)
+        min_size = meta.get("min_size") or int(config.get("output_stride") or 32) + 1
+        kwargs.setdefault("min_size", int(min_size))
         return cls(net, scales=scales, flip=flip, crf=hook, **kwargs)
 
     # --- public API ------------------------------------------------------------------------

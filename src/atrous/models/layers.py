@@ -152,7 +152,12 @@ def conv_block(
 
 
 def upsample_to(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-    """Bilinear resize with align_corners=False, as torchvision and VainF upsample logits."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize with align_corners=False, as torchvision and VainF upsample logits.
+
+    Equal sizes return ``x`` as it is (the resize would be an exact copy), but only for
+    concrete sizes: under ``torch.export`` they are symbols, and comparing them would tie the
+    exported graph to a relation between input sizes."""
+    shapes = (*x.shape[-2:], *size)
+    if all(isinstance(s, int) for s in shapes) and tuple(x.shape[-2:]) == tuple(size):
         return x
     return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -23,6 +23,7 @@ from atrous.models.zoo import scale_rates
 from .convert import SOURCES, convert, source_config
 from .detect import detect, infer_atrous_options, infer_num_classes
 from .errors import CheckpointError
+from .exported import EXPORTED_SUFFIXES, load_exported
 from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
@@ -33,6 +34,7 @@ def load(
     source: str = "auto",
     arch: str | None = None,
     strict: bool = True,
+    backend: str | None = None,
     **overrides: Any,
 ) -> DeepLab:
     """Build the model a checkpoint belongs to, load it, and return it in eval mode.
@@ -45,7 +47,22 @@ def load(
         **overrides: build arguments that replace the source's, e.g. ``output_stride=8``
             (VainF files do not record it) or ``num_classes=5`` for fine-tuning, which
             re-initializes the classifier layers whose shapes no longer fit.
+        backend: for an exported ``.onnx``/``.pt2`` file (:mod:`.exported`), the runtime
+            (``onnxruntime`` for ONNX, ``eager`` for .pt2; None: the one that applies). Such
+            a file gives an :class:`~.exported.ExportedModel` with the same forward contract.
     """
+    if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint).endswith(EXPORTED_SUFFIXES):
+        if overrides or arch or source != "auto":
+            raise ValueError(
+                f"{checkpoint}: an exported model is fixed; source, arch and build overrides "
+                f"({sorted(overrides)}) apply to weights files only"
+            )
+        return load_exported(checkpoint, backend)  # type: ignore[return-value]
+    if backend not in (None, "eager"):
+        raise ValueError(
+            f"{checkpoint_name(checkpoint)}: backend {backend!r} runs exported files; a "
+            "weights file runs eagerly (export it first: atrous export)"
+        )
     where = checkpoint_name(checkpoint)
     sd, meta = read_checkpoint(checkpoint)
     try:

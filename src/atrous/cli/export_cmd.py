@@ -1,0 +1,80 @@
+"""``atrous export``: a weights file → ``.onnx`` or ``.pt2``, checked against the eager model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from atrous.cli import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX (.onnx) or torch.export (.pt2)",
+        description="Export a model to ONNX (run by ONNX Runtime) or a torch.export program "
+        "(.pt2), with dynamic batch, height and width, the weights' class names, palette and "
+        "normalization inside, and the written file compared with the eager model at two "
+        "other sizes before it is kept. `atrous predict/eval` run the result like weights.",
+    )
+    p.add_argument("weights", help="model file (.safetensors, or a torchvision/VainF .pth)")
+    p.add_argument("output", help="output file: .onnx or .pt2")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
+    p.add_argument(
+        "--dynamic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dynamic batch, height and width (default); --no-dynamic fixes them to --size",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=3,
+        metavar=("BATCH", "HEIGHT", "WIDTH"),
+        default=None,
+        help="trace size (static default: 1 513 513)",
+    )
+    p.add_argument(
+        "--with-preprocess",
+        action="store_true",
+        help="the graph takes uint8 (N, H, W, 3) RGB images and normalizes them itself",
+    )
+    p.add_argument(
+        "--output",
+        dest="graph_output",
+        choices=("logits", "proba", "labels"),
+        default="logits",
+        help="what the graph returns: logits (default; what atrous predict/eval run), their "
+        "softmax, or the argmax labels (uint8 up to 256 classes, else int32)",
+    )
+    p.add_argument(
+        "--no-crf",
+        action="store_true",
+        help="a CRF-as-RNN model: export its network alone (the CRF cannot be exported)",
+    )
+    p.add_argument("--no-simplify", action="store_true", help="keep the exporter's ONNX graph")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.cli._common import load_model
+    from atrous.export import ExportError, export
+
+    model = load_model(args.weights)
+    if getattr(model, "metadata", {}).get("source") == "exported":
+        raise CLIError(f"{args.weights}: already an exported model; export its weights file")
+    try:
+        report = export(
+            model, args.output, output=args.graph_output, with_preprocess=args.with_preprocess,
+            dynamic=args.dynamic, size=args.size, opset=args.opset,
+            simplify=not args.no_simplify, crf="drop" if args.no_crf else "error",
+            check=not args.no_check,
+        )  # fmt: skip
+    except ExportError as e:
+        raise CLIError(f"{args.weights}: {e}") from None
+    summary = report.to_dict()
+    summary["details"].pop("metadata", None)
+    summary["details"].pop("ops", None)
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,227 @@
+"""``export(model, path)``: a loaded model → a portable ``.onnx`` or ``.pt2`` file, checked
+against the eager model before it is kept.
+
+Both formats start from one ``torch.export`` trace of :class:`~.graph.ExportGraph` with
+dynamic batch, height and width (``torch.export.Dim``; the current ONNX exporter,
+``torch.onnx.export(..., dynamo=True)``, translates that program). The trace uses an odd
+size, so nothing in the graph is tied to a multiple of the output stride; the check then runs
+the written file at two other sizes (odd ones, batch 1 and 2) and compares it with the eager
+graph (:func:`verify`). A file is written atomically and only once it passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atrous.fileio import atomic_path
+from atrous.normalization import Normalization
+
+from .diagnostics import ExportError, first_line, quiet
+from .graph import OUTPUTS, ExportGraph, Output, export_metadata
+
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportReport",
+    "build_graph",
+    "export",
+    "trace",
+    "verify",
+]
+
+FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
+TRACE_SIZE = (2, 97, 129)  # (batch, height, width) the dynamic trace runs at
+CHECK_SIZES = ((1, 65, 81), (2, 50, 77))  # where the written file is compared with eager
+RTOL = 1e-4  # max |exported - eager| / max |eager| accepted for fp32 logits and probabilities
+MAX_SIDE = 16384
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export` wrote and measured."""
+
+    path: str
+    format: str
+    bytes: int
+    input: str
+    output: str
+    dynamic: bool
+    seconds: float
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_graph(
+    model: nn.Module, output: Output = "logits", with_preprocess: bool = False, crf: str = "error"
+) -> tuple[nn.Module, ExportGraph]:
+    """(the model whose metadata the file records, the graph to trace).
+
+    A CRF-as-RNN model's learned CRF runs on the permutohedral lattice, whose hash table is
+    built from the image at run time: no ONNX or ``torch.export`` op set expresses it.
+    ``crf="error"`` refuses such a model; ``crf="drop"`` exports its network alone."""
+    from atrous.crf.rnn_model import split_crf
+
+    if output not in OUTPUTS:
+        raise ExportError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if crf not in ("error", "drop"):
+        raise ValueError(f"crf must be 'error' or 'drop', got {crf!r}")
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "num_classes" not in config:
+        raise ExportError(
+            "export needs an atrous model (atrous.models.build or atrous.weights.load): "
+            f"{type(model).__name__} has no config"
+        )
+    net, learned = split_crf(model)
+    if learned is not None and crf == "error":
+        raise ExportError(
+            f"{config.get('arch')} has a learned CRF-as-RNN layer, which cannot be exported: "
+            "its permutohedral lattice builds a hash table from each image at run time, which "
+            "no ONNX or torch.export op set expresses. Export the network alone with --no-crf "
+            "(crf='drop'); the file then gives the logits before the CRF"
+        )
+    norm = Normalization.of(getattr(model, "metadata", None)) if with_preprocess else None
+    graph = ExportGraph(net, config["num_classes"], norm, output).eval()
+    return net, graph
+
+
+def min_input_side(model: nn.Module) -> int:
+    """The smallest input side of a dynamic export: twice the output stride, plus one (a
+    2x2 feature map; at a 1x1 one the ASPP's broadcasts specialize). The Segmenter pads
+    smaller inputs up to it (``min_size`` in the file's metadata)."""
+    return 2 * int(model.config.get("output_stride") or 32) + 1
+
+
+def _dynamic_shapes(graph: ExportGraph, min_side: int) -> dict[str, Any]:
+    dim = torch.export.Dim
+    batch = dim("batch", min=1, max=1024)
+    h = dim("height", min=min_side, max=MAX_SIDE)
+    w = dim("width", min=min_side, max=MAX_SIDE)
+    axes = {0: batch, 1: h, 2: w} if graph.preprocess else {0: batch, 2: h, 3: w}
+    return {"x": axes}
+
+
+def trace(
+    graph: ExportGraph, min_side: int, dynamic: bool = True, size: Sequence[int] = TRACE_SIZE
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``graph`` at ``size`` (batch, height, width), with dynamic batch,
+    height and width unless ``dynamic`` is False."""
+    x = graph.example_input(*size)
+    shapes = _dynamic_shapes(graph, min_side) if dynamic else None
+    try:
+        with quiet(), torch.no_grad():
+            return torch.export.export(graph, (x,), dynamic_shapes=shapes, strict=False)
+    except Exception as e:
+        raise ExportError(f"torch.export could not trace the model: {first_line(e)}") from e
+
+
+def compare(eager: torch.Tensor, exported: torch.Tensor, output: str) -> dict[str, Any]:
+    """How far the exported output is from eager's: relative max error for logits and
+    probabilities, the share of equal labels for labels."""
+    if tuple(eager.shape) != tuple(exported.shape):
+        return {
+            "ok": False,
+            "problem": f"shape {tuple(exported.shape)}, eager {tuple(eager.shape)}",
+        }
+    if output == "labels":
+        agree = float((eager == exported).double().mean())
+        return {"ok": agree >= 0.999, "label_agreement": agree}
+    diff = float((eager.double() - exported.double()).abs().max())
+    scale = float(eager.double().abs().max()) or 1.0
+    return {"ok": diff / scale <= RTOL, "max_abs": diff, "max_rel": diff / scale}
+
+
+def verify(
+    graph: ExportGraph,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    sizes: Sequence[Sequence[int]] = CHECK_SIZES,
+) -> list[dict[str, Any]]:
+    """Run ``run`` (the exported file) and the eager ``graph`` on the same inputs at each
+    (batch, height, width) of ``sizes``; one comparison (:func:`compare`) per size."""
+    checks = []
+    for size in sizes:
+        x = graph.example_input(*size)
+        with torch.no_grad():
+            ref = graph(x)
+        got = run(x)
+        checks.append({"size": list(size), **compare(ref, got, graph.output)})
+    return checks
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    output: Output = "logits",
+    with_preprocess: bool = False,
+    dynamic: bool = True,
+    size: Sequence[int] | None = None,
+    opset: int = 18,
+    simplify: bool = True,
+    crf: str = "error",
+    check: bool = True,
+) -> ExportReport:
+    """Export ``model`` to ``path``: ``.onnx`` (ONNX, opset ``opset``, checked by
+    ``onnx.checker``, simplified with onnxslim) or ``.pt2`` (a ``torch.export``
+    ``ExportedProgram``). The weights' metadata goes with it (ONNX ``metadata_props``, the
+    .pt2's ``atrous_metadata.json``) and :func:`atrous.weights.load` reads it back.
+
+    Args:
+        output: ``logits``, ``proba`` or ``labels`` (see :mod:`.graph`).
+        with_preprocess: the graph takes uint8 (N, H, W, 3) images and normalizes them.
+        dynamic: dynamic batch, height and width (default); False fixes them to ``size``.
+        size: (batch, height, width) of the trace; static exports default to (1, 513, 513).
+        crf: ``error`` (a CRF-as-RNN model cannot be exported) or ``drop`` (its network).
+        check: compare the written file with the eager model at two other sizes (dynamic)
+            or at ``size`` (static) and refuse it beyond :data:`RTOL`.
+    """
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix)
+    if fmt is None:
+        raise ExportError(f"{path}: the output must end in .onnx or .pt2")
+    t0 = time.perf_counter()
+    _, graph = build_graph(model, output, with_preprocess, crf)
+    min_side = min_input_side(model)
+    if size is None:
+        size = TRACE_SIZE if dynamic else (1, 513, 513)
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or size[0] < 1 or min(size[1:]) < min_side:
+        raise ExportError(
+            f"size must be (batch, height, width) with sides >= {min_side}, got {list(size)}"
+        )
+    meta = export_metadata(
+        model, graph, fmt, dynamic, {"min_size": min_side, "export_size": json.dumps(list(size))}
+    )
+    program = trace(graph, min_side, dynamic, size)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        if fmt == "onnx":
+            from .onnx import write_onnx
+
+            details, run = write_onnx(program, tmp, meta, opset, simplify)
+        else:
+            from .pt2 import write_pt2
+
+            details, run = write_pt2(program, tmp, meta)
+        checks = verify(graph, run, CHECK_SIZES if dynamic else [size]) if check else []
+        bad = [c for c in checks if not c["ok"]]
+        if bad:
+            raise ExportError(
+                f"{path}: the exported graph does not match the eager model: {bad[0]} "
+                f"(tolerance {RTOL} relative); the file was not written"
+            )
+    return ExportReport(
+        path=str(path), format=fmt, bytes=path.stat().st_size, input=graph.input_format,
+        output=output, dynamic=dynamic, seconds=round(time.perf_counter() - t0, 2),
+        checks=checks, details={**details, "metadata": json.loads(json.dumps(meta))},
+    )  # fmt: skip
