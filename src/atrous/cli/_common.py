@@ -111,6 +111,27 @@ def add_inference_args(p: argparse.ArgumentParser, auto_tile: bool = False) -> N
             "runs the machine out of memory; 0 never tiles (default %(default)g)",
         )
     g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default=None,
+        help="run the fast CPU path (atrous.inference.optimize): fp32 (BatchNorm folded, "
+        "channels-last), bf16 (CPUs with AVX512-BF16/AMX), int8 (ONNX Runtime, calibrated on "
+        "--calib); default: the model as loaded",
+    )
+    g.add_argument(
+        "--backend",
+        choices=("eager", "onnxruntime"),
+        default=None,
+        help="with --precision: PyTorch (eager) or ONNX Runtime (int8 always; a .onnx file "
+        "always runs in ONNX Runtime)",
+    )
+    g.add_argument(
+        "--calib",
+        default=None,
+        metavar="DATA",
+        help="images to calibrate --precision int8 on: a folder or a dataset root",
+    )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
     from atrous.crf.params import CRFParams
 
@@ -272,6 +293,9 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
     crf: Any = (
         hook if hook is not None else (None if getattr(args, "no_crf_rnn", False) else "auto")
     )
+    precision = getattr(args, "precision", None)
+    if precision is not None:
+        model, crf = _optimized(model, crf, args)
     try:
         return Segmenter.from_model(
             model,
@@ -284,6 +308,24 @@ def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmen
             device=device,
         )
     except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+
+
+def _optimized(model: Any, crf: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """``--precision``/``--backend``/``--calib``: the model through
+    :func:`atrous.inference.optimize`, its learned CRF (if any) kept as the CRF hook."""
+    from atrous.crf.rnn_model import split_crf
+    from atrous.export import ExportError
+    from atrous.inference import optimize
+
+    if args.precision == "int8" and not args.calib:
+        raise CLIError("--precision int8 needs --calib DATA (images of your data)")
+    net, learned = split_crf(model)
+    if crf == "auto":
+        crf = learned
+    try:
+        return optimize(net, args.precision, calibration=args.calib, backend=args.backend), crf
+    except (ExportError, ValueError) as e:
         raise CLIError(str(e)) from None
 
 

@@ -9,6 +9,26 @@ from atrous.cli import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _add(sub, "export")
+    _add(sub, "quantize")
+
+
+def _add(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "quantize":
+        q = sub.add_parser(
+            "quantize",
+            help="int8 ONNX calibrated on your images (= export --precision int8)",
+            description="Export a model to an int8 ONNX file (ONNX Runtime, static QDQ "
+            "quantization, per-channel weights) calibrated on --calib images.",
+        )
+        q.add_argument("weights", help="model file (.safetensors, or a torchvision/VainF .pth)")
+        q.add_argument("--calib", required=True, metavar="DATA", help="a folder or dataset root")
+        q.add_argument("--out", required=True, dest="output", help="output .onnx file")
+        q.add_argument("--calib-images", type=int, default=32, help="calibration images taken")
+        q.set_defaults(func=run, precision="int8", opset=18, dynamic=True, size=None,
+                       with_preprocess=False, graph_output="logits", no_crf=True,
+                       no_simplify=False, no_check=False)  # fmt: skip
+        return
     p = sub.add_parser(
         "export",
         help="export a model to ONNX (.onnx) or torch.export (.pt2)",
@@ -52,6 +72,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a CRF-as-RNN model: export its network alone (the CRF cannot be exported)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: static quantization calibrated on --calib (ONNX only)",
+    )
+    p.add_argument("--calib", default=None, metavar="DATA",
+                   help="int8 calibration images: a folder or a dataset root")  # fmt: skip
+    p.add_argument("--calib-images", type=int, default=32,
+                   help="calibration images taken, evenly spread (default %(default)s)")  # fmt: skip
     p.add_argument("--no-simplify", action="store_true", help="keep the exporter's ONNX graph")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
     p.set_defaults(func=run)
@@ -69,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             model, args.output, output=args.graph_output, with_preprocess=args.with_preprocess,
             dynamic=args.dynamic, size=args.size, opset=args.opset,
             simplify=not args.no_simplify, crf="drop" if args.no_crf else "error",
-            check=not args.no_check,
+            check=not args.no_check, precision=args.precision, calibration=args.calib,
+            calibration_images=args.calib_images,
         )  # fmt: skip
     except ExportError as e:
         raise CLIError(f"{args.weights}: {e}") from None

@@ -159,6 +159,64 @@ def verify(
     return checks
 
 
+def _write_int8(
+    program: torch.export.ExportedProgram,
+    path: Path,
+    meta: dict[str, str],
+    opset: int,
+    simplify: bool,
+    graph: ExportGraph,
+    model: nn.Module,
+    calibration: Any,
+    limit: int,
+    min_side: int,
+    check: bool,
+) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor], list[dict[str, Any]]]:
+    """fp32 ONNX to a temporary file, quantized into ``path`` (:func:`.quantize.quantize_onnx`)
+    with the metadata kept; checks: label agreement with eager on calibration images."""
+    import tempfile
+
+    import onnx
+
+    from atrous.weights.exported import ort_session
+
+    from .calibration import calibration_batches
+    from .onnx import INPUT_NAME, write_onnx
+    from .quantize import quantize_onnx
+
+    norm = Normalization.of(getattr(model, "metadata", None))
+    batches = calibration_batches(calibration, norm, limit, min_side=min_side,
+                                  uint8=graph.preprocess)  # fmt: skip
+    meta = {**meta, "export_precision": "int8"}
+    with tempfile.TemporaryDirectory() as d:
+        fp32 = Path(d) / "fp32.onnx"
+        details, _ = write_onnx(program, fp32, meta, opset, simplify)
+        details["quantization"] = quantize_onnx(fp32, path, batches, INPUT_NAME)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, str(path))
+    session = ort_session(path)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+    checks = []
+    for b in batches[:4] if check else []:
+        x = torch.from_numpy(b)
+        with torch.no_grad():
+            ref = graph(x)
+        got = run(x)
+        if graph.output != "labels":
+            ref, got = ref.argmax(1), got.argmax(1)
+        agree = float((ref == got).double().mean())
+        checks.append({"size": [int(s) for s in b.shape[:1] + b.shape[-2:]] if not
+                       graph.preprocess else [int(s) for s in b.shape[:3]],
+                       "ok": True, "label_agreement": agree})  # fmt: skip
+    return details, run, checks
+
+
 def export(
     model: nn.Module,
     path: str | os.PathLike,
@@ -171,6 +229,9 @@ def export(
     simplify: bool = True,
     crf: str = "error",
     check: bool = True,
+    precision: str = "fp32",
+    calibration: Any = None,
+    calibration_images: int = 32,
 ) -> ExportReport:
     """Export ``model`` to ``path``: ``.onnx`` (ONNX, opset ``opset``, checked by
     ``onnx.checker``, simplified with onnxslim) or ``.pt2`` (a ``torch.export``
@@ -184,12 +245,22 @@ def export(
         size: (batch, height, width) of the trace; static exports default to (1, 513, 513).
         crf: ``error`` (a CRF-as-RNN model cannot be exported) or ``drop`` (its network).
         check: compare the written file with the eager model at two other sizes (dynamic)
-            or at ``size`` (static) and refuse it beyond :data:`RTOL`.
+            or at ``size`` (static) and refuse it beyond :data:`RTOL`; an int8 file is
+            compared on its calibration images (label agreement with eager, reported).
+        precision: ``fp32``, or ``int8`` (ONNX only): static post-training quantization
+            (:mod:`.quantize`) calibrated on ``calibration`` (:mod:`.calibration`: an image
+            folder, a dataset root, or normalized batches), ``calibration_images`` of them.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
         raise ExportError(f"{path}: the output must end in .onnx or .pt2")
+    if precision not in ("fp32", "int8"):
+        raise ExportError(f"precision must be fp32 or int8, got {precision!r}")
+    if precision == "int8" and fmt != "onnx":
+        raise ExportError("int8 export writes ONNX (run by ONNX Runtime): use a .onnx output")
+    if precision == "int8" and calibration is None:
+        raise ExportError("int8 needs calibration images of your data (--calib DATA)")
     t0 = time.perf_counter()
     _, graph = build_graph(model, output, with_preprocess, crf)
     min_side = min_input_side(model)
@@ -205,15 +276,21 @@ def export(
     )
     program = trace(graph, min_side, dynamic, size)
     with atomic_path(path, keep_suffix=True) as tmp:
-        if fmt == "onnx":
-            from .onnx import write_onnx
-
-            details, run = write_onnx(program, tmp, meta, opset, simplify)
+        if fmt == "onnx" and precision == "int8":
+            details, run, checks = _write_int8(
+                program, tmp, meta, opset, simplify, graph, model, calibration,
+                calibration_images, min_side, check,
+            )  # fmt: skip
         else:
-            from .pt2 import write_pt2
+            if fmt == "onnx":
+                from .onnx import write_onnx
 
-            details, run = write_pt2(program, tmp, meta)
-        checks = verify(graph, run, CHECK_SIZES if dynamic else [size]) if check else []
+                details, run = write_onnx(program, tmp, meta, opset, simplify)
+            else:
+                from .pt2 import write_pt2
+
+                details, run = write_pt2(program, tmp, meta)
+            checks = verify(graph, run, CHECK_SIZES if dynamic else [size]) if check else []
         bad = [c for c in checks if not c["ok"]]
         if bad:
             raise ExportError(

@@ -114,6 +114,7 @@ def export_metadata(
             "export_input": graph.input_format,
             "export_output": graph.output,
             "export_dynamic": "batch,height,width" if dynamic else "static",
+            "export_precision": "fp32",
         }
     )
     meta.update({k: str(v) for k, v in extra.items()})

@@ -4,6 +4,7 @@ CRF hook (v1 sec. 4). Start with :class:`Segmenter`."""
 
 from __future__ import annotations
 
+from atrous.inference.optimize import OptimizedModel, fold_batchnorm, optimize
 from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
 from atrous.inference.segmenter import AUTO_TILE_SIZE, CRFHook, Segmenter, tile_starts
 
@@ -13,7 +14,10 @@ __all__ = [
     "IMAGENET_STD",
     "CRFHook",
     "Normalizer",
+    "OptimizedModel",
     "Segmenter",
+    "fold_batchnorm",
+    "optimize",
     "tile_starts",
     "to_uint8_hwc",
 ]
