@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format bench bench-deploy clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test-slow: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Deployment benchmark (issue 12): torchvision's pure-Python models, for the baseline row only.
+.bench/torchvision: $(STAMP)
+	$(PY) -m pip install -q --no-deps --target .bench/torchvision torchvision==0.28.0
+
+bench-deploy: .bench/torchvision
+	$(PY) benchmarks/bench_deploy.py --large --out benchmarks/results/deploy
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info src/*.egg-info

@@ -227,3 +227,27 @@ def test_static_export_and_bad_requests(tmp_path) -> None:
         export(m, tmp_path / "m.pt2", size=(1, 8, 8))
     with pytest.raises(ExportError, match=r"output must be one of"):
         export(m, tmp_path / "m.pt2", output="argmax")
+
+
+def test_fp16_onnx_keeps_float32_io_halves_the_file_and_matches_eager(files, tmp_path) -> None:
+    m = W.load(files["weights"])
+    report = export(m, tmp_path / "h.onnx", precision="fp16")
+    assert [c["size"] for c in report.checks] == [[1, 65, 81], [2, 50, 77]]
+    assert all(c["ok"] and c["max_rel"] <= 1e-2 for c in report.checks)
+    proto = onnx.load(str(tmp_path / "h.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    halves = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(halves) > 10
+    assert (tmp_path / "h.onnx").stat().st_size < 0.6 * files["onnx"].stat().st_size
+    loaded = W.load(tmp_path / "h.onnx")
+    assert loaded.metadata["export"]["export_precision"] == "fp16"
+    assert loaded.metadata["class_names"] == NAMES
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        ref = m(x)["out"]
+    got = loaded(x)["out"]
+    assert got.dtype == torch.float32
+    assert float((ref.argmax(1) == got.argmax(1)).double().mean()) > 0.99
+    with pytest.raises(ExportError, match=r"fp16 export writes ONNX"):
+        export(m, tmp_path / "h.pt2", precision="fp16")

@@ -74,9 +74,10 @@ def _add(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "int8"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
-        help="int8: static quantization calibrated on --calib (ONNX only)",
+        help="fp16: half-precision weights and arithmetic, float32 input/output (for GPU "
+        "runtimes; ONNX only); int8: static quantization calibrated on --calib (ONNX only)",
     )
     p.add_argument("--calib", default=None, metavar="DATA",
                    help="int8 calibration images: a folder or a dataset root")  # fmt: skip

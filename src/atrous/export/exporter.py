@@ -30,6 +30,8 @@ from .graph import OUTPUTS, ExportGraph, Output, export_metadata
 
 __all__ = [
     "FORMATS",
+    "FP16_RTOL",
+    "PRECISIONS",
     "ExportError",
     "ExportReport",
     "build_graph",
@@ -42,6 +44,8 @@ FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
 TRACE_SIZE = (2, 97, 129)  # (batch, height, width) the dynamic trace runs at
 CHECK_SIZES = ((1, 65, 81), (2, 50, 77))  # where the written file is compared with eager
 RTOL = 1e-4  # max |exported - eager| / max |eager| accepted for fp32 logits and probabilities
+FP16_RTOL = 1e-2  # the same for an fp16 graph
+PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SIDE = 16384
 
 
@@ -126,9 +130,11 @@ def trace(
         raise ExportError(f"torch.export could not trace the model: {first_line(e)}") from e
 
 
-def compare(eager: torch.Tensor, exported: torch.Tensor, output: str) -> dict[str, Any]:
+def compare(
+    eager: torch.Tensor, exported: torch.Tensor, output: str, rtol: float = RTOL
+) -> dict[str, Any]:
     """How far the exported output is from eager's: relative max error for logits and
-    probabilities, the share of equal labels for labels."""
+    probabilities (at most ``rtol``), the share of equal labels for labels."""
     if tuple(eager.shape) != tuple(exported.shape):
         return {
             "ok": False,
@@ -139,13 +145,14 @@ def compare(eager: torch.Tensor, exported: torch.Tensor, output: str) -> dict[st
         return {"ok": agree >= 0.999, "label_agreement": agree}
     diff = float((eager.double() - exported.double()).abs().max())
     scale = float(eager.double().abs().max()) or 1.0
-    return {"ok": diff / scale <= RTOL, "max_abs": diff, "max_rel": diff / scale}
+    return {"ok": diff / scale <= rtol, "max_abs": diff, "max_rel": diff / scale}
 
 
 def verify(
     graph: ExportGraph,
     run: Callable[[torch.Tensor], torch.Tensor],
     sizes: Sequence[Sequence[int]] = CHECK_SIZES,
+    rtol: float = RTOL,
 ) -> list[dict[str, Any]]:
     """Run ``run`` (the exported file) and the eager ``graph`` on the same inputs at each
     (batch, height, width) of ``sizes``; one comparison (:func:`compare`) per size."""
@@ -155,8 +162,45 @@ def verify(
         with torch.no_grad():
             ref = graph(x)
         got = run(x)
-        checks.append({"size": list(size), **compare(ref, got, graph.output)})
+        checks.append({"size": list(size), **compare(ref, got, graph.output, rtol)})
     return checks
+
+
+def _write_converted(
+    program: torch.export.ExportedProgram,
+    path: Path,
+    meta: dict[str, str],
+    opset: int,
+    simplify: bool,
+    convert: Callable[[Path, Path], dict[str, Any]],
+    key: str,
+) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor]]:
+    """fp32 ONNX to a temporary file, turned into ``path`` by ``convert(fp32, path)`` (what
+    it did goes into ``details[key]``), the metadata written again; (details, run in ONNX
+    Runtime)."""
+    import tempfile
+
+    import onnx
+
+    from atrous.weights.exported import ort_session
+
+    from .onnx import INPUT_NAME, write_onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        fp32 = Path(d) / "fp32.onnx"
+        details, _ = write_onnx(program, fp32, meta, opset, simplify)
+        details[key] = convert(fp32, path)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, str(path))
+    session = ort_session(path)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+    return details, run
 
 
 def _write_int8(
@@ -172,36 +216,19 @@ def _write_int8(
     min_side: int,
     check: bool,
 ) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor], list[dict[str, Any]]]:
-    """fp32 ONNX to a temporary file, quantized into ``path`` (:func:`.quantize.quantize_onnx`)
-    with the metadata kept; checks: label agreement with eager on calibration images."""
-    import tempfile
-
-    import onnx
-
-    from atrous.weights.exported import ort_session
-
+    """Static int8 (:func:`.quantize.quantize_onnx`) calibrated on the user's images; checks:
+    label agreement with eager on calibration images (reported: int8 is not exact)."""
     from .calibration import calibration_batches
-    from .onnx import INPUT_NAME, write_onnx
+    from .onnx import INPUT_NAME
     from .quantize import quantize_onnx
 
     norm = Normalization.of(getattr(model, "metadata", None))
     batches = calibration_batches(calibration, norm, limit, min_side=min_side,
                                   uint8=graph.preprocess)  # fmt: skip
-    meta = {**meta, "export_precision": "int8"}
-    with tempfile.TemporaryDirectory() as d:
-        fp32 = Path(d) / "fp32.onnx"
-        details, _ = write_onnx(program, fp32, meta, opset, simplify)
-        details["quantization"] = quantize_onnx(fp32, path, batches, INPUT_NAME)
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save_model(proto, str(path))
-    session = ort_session(path)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
-
+    details, run = _write_converted(
+        program, path, {**meta, "export_precision": "int8"}, opset, simplify,
+        lambda src, dst: quantize_onnx(src, dst, batches, INPUT_NAME), "quantization",
+    )  # fmt: skip
     checks = []
     for b in batches[:4] if check else []:
         x = torch.from_numpy(b)
@@ -214,6 +241,29 @@ def _write_int8(
         checks.append({"size": [int(s) for s in b.shape[:1] + b.shape[-2:]] if not
                        graph.preprocess else [int(s) for s in b.shape[:3]],
                        "ok": True, "label_agreement": agree})  # fmt: skip
+    return details, run, checks
+
+
+def _write_fp16(
+    program: torch.export.ExportedProgram,
+    path: Path,
+    meta: dict[str, str],
+    opset: int,
+    simplify: bool,
+    graph: ExportGraph,
+    check: bool,
+    sizes: Sequence[Sequence[int]],
+) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor], list[dict[str, Any]]]:
+    """Half-precision weights and arithmetic, float32 input and output (the same contract):
+    half the file, for GPU runtimes (ONNX Runtime CUDA/TensorRT); ONNX Runtime's CPU provider
+    runs it too, with its fp16-less operators cast to float32. Checks: eager at ``sizes``
+    within :data:`FP16_RTOL` (fp16 carries 11 bits of mantissa)."""
+    from .quantize import convert_fp16
+
+    details, run = _write_converted(
+        program, path, {**meta, "export_precision": "fp16"}, opset, simplify, convert_fp16, "fp16"
+    )
+    checks = verify(graph, run, sizes, rtol=FP16_RTOL) if check else []
     return details, run, checks
 
 
@@ -247,18 +297,22 @@ def export(
         check: compare the written file with the eager model at two other sizes (dynamic)
             or at ``size`` (static) and refuse it beyond :data:`RTOL`; an int8 file is
             compared on its calibration images (label agreement with eager, reported).
-        precision: ``fp32``, or ``int8`` (ONNX only): static post-training quantization
-            (:mod:`.quantize`) calibrated on ``calibration`` (:mod:`.calibration`: an image
-            folder, a dataset root, or normalized batches), ``calibration_images`` of them.
+        precision: ``fp32``; ``fp16`` (ONNX only): half-precision weights and arithmetic with
+            float32 input and output, checked within :data:`FP16_RTOL`; or ``int8`` (ONNX
+            only): static post-training quantization (:mod:`.quantize`) calibrated on
+            ``calibration`` (:mod:`.calibration`: an image folder, a dataset root, or
+            normalized batches), ``calibration_images`` of them.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
         raise ExportError(f"{path}: the output must end in .onnx or .pt2")
-    if precision not in ("fp32", "int8"):
-        raise ExportError(f"precision must be fp32 or int8, got {precision!r}")
-    if precision == "int8" and fmt != "onnx":
-        raise ExportError("int8 export writes ONNX (run by ONNX Runtime): use a .onnx output")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and fmt != "onnx":
+        raise ExportError(
+            f"{precision} export writes ONNX (run by ONNX Runtime): use a .onnx output"
+        )
     if precision == "int8" and calibration is None:
         raise ExportError("int8 needs calibration images of your data (--calib DATA)")
     t0 = time.perf_counter()
@@ -281,6 +335,11 @@ def export(
                 program, tmp, meta, opset, simplify, graph, model, calibration,
                 calibration_images, min_side, check,
             )  # fmt: skip
+        elif precision == "fp16":
+            details, run, checks = _write_fp16(
+                program, tmp, meta, opset, simplify, graph, check,
+                CHECK_SIZES if dynamic else [size],
+            )  # fmt: skip
         else:
             if fmt == "onnx":
                 from .onnx import write_onnx
@@ -295,7 +354,8 @@ def export(
         if bad:
             raise ExportError(
                 f"{path}: the exported graph does not match the eager model: {bad[0]} "
-                f"(tolerance {RTOL} relative); the file was not written"
+                f"(tolerance {FP16_RTOL if precision == 'fp16' else RTOL} relative); the file "
+                "was not written"
             )
     return ExportReport(
         path=str(path), format=fmt, bytes=path.stat().st_size, input=graph.input_format,

@@ -1,4 +1,7 @@
-"""int8 post-training static quantization of an exported ONNX graph with ONNX Runtime
+"""Lower-precision ONNX graphs: fp16 (:func:`convert_fp16`) and int8 post-training static
+quantization (:func:`quantize_onnx`).
+
+int8 post-training static quantization of an exported ONNX graph with ONNX Runtime
 (``quantize_static``): QDQ format, per-channel int8 weights, uint8 activations whose ranges are
 calibrated (min/max) on the user's images, so ONNX Runtime runs the convolutions with VNNI
 int8 kernels (U8S8).
@@ -23,7 +26,7 @@ import numpy as np
 
 from .diagnostics import ExportError, first_line, quiet
 
-__all__ = ["quantize_onnx"]
+__all__ = ["convert_fp16", "quantize_onnx"]
 
 
 def quantize_onnx(
@@ -83,3 +86,28 @@ def quantize_onnx(
     return {"calibration_images": sum(int(b.shape[0]) for b in data), "method": method,
             "quantize_nodes": ops.count("QuantizeLinear"),
             "dequantize_nodes": ops.count("DequantizeLinear")}  # fmt: skip
+
+
+def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, Any]:
+    """``fp32_path`` with float16 weights and arithmetic into ``out_path``, its input and
+    output kept float32 (``keep_io_types``), so the file keeps the atrous contract.
+
+    ONNX Runtime's own converter (``onnxruntime.transformers.float16``, shipped with
+    onnxruntime): no further dependency, and it leaves the operators without fp16 kernels
+    (``Upsample``, ``Range``...) in float32 with casts around them. Returns the number of
+    casts it placed."""
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as e:  # pragma: no cover - onnxruntime ships it
+        raise ExportError(f"fp16 export needs onnxruntime's converter: {first_line(e)}") from e
+    proto = onnx.load(str(fp32_path))
+    try:
+        with quiet():
+            half = convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as e:
+        raise ExportError(f"fp16 conversion failed: {first_line(e)}") from e
+    onnx.save_model(half, str(out_path))
+    ops = [n.op_type for n in half.graph.node]
+    return {"precision": "fp16", "casts": ops.count("Cast")}
