@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,export]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'
 	touch $(STAMP)
 
 demo: $(STAMP)

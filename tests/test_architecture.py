@@ -27,6 +27,7 @@ LAYERS = {
     "atrous.losses": 4,
     "atrous.inference": 5,
     "atrous.evaluation": 6,
+    "atrous.serve": 6,  # the HTTP service: inference behind Starlette; imports no evaluation
     "atrous.export": 5,  # beside inference, which runs its int8 path; export imports no inference
     "atrous.training": 7,
     "atrous.cli": 8,

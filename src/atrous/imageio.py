@@ -31,9 +31,11 @@ Input policies of :func:`read_image` (every image becomes HxWx3 uint8 RGB):
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -45,8 +47,11 @@ __all__ = [
     "MAX_PIXELS",
     "ImageReadError",
     "ImageReadWarning",
+    "ImageTooLarge",
+    "image_kind",
     "label_dtype",
     "read_image",
+    "read_image_bytes",
     "stored_size",
 ]
 
@@ -75,6 +80,11 @@ class ImageReadError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class ImageTooLarge(ImageReadError):
+    """An image whose header declares more pixels than the reader's limit (a decompression
+    bomb, or a real image over the limit): refused before decoding."""
+
+
 class ImageReadWarning(UserWarning):
     """An image read with a loss worth knowing: only its first frame, or dark 16-bit data."""
 
@@ -87,19 +97,42 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     """An image file as HxWx3 uint8 RGB, as displayed (EXIF orientation applied), by the
     policies of this module's docstring. Raises :class:`ImageReadError`; warns
     :class:`ImageReadWarning`."""
+    return _read(path, path, max_pixels)
+
+
+def read_image_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`read_image` of an encoded image held in memory (an HTTP upload), by the same
+    policies; errors and warnings name ``name``."""
+    if not data:
+        raise ImageReadError(name, "unreadable image (empty (0 bytes)): send the image file")
+    return _read(io.BytesIO(data), name, max_pixels, head=bytes(data[:16]))
+
+
+def image_kind(head: bytes) -> str | None:
+    """The format an encoded image's first bytes announce (``PNG``, ``JPEG``, ``WebP``...),
+    or None."""
+    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":
+        return None
+    return next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
+
+
+def _read(
+    src: str | os.PathLike | BinaryIO, name: str | os.PathLike, max_pixels: int | None,
+    head: bytes | None = None,
+) -> np.ndarray:  # fmt: skip
     try:
-        with _open(path, max_pixels) as im:
+        with _open(src, max_pixels, name) as im:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 warnings.warn(
-                    ImageReadWarning(f"{path}: {frames} frames; only the first is read"),
-                    stacklevel=2,
+                    ImageReadWarning(f"{name}: {frames} frames; only the first is read"),
+                    stacklevel=3,
                 )
-            return _to_rgb(path, im)
+            return _to_rgb(name, im)
     except ImageReadError:
         raise
     except _PIL_ERRORS as e:
-        raise _read_error(path, e) from e
+        raise _read_error(name, e, head) from e
 
 
 def stored_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -114,8 +147,11 @@ def stored_size(path: str | os.PathLike) -> tuple[int, int]:
         raise _read_error(path, e) from e
 
 
-def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
-    """``Image.open`` (the header only) under our pixel limit instead of PIL's."""
+def _open(
+    path: str | os.PathLike | BinaryIO, max_pixels: int | None, name: str | os.PathLike = ""
+) -> Image.Image:
+    """``Image.open`` (the header only) under our pixel limit instead of PIL's; errors name
+    ``name`` (default: ``path``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -124,14 +160,16 @@ def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
             with _PIL_LIMIT_LOCK:  # PIL's limit is global: lifted for this open only
                 saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
                 try:
+                    if hasattr(path, "seek"):
+                        path.seek(0)
                     im = Image.open(path)
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
     w, h = im.size
     if max_pixels is not None and w * h > max_pixels:
         im.close()
-        raise ImageReadError(
-            path,
+        raise ImageTooLarge(
+            name or path,
             f"{w * h} pixels ({w}x{h}), more than the limit {max_pixels}: "
             "a decompression bomb; if the image is real, raise the limit (max_pixels; CLI: "
             "--max-pixels)",
@@ -194,8 +232,9 @@ def _warn_dark(path: str | os.PathLike, top: int, full: int) -> None:
         )
 
 
-def _read_error(path: str | os.PathLike, e: Exception) -> ImageReadError:
-    """The :class:`ImageReadError` for one of :data:`_PIL_ERRORS`."""
+def _read_error(path: str | os.PathLike, e: Exception, head: bytes | None = None) -> ImageReadError:
+    """The :class:`ImageReadError` for one of :data:`_PIL_ERRORS` (``head``: the data's first
+    bytes when it is not a file)."""
     if isinstance(e, FileNotFoundError):
         return ImageReadError(path, "image file not found: check the path")
     if isinstance(e, IsADirectoryError):
@@ -206,14 +245,15 @@ def _read_error(path: str | os.PathLike, e: Exception) -> ImageReadError:
         )
     again = "copy or export it again"
     if isinstance(e, UnidentifiedImageError):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(16)
-        except OSError:
-            head = b""
+        if head is None:
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(16)
+            except OSError:
+                head = b""
         if not head:
             return ImageReadError(path, f"unreadable image (empty file (0 bytes)): {again}")
-        kind = next((k for s, k in _SIGNATURES.items() if head.startswith(s)), None)
+        kind = image_kind(head)
         if kind is not None:
             return ImageReadError(
                 path, f"unreadable image (truncated or corrupt {kind} file): {again}"

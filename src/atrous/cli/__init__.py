@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "atrous.cli.eval_cmd",
     "atrous.cli.crf_search_cmd",
     "atrous.cli.predict_cmd",
+    "atrous.cli.serve_cmd",
     "atrous.cli.train_cmd",
 )
 

@@ -1,0 +1,365 @@
+"""The HTTP service: a Starlette app around one loaded model.
+
+- ``POST /v1/segment``: an image (raw body or multipart upload; JPEG, PNG or WebP, read by
+  the same reader as ``atrous predict``, EXIF orientation applied) → the label map
+  (``format=png``), a coloured overlay (``overlay``) or JSON (``json``, with ``masks=png|rle``
+  for per-class masks). Options: :mod:`atrous.serve.options`.
+- ``GET /v1/model``: the model card. ``GET /healthz``: alive. ``GET /readyz``: the model is
+  loaded and a warm-up forward is done. ``GET /metrics``: Prometheus text.
+- ``GET /``: the web page (``static/index.html``, served by the package: no CDN).
+
+Every refusal is a JSON ``{"error": {"status", "code", "message"}}`` with a 4xx status (503
+when the queue is full, with ``Retry-After``); an unexpected failure is a 500 whose message
+names the exception type, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from atrous.imageio import ImageReadError, ImageTooLarge, image_kind, read_image_bytes
+from atrous.serve.batcher import DynamicBatcher, Job, QueueFull
+from atrous.serve.encode import json_body, label_png, overlay_jpeg
+from atrous.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from atrous.serve.options import OptionError, RequestOptions, ServerSettings, parse_options
+
+__all__ = ["ACCEPTED", "HTTPProblem", "SegmentService", "create_app"]
+
+log = logging.getLogger("atrous.serve")
+
+ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WebP": "image/webp"}
+_RAW_TYPES = {"", "application/octet-stream", *ACCEPTED.values(), "image/jpg"}
+
+
+class HTTPProblem(Exception):
+    """A request the service refuses: HTTP ``status``, a short ``code`` and a message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"status": self.status, "code": self.code, "message": self.message}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class SegmentService:
+    """The model, its Segmenters (one per inference setting, built on first use), the
+    batcher and the metrics: everything the routes share."""
+
+    def __init__(self, model: Any, settings: ServerSettings, crf: Any = None) -> None:
+        from atrous.inference.io import model_palette
+
+        self.model = model
+        self.settings = settings
+        self.crf = crf  # the dense-CRF hook requests with crf=true get
+        config = dict(getattr(model, "config", {}) or {})
+        meta = dict(getattr(model, "metadata", {}) or {})
+        self.num_classes = int(config["num_classes"])
+        names = meta.get("class_names") or [f"class_{i}" for i in range(self.num_classes)]
+        self.class_names = [str(n) for n in names][: self.num_classes]
+        self.palette = model_palette(model)
+        self.metrics = ServiceMetrics(settings.max_batch)
+        self.batcher = DynamicBatcher(
+            self._run_batch, settings.max_batch, settings.max_wait_ms, settings.max_queue,
+            on_batch=self._observe_batch,
+        )  # fmt: skip
+        self._segmenters: dict[tuple, Any] = {}
+        self.ready = False
+        self.warmup_seconds: float | None = None
+        self.startup_error: str | None = None
+
+    # --- the model side (runs on the batcher's thread) -------------------------------------
+    def segmenter(self, key: tuple[tuple[float, ...], bool, bool]) -> Any:
+        seg = self._segmenters.get(key)
+        if seg is None:
+            from atrous.constants import AUTO_TILE_PIXELS
+            from atrous.inference import Segmenter
+
+            scales, flip, crf = key
+            # crf: the dense CRF when asked; otherwise a learned CRF-as-RNN layer if the
+            # model has one ("auto"), as atrous predict runs it
+            seg = Segmenter.from_model(
+                self.model, scales=scales, flip=flip, crf=self.crf if crf else "auto",
+                tile_size=self.settings.tile_size, auto_tile=AUTO_TILE_PIXELS,
+                batch_size=self.settings.max_batch * (2 if flip else 1),
+            )  # fmt: skip
+            self._segmenters[key] = seg
+        return seg
+
+    def _run_batch(self, jobs: Sequence[Job]) -> list[Any]:
+        seg = self.segmenter(jobs[0].key[2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # auto-tiling notes: the card says it
+            return list(seg.predict_many([j.image for j in jobs], "labels", errors="return"))
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
+    def warm_up(self) -> None:
+        h, w = self.settings.warmup_size
+        self.segmenter(self.settings.defaults().inference_key).predict(
+            np.full((h, w, 3), 127, np.uint8)
+        )
+
+    # --- the card ---------------------------------------------------------------------------
+    def card(self) -> dict[str, Any]:
+        from pathlib import Path
+
+        from atrous import __version__
+
+        config = dict(getattr(self.model, "config", {}) or {})
+        meta = dict(getattr(self.model, "metadata", {}) or {})
+        seg = self._segmenters.get(self.settings.defaults().inference_key)
+        s = self.settings
+        norm = seg.normalize.config() if seg is not None else {}
+        return {
+            "arch": config.get("arch"),
+            "num_classes": self.num_classes,
+            "output_stride": config.get("output_stride"),
+            "class_names": self.class_names,
+            "palette": [[int(c) for c in row] for row in self.palette[: self.num_classes]],
+            "preprocessing": norm,
+            "weights": Path(str(meta["weights"])).name if meta.get("weights") else None,
+            "source": meta.get("source"),
+            "precision": meta.get("precision", "fp32"),
+            "inference": {
+                "scales": list(s.scales),
+                "flip": s.flip,
+                "crf": s.crf,
+                "crf_allowed": s.crf_allowed,
+                "tile_size": s.tile_size,
+            },
+            "batching": {
+                "max_batch": s.max_batch,
+                "max_wait_ms": s.max_wait_ms,
+                "max_queue": s.max_queue,
+            },
+            "limits": {
+                "max_upload_mb": s.max_upload_mb,
+                "max_pixels": s.max_pixels,
+                "formats": sorted(ACCEPTED),
+            },
+            "ready": self.ready,
+            "atrous_version": __version__,
+        }
+
+    # --- one request --------------------------------------------------------------------------
+    async def read_upload(self, request: Request) -> tuple[bytes, dict[str, str]]:
+        """The image bytes and the form fields of a raw or multipart body, within the upload
+        limit (413 beyond it, checked on Content-Length and while reading)."""
+        limit = self.settings.max_upload_bytes
+        mb = f"{self.settings.max_upload_mb:g} MB"
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPProblem(413, "upload_too_large",
+                              f"the upload is {int(declared)} bytes, over the limit of {mb} "
+                              "(--max-upload-mb)")  # fmt: skip
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPProblem(413, "upload_too_large",
+                                  f"the upload is over the limit of {mb} (--max-upload-mb)")  # fmt: skip
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            return await self._multipart(request, body)
+        # The bytes decide (curl --data-binary sends form-urlencoded); a body that is no image
+        # under a type that is no image is refused as that type (415).
+        if ctype not in _RAW_TYPES and body and image_kind(body[:16]) is None:
+            raise HTTPProblem(415, "unsupported_media_type",
+                              f"content type {ctype!r} is not an image: send a JPEG, PNG or "
+                              "WebP file as the body or as a multipart file field")  # fmt: skip
+        return body, {}
+
+    async def _multipart(self, request: Request, body: bytes) -> tuple[bytes, dict[str, str]]:
+        from starlette.datastructures import UploadFile
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield body
+
+        try:
+            form = await MultiPartParser(request.headers, stream(), max_files=1,
+                                         max_fields=16).parse()  # fmt: skip
+        except MultiPartException as e:
+            raise HTTPProblem(400, "bad_multipart", f"malformed multipart body: {e}") from None
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        if not files:
+            raise HTTPProblem(400, "no_file", "the multipart body has no file field: send the "
+                              "image as a file (e.g. curl -F image=@photo.jpg)")  # fmt: skip
+        data = await files[0].read()
+        return data, fields
+
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        """The upload as HxWx3 uint8 RGB (the reader of ``atrous predict``), or the 4xx that
+        says why not."""
+        if not data:
+            raise HTTPProblem(400, "empty_upload", "the upload is empty (0 bytes)")
+        kind = image_kind(data[:16])
+        if kind is not None and kind not in ACCEPTED:
+            raise HTTPProblem(415, "unsupported_image_type",
+                              f"{kind} images are not supported: send JPEG, PNG or WebP")  # fmt: skip
+        if kind is None:
+            raise HTTPProblem(400, "not_an_image",
+                              "the upload is not an image (its first bytes are not those of a "
+                              "JPEG, PNG or WebP file)")  # fmt: skip
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return read_image_bytes(data, name, max_pixels=self.settings.max_pixels)
+        except ImageTooLarge as e:
+            raise HTTPProblem(413, "too_many_pixels", e.problem.replace(
+                "max_pixels; CLI: --max-pixels", "the server's --max-pixels")) from None  # fmt: skip
+        except ImageReadError as e:
+            raise HTTPProblem(400, "unreadable_image", e.problem) from None
+
+    async def segment(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            response = await self._segment(request, t0)
+        except HTTPProblem as p:
+            response = p.response()
+        except Exception as e:  # never a traceback to the client
+            log.exception("segment failed")
+            response = HTTPProblem(500, "internal_error",
+                                   f"the model failed on this image ({type(e).__name__}: "
+                                   f"{str(e)[:200]})").response()  # fmt: skip
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.requests.labels("/v1/segment", str(response.status_code)).inc()
+        if response.status_code == 200:
+            self.metrics.latency.observe(time.perf_counter() - t0)
+        return response
+
+    async def _segment(self, request: Request, t0: float) -> Response:
+        if not self.ready:
+            raise HTTPProblem(503, "not_ready", "the model is still warming up",
+                              {"Retry-After": "1"})  # fmt: skip
+        data, fields = await self.read_upload(request)
+        try:
+            options = parse_options({**request.query_params, **fields}, self.settings)
+        except OptionError as e:
+            raise HTTPProblem(422, "bad_option", str(e)) from None
+        image = await asyncio.to_thread(self.decode, data, "upload")
+        key = (image.shape[0], image.shape[1], options.inference_key)
+        self.metrics.queue_depth.set(self.batcher.depth)
+        try:
+            labels = await self.batcher.submit(image, key)
+        except QueueFull as e:
+            self.metrics.rejected.inc()
+            raise HTTPProblem(503, "busy", f"the server is busy: {e}; try again shortly",
+                              {"Retry-After": "1"}) from None  # fmt: skip
+        finally:
+            self.metrics.queue_depth.set(self.batcher.depth)
+        seconds = time.perf_counter() - t0
+        return await asyncio.to_thread(self.respond, image, labels, options, seconds)
+
+    def respond(
+        self, image: np.ndarray, labels: np.ndarray, options: RequestOptions, seconds: float
+    ) -> Response:
+        headers = {"X-Inference-Seconds": f"{seconds:.4f}"}
+        if options.format == "png":
+            return Response(label_png(labels, self.num_classes), media_type="image/png",
+                            headers=headers)  # fmt: skip
+        if options.format == "overlay":
+            return Response(overlay_jpeg(image, labels, self.palette), media_type="image/jpeg",
+                            headers=headers)  # fmt: skip
+        info = {"options": {"scales": list(options.scales), "flip": options.flip,
+                            "crf": options.crf}, "seconds": round(seconds, 4)}  # fmt: skip
+        body = json_body(labels, self.class_names, self.palette, options.masks, info)
+        return JSONResponse(body, headers=headers)
+
+
+def _page() -> str:
+    return importlib.resources.files("atrous.serve").joinpath("static/index.html").read_text()
+
+
+def create_app(model: Any, settings: ServerSettings | None = None, crf: Any = None) -> Starlette:
+    """The service for a loaded ``model`` (:func:`atrous.weights.load`, an optimized or an
+    exported model); ``crf``: the dense-CRF hook for requests that ask for it."""
+    settings = settings or ServerSettings()
+    service = SegmentService(model, settings, crf)
+
+    async def warm() -> None:
+        t0 = time.perf_counter()
+        try:
+            await service.batcher.run_sync(service.warm_up)
+        except Exception as e:
+            service.startup_error = f"{type(e).__name__}: {e}"
+            log.error("warm-up failed: %s", service.startup_error)
+            return
+        service.warmup_seconds = time.perf_counter() - t0
+        service.ready = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.batcher.start()
+        warmup = asyncio.get_running_loop().create_task(warm())
+        try:
+            yield
+        finally:
+            await warmup
+            await service.batcher.stop()
+
+    def counted(endpoint: str, response: Response) -> Response:
+        service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    async def index(request: Request) -> Response:
+        return counted("/", HTMLResponse(_page()))
+
+    async def healthz(request: Request) -> Response:
+        return counted("/healthz", JSONResponse({"status": "alive"}))
+
+    async def readyz(request: Request) -> Response:
+        if service.ready:
+            body = {"status": "ready", "warmup_seconds": round(service.warmup_seconds or 0, 3)}
+            return counted("/readyz", JSONResponse(body))
+        status = "failed: " + service.startup_error if service.startup_error else "warming up"
+        return counted("/readyz", JSONResponse({"status": status}, status_code=503))
+
+    async def model_card(request: Request) -> Response:
+        return counted("/v1/model", JSONResponse(service.card()))
+
+    async def metrics(request: Request) -> Response:
+        service.metrics.queue_depth.set(service.batcher.depth)
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        code = getattr(exc, "status_code", 404)
+        what = "no such endpoint" if code == 404 else "method not allowed"
+        return HTTPProblem(code, "not_found" if code == 404 else "method_not_allowed",
+                           f"{request.method} {request.url.path}: {what}").response()  # fmt: skip
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/v1/model", model_card),
+        Route("/v1/segment", service.segment, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: not_found})  # fmt: skip
+    app.state.service = service
+    return app

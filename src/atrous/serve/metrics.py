@@ -1,0 +1,45 @@
+"""The service's Prometheus metrics (``GET /metrics``), in a registry of its own so that two
+apps in one process (tests) do not share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ServiceMetrics:
+    """Requests by endpoint and status, request latency, batch sizes, model time per batch,
+    queue depth and in-flight requests."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "atrous_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "atrous_request_latency_seconds", "POST /v1/segment latency, arrival to response",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "atrous_batch_size", "images per model batch",
+            buckets=tuple(float(b) for b in range(1, max_batch + 1)), registry=r,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "atrous_batch_seconds", "model time per batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("atrous_queue_depth", "requests waiting for the model", registry=r)
+        self.in_flight = Gauge(
+            "atrous_requests_in_flight", "segment requests being handled", registry=r
+        )
+        self.rejected = Counter(
+            "atrous_rejected", "requests refused because the queue was full", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,100 @@
+"""The web page in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by Selenium; nothing downloaded) loads the page, uploads an image,
+waits for the overlay, reads the legend against the model's classes and the segmentation,
+hovers a pixel, checks that an error from the server is shown, and saves a screenshot to
+``tests/artifacts/serve_page.png``. Without the browser the test is skipped with a reason that
+says what to install."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NAMES, encode, rgb, running
+
+import atrous.weights as W
+from atrous.inference import Segmenter
+from atrous.serve import ServerSettings, create_app
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _driver():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip(
+            "BROWSER TEST NOT RUN: headless Chromium is not installed (apt-get install "
+            "chromium chromium-driver; .ci/run does this)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--force-color-profile=srgb"):  # fmt: skip
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, tmp_path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    model = W.load(weights_file)
+    image = rgb(21, 180, 240)
+    photo = tmp_path / "street.png"
+    photo.write_bytes(encode(image))
+    expected = Segmenter.from_model(model).predict(image)
+    present = {NAMES[k]: n / expected.size for k, n in enumerate(np.bincount(expected.ravel(),
+               minlength=5)) if n}  # fmt: skip
+    driver = _driver()
+    try:
+        with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(EC.text_to_be_present_in_element((By.ID, "model-name"), "5 classes"))
+            card = driver.find_element(By.ID, "card-list").text
+            assert "deeplabv3plus_mobilenetv2" in card and "tiny.safetensors" in card
+            driver.find_element(By.ID, "file").send_keys(str(photo))
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+            assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", (
+                driver.find_element(By.ID, "error").text
+            )
+            canvas = driver.find_element(By.ID, "overlay")
+            assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("240", "180")
+            rows = driver.find_elements(By.CSS_SELECTOR, "#legend li")
+            legend = {r.find_element(By.CLASS_NAME, "name").text:
+                      float(r.find_element(By.CLASS_NAME, "frac").text.rstrip("%")) / 100
+                      for r in rows}  # fmt: skip
+            assert set(legend) == set(present)
+            for name, frac in present.items():
+                assert legend[name] == pytest.approx(frac, abs=0.0006)
+            # the labels the page decoded are the server's (and the Segmenter's)
+            decoded = driver.execute_script("return Array.from(state.labels)")
+            assert np.array_equal(np.asarray(decoded, np.uint8).reshape(180, 240), expected)
+            # hover the centre: the caption names the class there
+            ActionChains(driver).move_to_element(canvas).perform()
+            wait.until(lambda d: d.find_element(By.ID, "hover").text)
+            box = canvas.rect
+            x = int((box["width"] // 2) * 240 / box["width"])
+            y = int((box["height"] // 2) * 180 / box["height"])
+            hover = driver.find_element(By.ID, "hover").text
+            assert NAMES[int(expected[y, x])] in hover
+            assert driver.find_element(By.ID, "download-mask").is_enabled()
+            ARTIFACTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / "serve_page.png"))
+            # an error from the server is shown as its text
+            bad = tmp_path / "broken.png"
+            bad.write_bytes(encode(image)[:300])
+            driver.find_element(By.ID, "file").send_keys(str(bad))
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                       == "error")  # fmt: skip
+            assert "truncated" in driver.find_element(By.ID, "error").text
+    finally:
+        driver.quit()

@@ -1,0 +1,88 @@
+"""``atrous serve`` as a user runs it: a subprocess that comes up, answers, and on SIGTERM stops
+accepting, finishes the request in flight and exits 0."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+from conftest import encode, free_port, rgb
+from PIL import Image
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not get ready")
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(weights_file) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port),
+         "--threads", "1", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_ready(url, proc)
+        card = httpx.get(url + "/v1/model").json()
+        assert card["arch"] == "deeplabv3plus_mobilenetv2"
+        # a request that keeps the model busy for a moment: two scales, flipped
+        big = encode(rgb(7, 480, 640))
+        result: dict = {}
+
+        def slow() -> None:
+            result["r"] = httpx.post(url + "/v1/segment", params={"scales": "1,2",
+                                     "flip": "true"}, content=big, timeout=120)  # fmt: skip
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 30
+        while "atrous_requests_in_flight 1.0" not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        t.join(120)
+        rc = proc.wait(60)
+        r = result["r"]
+        assert r.status_code == 200
+        assert np.asarray(Image.open(io.BytesIO(r.content))).shape == (480, 640)
+        assert rc == 0, proc.stderr.read()
+        try:
+            httpx.get(url + "/healthz", timeout=2)
+            raise AssertionError("the server still accepts connections")
+        except httpx.TransportError:
+            pass
+        err = proc.stderr.read()
+        assert "Traceback" not in err
+        assert f"on http://127.0.0.1:{port}/" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_a_bad_model_file_in_one_line(tmp_path) -> None:
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    out = subprocess.run([sys.executable, "-m", "atrous", "serve", str(bad)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in out.stderr
