@@ -76,3 +76,28 @@ def test_label_dtype_keeps_classes_and_ignore_apart() -> None:
         label_dtype(0)
     with pytest.raises(ValueError):
         label_dtype(65537)
+
+
+def test_read_image_bytes_reads_uploads_by_the_same_policy() -> None:
+    import io
+
+    from PIL import Image
+
+    from atrous.imageio import ImageTooLarge, image_kind, read_image_bytes
+
+    rgba = np.zeros((5, 7, 4), np.uint8)
+    rgba[..., 0] = 200
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    data = buf.getvalue()
+    out = read_image_bytes(data, "up.png")
+    assert out.shape == (5, 7, 3) and out[0, 0].tolist() == [200, 0, 0]  # alpha dropped
+    assert image_kind(data[:16]) == "PNG" and image_kind(b"RIFF1234WAVE") is None
+    with pytest.raises(ImageReadError, match=r"^up\.png: unreadable image \(empty"):
+        read_image_bytes(b"", "up.png")
+    with pytest.raises(ImageReadError, match=r"^up\.png: unreadable image \(truncated"):
+        read_image_bytes(data[:40], "up.png")
+    with pytest.raises(ImageReadError, match=r"not an image: unknown format"):
+        read_image_bytes(b"plain text, no image", "up.png")
+    with pytest.raises(ImageTooLarge, match=r"35 pixels \(7x5\), more than the limit 20"):
+        read_image_bytes(data, "up.png", max_pixels=20)

@@ -86,3 +86,23 @@ def test_serve_refuses_a_bad_model_file_in_one_line(tmp_path) -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in out.stderr
+
+
+def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port),
+         "--workers", "2", "--threads", "1", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_ready(url, proc)
+        r = httpx.post(url + "/v1/segment", content=encode(rgb(9, 60, 80)))
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

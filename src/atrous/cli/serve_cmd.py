@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-pixels", type=float, default=40e6,
                    help="largest image, pixels, read from the header before decoding (413 "
                    "beyond; default %(default).0e)")  # fmt: skip
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="server processes, each with its own model and batcher (default 1: "
+                   "one model uses every core it is given)")  # fmt: skip
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds to let requests in flight finish (default "
                    "%(default)s)")  # fmt: skip
@@ -98,6 +101,22 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as e:
         raise CLIError(str(e)) from None
+
+    if args.workers > 1:
+        import dataclasses
+
+        from atrous.serve.server import run_workers
+
+        threads = args.threads or max(1, __import__("torch").get_num_threads() // args.workers)
+        spec = {"model": args.model, "settings": dataclasses.asdict(settings),
+                "crf": bool(crf is not None), "crf_params": args.crf_params,
+                "precision": args.precision, "calib": args.calib, "threads": threads}  # fmt: skip
+        del model
+        print(f"atrous serve: {args.workers} workers on http://{args.host}:{args.port}/",
+              file=sys.stderr, flush=True)  # fmt: skip
+        run_workers(spec, args.workers, host=args.host, port=args.port,
+                    log_level=args.log_level, graceful_timeout=args.graceful_timeout)  # fmt: skip
+        return 0
 
     def started(server: object) -> None:
         print(f"atrous serve: {model.config.get('arch')} on http://{args.host}:{args.port}/ "

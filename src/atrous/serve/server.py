@@ -8,7 +8,9 @@ from typing import Any
 
 from atrous.serve.options import ServerSettings
 
-__all__ = ["run"]
+__all__ = ["ENV_SPEC", "app_from_env", "run", "run_workers"]
+
+ENV_SPEC = "ATROUS_SERVE_SPEC"  # what each worker process of run_workers loads (JSON)
 
 
 def run(
@@ -35,7 +37,7 @@ def run(
     server = uvicorn.Server(config)
     # uvicorn re-raises a captured SIGTERM/SIGINT once it has shut down, to let the previous
     # handler act; ours does nothing, so a graceful stop ends the process with status 0.
-    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = _quiet_signals()
     try:
         if on_start is not None:
             import threading
@@ -53,3 +55,71 @@ def run(
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _quiet_signals() -> dict:
+    """No-op SIGTERM/SIGINT handlers (see :func:`run`); returns the previous ones."""
+    return {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def run_workers(
+    spec: dict[str, Any],
+    workers: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    graceful_timeout: float = 30.0,
+) -> None:
+    """Serve with ``workers`` processes on one socket (uvicorn's supervisor), each loading the
+    model itself from ``spec`` (:func:`app_from_env`): throughput for a machine with more
+    cores than one model uses, at ``workers`` times the memory. SIGTERM stops every worker
+    gracefully; returns when they are done."""
+    import json
+    import os
+
+    import uvicorn
+
+    os.environ[ENV_SPEC] = json.dumps(spec)
+    previous = _quiet_signals()
+    try:
+        uvicorn.run(
+            "atrous.serve.server:app_from_env", factory=True, host=host, port=port,
+            workers=int(workers), log_level=log_level, lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug",
+        )  # fmt: skip
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def app_from_env() -> Any:
+    """The app of one worker process of :func:`run_workers`: the model, settings and CRF of
+    the JSON in ``$ATROUS_SERVE_SPEC`` (``model``, ``settings``, ``crf_params``,
+    ``precision``, ``calib``, ``threads``)."""
+    import json
+    import os
+
+    import torch
+
+    from atrous.serve.app import create_app
+    from atrous.weights import load
+
+    spec = json.loads(os.environ[ENV_SPEC])
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    model = load(spec["model"])
+    if spec.get("precision"):
+        from atrous.crf.rnn_model import split_crf
+        from atrous.inference import optimize
+
+        net, _ = split_crf(model)
+        model = optimize(net, spec["precision"], calibration=spec.get("calib"))
+    crf = None
+    if spec.get("crf"):
+        from atrous.crf import DenseCRF
+
+        crf = DenseCRF.from_params(spec.get("crf_params"), where="--crf-params")
+    settings = dict(spec["settings"])
+    for key in ("scales", "warmup_size"):
+        settings[key] = tuple(settings[key])
+    return create_app(model, ServerSettings(**settings), crf)
