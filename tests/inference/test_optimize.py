@@ -138,3 +138,14 @@ def test_quantize_and_precision_on_the_command_line(images, tmp_path, capsys) ->
                "--precision", "int8"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "--precision int8 needs --calib DATA" in err
+
+
+def test_optimize_drops_the_auxiliary_head() -> None:
+    torch.manual_seed(0)
+    m = M.build("deeplabv3_mobilenetv2", num_classes=3, width_mult=0.25, aux=True).eval()
+    fast = optimize(m, "fp32")
+    assert m.aux_classifier is not None and fast.net.aux_classifier is None
+    x = torch.randn(1, 3, 65, 65)
+    with torch.no_grad():
+        ref = m(x)["out"]
+    assert float((fast(x)["out"] - ref).abs().max() / ref.abs().max()) < 1e-4

@@ -156,6 +156,8 @@ def optimize(
 
     net, _ = split_crf(model)
     net = copy.deepcopy(net).eval()
+    if getattr(net, "aux_classifier", None) is not None:
+        net.aux_classifier = None  # training's auxiliary head: the contract returns "out" only
     fold_batchnorm(net)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     net = net.to(dtype).to(memory_format=torch.channels_last)
