@@ -252,3 +252,18 @@ def test_readyz_waits_for_the_warm_up(model) -> None:
                 break
             threading.Event().wait(0.05)
         assert json.loads(httpx.get(url + "/readyz").text)["status"] == "ready"
+
+
+def test_an_exported_onnx_model_is_served_like_weights(weights_file, tmp_path) -> None:
+    from atrous.export import export
+
+    export(W.load(weights_file), tmp_path / "tiny.onnx")
+    exported = W.load(tmp_path / "tiny.onnx")
+    image = rgb(12, 70, 90)
+    with running(create_app(exported, ServerSettings(warmup_size=(64, 64)))) as url:
+        card = httpx.get(url + "/v1/model").json()
+        r = httpx.post(url + "/v1/segment", content=encode(image))
+    assert card["source"] == "exported" and card["class_names"] == NAMES
+    assert r.status_code == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))),
+                          _reference(exported, image))  # fmt: skip
