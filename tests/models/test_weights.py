@@ -211,3 +211,15 @@ def test_every_conversion_round_trips(
     x = torch.randn(1, 3, 37, 45)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)["out"], ref(x)["out"], rtol=0, atol=0)
+
+
+def test_a_model_saved_without_its_aux_head_loads_back(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = M.build("deeplabv3_mobilenetv2", num_classes=3, width_mult=0.25, aux=True).eval()
+    m.aux_classifier = None  # inference only
+    back = W.load(W.save(m, tmp_path / "noaux.safetensors"))
+    assert back.aux_classifier is None and back.config["aux"] is False
+    assert m.config["aux"] is True  # the model itself is left as it is
+    x = torch.randn(1, 3, 65, 65)
+    with torch.no_grad():
+        assert torch.equal(back(x)["out"], m(x)["out"]) and "aux" not in back(x)

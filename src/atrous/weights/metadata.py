@@ -181,8 +181,12 @@ def model_metadata(
     palette: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, str]:
     """The metadata entries of ``model`` (not those of extensions); unset arguments default
-    to ``model.metadata``'s. Raises ValueError when the class names do not fit the model."""
-    cfg = model.config
+    to ``model.metadata``'s. Raises ValueError when the class names do not fit the model.
+    A model whose auxiliary head was removed (``aux_classifier = None``, as for inference) is
+    recorded without it, so the file loads back."""
+    cfg = dict(model.config)
+    if cfg.get("aux") and getattr(model, "aux_classifier", True) is None:
+        cfg["aux"] = False
     class_names = class_names if class_names is not None else model.metadata.get("class_names")
     if class_names is not None and len(class_names) != cfg["num_classes"]:
         raise ValueError(
