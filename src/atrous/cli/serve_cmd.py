@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from atrous.cli import CLIError
-from atrous.cli._common import load_model, parse_scales, positive_int
+from atrous.cli._common import parse_scales, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,49 +68,47 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise CLIError("serving needs the serve extra: pip install 'atrous[serve]'") from None
-    from atrous.serve import ServerSettings
+    import dataclasses
+
+    from atrous.serve.server import load_service
     from atrous.serve.server import run as serve
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    crf = None
-    if args.crf or args.allow_crf or args.crf_params:
-        from atrous.crf import DenseCRF
-
-        try:
-            crf = DenseCRF.from_params(args.crf_params, where="--crf-params")
-        except (ValueError, TypeError) as e:
-            raise CLIError(str(e)) from None
-    if args.precision:
-        from atrous.cli._common import _optimized
-
-        args.backend = None
-        model, _ = _optimized(model, None, args)
-    meta = getattr(model, "metadata", {}) or {}
-    scales = args.scales or tuple(meta.get("inference_scales") or (1.0,))
-    try:
-        settings = ServerSettings(
-            scales=tuple(scales), flip=args.flip, crf=args.crf or bool(args.crf_params),
-            allow_crf=args.allow_crf, tile_size=args.tile_size, max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-            max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_pixels),
+    if args.precision == "int8" and not args.calib:
+        raise CLIError("--precision int8 needs --calib DATA (images of your data)")
+    spec = {
+        "model": args.model,
+        "settings": dict(
+            scales=args.scales,
+            flip=args.flip,
+            crf=args.crf or bool(args.crf_params),
+            allow_crf=args.allow_crf,
+            tile_size=args.tile_size,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            max_upload_mb=args.max_upload_mb,
+            max_pixels=int(args.max_pixels),
             threads=args.threads,
-        )  # fmt: skip
-    except ValueError as e:
+        ),
+        "crf": bool(args.crf or args.allow_crf or args.crf_params),
+        "crf_params": args.crf_params,
+        "precision": args.precision,
+        "calib": args.calib,
+        "threads": args.threads,
+    }
+    try:
+        model, settings, crf = load_service(spec)
+    except (FileNotFoundError, ValueError, TypeError) as e:  # CheckpointError, ExportError too
         raise CLIError(str(e)) from None
 
     if args.workers > 1:
-        import dataclasses
+        import torch
 
         from atrous.serve.server import run_workers
 
-        threads = args.threads or max(1, __import__("torch").get_num_threads() // args.workers)
-        spec = {"model": args.model, "settings": dataclasses.asdict(settings),
-                "crf": bool(crf is not None), "crf_params": args.crf_params,
-                "precision": args.precision, "calib": args.calib, "threads": threads}  # fmt: skip
+        threads = args.threads or max(1, torch.get_num_threads() // args.workers)
+        # the scales resolved from the weights; each worker loads the model again
+        spec = {**spec, "settings": dataclasses.asdict(settings), "threads": threads}
         del model
         print(f"atrous serve: {args.workers} workers on http://{args.host}:{args.port}/",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -4,11 +4,12 @@ Ctrl-C (stop accepting, finish the requests in flight, exit 0)."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 from atrous.serve.options import ServerSettings
 
-__all__ = ["ENV_SPEC", "app_from_env", "run", "run_workers"]
+__all__ = ["ENV_SPEC", "app_from_env", "load_service", "run", "run_workers"]
 
 ENV_SPEC = "ATROUS_SERVE_SPEC"  # what each worker process of run_workers loads (JSON)
 
@@ -92,19 +93,16 @@ def run_workers(
             signal.signal(s, h)
 
 
-def app_from_env() -> Any:
-    """The app of one worker process of :func:`run_workers`: the model, settings and CRF of
-    the JSON in ``$ATROUS_SERVE_SPEC`` (``model``, ``settings``, ``crf_params``,
-    ``precision``, ``calib``, ``threads``)."""
-    import json
-    import os
-
+def load_service(spec: Mapping[str, Any]) -> tuple[Any, ServerSettings, Any]:
+    """(model, settings, dense-CRF hook) from ``spec``: ``model`` (a file), ``settings``
+    (:class:`ServerSettings` fields; ``scales`` None takes the weights' own, else 1),
+    ``crf`` and ``crf_params``, ``precision`` and ``calib`` (:func:`atrous.inference.optimize`
+    of the network, a learned CRF-as-RNN layer left out) and ``threads``. The one recipe of
+    ``atrous serve`` and of each :func:`run_workers` process."""
     import torch
 
-    from atrous.serve.app import create_app
     from atrous.weights import load
 
-    spec = json.loads(os.environ[ENV_SPEC])
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     model = load(spec["model"])
@@ -120,6 +118,22 @@ def app_from_env() -> Any:
 
         crf = DenseCRF.from_params(spec.get("crf_params"), where="--crf-params")
     settings = dict(spec["settings"])
+    if settings.get("scales") is None:
+        settings["scales"] = (getattr(model, "metadata", {}) or {}).get("inference_scales") or (
+            1.0,
+        )
     for key in ("scales", "warmup_size"):
-        settings[key] = tuple(settings[key])
-    return create_app(model, ServerSettings(**settings), crf)
+        if key in settings:
+            settings[key] = tuple(settings[key])
+    return model, ServerSettings(**settings), crf
+
+
+def app_from_env() -> Any:
+    """The app of one worker process of :func:`run_workers`: :func:`load_service` of the JSON
+    in ``$ATROUS_SERVE_SPEC``."""
+    import json
+    import os
+
+    from atrous.serve.app import create_app
+
+    return create_app(*load_service(json.loads(os.environ[ENV_SPEC])))
