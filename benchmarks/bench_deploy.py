@@ -102,7 +102,7 @@ def eval_images(limit: int) -> list[tuple[str, np.ndarray]]:
         sorted((DATA / "voc_sample/VOC2012/JPEGImages").glob("*.jpg"))[:3],
         sorted((DATA / "ade20k_sample/images/validation").glob("*.jpg"))[:3],
         sorted((DATA / "cityscapes_sample/leftImg8bit").rglob("*.png"))[:2],
-        sorted((DATA / "camvid/val").glob("*.png"))[::25],
+        sorted((DATA / "camvid/val").glob("*.[jp][pn]g"))[::25],
         sorted((DATA / "membrane/image").glob("*.png"))[:1],
     ]
     files = [f for g in groups for f in g][:limit]

@@ -38,7 +38,7 @@ def _photo(path: Path, megapixels: float, source: str | None) -> Path:
     w = round((megapixels * 1e6 * 4 / 3) ** 0.5)
     h = round(w * 3 / 4)
     if source is None:
-        found = sorted((ROOT.parent / "shared" / "data" / "camvid").rglob("*.png"))
+        found = sorted((ROOT.parent / "shared" / "data" / "camvid").rglob("*.[jp][pn]g"))
         found = [p for p in found if p.parent.name in ("train", "val")]
         source = str(found[0]) if found else None
     if source is not None:

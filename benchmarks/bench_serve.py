@@ -41,7 +41,7 @@ def images() -> list[tuple[str, bytes, np.ndarray]]:
     """(name, encoded bytes, RGB) of real images of mixed sizes."""
     from atrous.imageio import read_image
 
-    files = (sorted((DATA / "camvid/val").glob("*.png"))[::10][:8]
+    files = (sorted((DATA / "camvid/val").glob("*.[jp][pn]g"))[::10][:8]
              + sorted((DATA / "voc_sample/VOC2012/JPEGImages").glob("*.jpg"))[:3]
              + sorted((DATA / "ade20k_sample/images/validation").glob("*.jpg"))[:2]
              + sorted((DATA / "cityscapes_sample/leftImg8bit").rglob("*.png"))[:1])  # fmt: skip
