@@ -73,7 +73,7 @@ def bad_requests() -> list[bytes]:
 class Server:
     """``atrous serve`` in a subprocess on a free local port."""
 
-    def __init__(self, weights: str, max_batch: int, threads: int) -> None:
+    def __init__(self, weights: str, max_batch: int, threads: int, extra: tuple = ()) -> None:
         import socket
 
         with socket.socket() as s:
@@ -82,7 +82,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "atrous", "serve", weights, "--port", str(self.port),
                "--max-batch", str(max_batch), "--threads", str(threads), "--max-queue", "256",
-               "--log-level", "warning"]  # fmt: skip
+               "--log-level", "warning", *extra]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         import httpx

@@ -356,5 +356,16 @@ def test_signature_is_small() -> None:
     import inspect
 
     params = inspect.signature(read_image).parameters
-    assert list(params) == ["path", "max_pixels"]
-    assert params["max_pixels"].default == MAX_PIXELS
+    assert list(params) == ["path", "max_pixels", "on_warning"]
+    assert params["max_pixels"].default == MAX_PIXELS and params["on_warning"].default is None
+
+
+def test_on_warning_collects_the_warnings_instead_of_warning(tmp_path) -> None:
+    # the thread-safe way (a server's decode threads): no process-wide warning filter
+    path = tmp_path / "dark12.png"
+    Image.fromarray(np.full((8, 8), 4095, np.uint16)).save(path)
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would raise
+        read_image(path, on_warning=notes.append)
+    assert len(notes) == 1 and "dark12.png: 16-bit image with values only up to 4095" in notes[0]

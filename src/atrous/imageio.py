@@ -35,6 +35,7 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -93,19 +94,35 @@ class ImageReadWarning(UserWarning):
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+OnWarning = Callable[[str], None]
+
+
+def read_image(
+    path: str | os.PathLike, max_pixels: int = MAX_PIXELS, on_warning: OnWarning | None = None
+) -> np.ndarray:
     """An image file as HxWx3 uint8 RGB, as displayed (EXIF orientation applied), by the
     policies of this module's docstring. Raises :class:`ImageReadError`; warns
-    :class:`ImageReadWarning`."""
-    return _read(path, path, max_pixels)
+    :class:`ImageReadWarning`, or hands each warning's text to ``on_warning`` instead (the
+    thread-safe way to collect them: ``warnings.catch_warnings`` is process-wide)."""
+    return _read(path, path, max_pixels, on_warning=on_warning)
 
 
-def read_image_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image_bytes(
+    data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
+    on_warning: OnWarning | None = None,
+) -> np.ndarray:  # fmt: skip
     """:func:`read_image` of an encoded image held in memory (an HTTP upload), by the same
     policies; errors and warnings name ``name``."""
     if not data:
         raise ImageReadError(name, "unreadable image (empty (0 bytes)): send the image file")
-    return _read(io.BytesIO(data), name, max_pixels, head=bytes(data[:16]))
+    return _read(io.BytesIO(data), name, max_pixels, head=bytes(data[:16]), on_warning=on_warning)
+
+
+def _warn(message: str, on_warning: OnWarning | None, stacklevel: int) -> None:
+    if on_warning is not None:
+        on_warning(message)
+    else:
+        warnings.warn(ImageReadWarning(message), stacklevel=stacklevel + 1)
 
 
 def image_kind(head: bytes) -> str | None:
@@ -118,17 +135,14 @@ def image_kind(head: bytes) -> str | None:
 
 def _read(
     src: str | os.PathLike | BinaryIO, name: str | os.PathLike, max_pixels: int | None,
-    head: bytes | None = None,
+    head: bytes | None = None, on_warning: OnWarning | None = None,
 ) -> np.ndarray:  # fmt: skip
     try:
         with _open(src, max_pixels, name) as im:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
-                warnings.warn(
-                    ImageReadWarning(f"{name}: {frames} frames; only the first is read"),
-                    stacklevel=3,
-                )
-            return _to_rgb(name, im)
+                _warn(f"{name}: {frames} frames; only the first is read", on_warning, 3)
+            return _to_rgb(name, im, on_warning)
     except ImageReadError:
         raise
     except _PIL_ERRORS as e:
@@ -177,7 +191,9 @@ def _open(
     return im
 
 
-def _to_rgb(path: str | os.PathLike, im: Image.Image) -> np.ndarray:
+def _to_rgb(
+    path: str | os.PathLike, im: Image.Image, on_warning: OnWarning | None = None
+) -> np.ndarray:
     """The decoded first frame of ``im`` as displayed, as HxWx3 uint8."""
     tile = im.tile[0].args if im.tile else None
     rawmode = tile if isinstance(tile, str) else str(tile[0]) if tile else ""
@@ -202,7 +218,7 @@ def _to_rgb(path: str | os.PathLike, im: Image.Image) -> np.ndarray:
                 f"unsupported bit depth (32-bit integer pixels, values {lo}..{hi}): convert "
                 "it to an 8- or 16-bit PNG",
             )
-        _warn_dark(path, hi, 65535)
+        _warn_dark(path, hi, 65535, on_warning)
         grey = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if mode != "RGB":
@@ -215,21 +231,21 @@ def _to_rgb(path: str | os.PathLike, im: Image.Image) -> np.ndarray:
             ) from e
     out = np.array(im, dtype=np.uint8)
     if "16" in rawmode:  # 16-bit colour, decoded to the high byte by Pillow
-        _warn_dark(path, int(out.max()) * 256 + 255, 65535)
+        _warn_dark(path, int(out.max()) * 256 + 255, 65535, on_warning)
     return out
 
 
-def _warn_dark(path: str | os.PathLike, top: int, full: int) -> None:
+def _warn_dark(
+    path: str | os.PathLike, top: int, full: int, on_warning: OnWarning | None = None
+) -> None:
     """Warn when 16-bit data stays below 1/16 of its range (``top``: its maximum)."""
     if top < _DARK_16:
-        warnings.warn(
-            ImageReadWarning(
-                f"{path}: 16-bit image with values only up to {top} of {full} (less than "
-                "1/16 of the range, e.g. 12-bit data): scaled by the full 16-bit range, it "
-                "reads dark; rescale it to 0..65535 if that is not wanted"
-            ),
-            stacklevel=4,
-        )
+        _warn(
+            f"{path}: 16-bit image with values only up to {top} of {full} (less than 1/16 of "
+            "the range, e.g. 12-bit data): scaled by the full 16-bit range, it reads dark; "
+            "rescale it to 0..65535 if that is not wanted",
+            on_warning, 5,
+        )  # fmt: skip
 
 
 def _read_error(path: str | os.PathLike, e: Exception, head: bytes | None = None) -> ImageReadError:

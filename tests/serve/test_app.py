@@ -81,6 +81,32 @@ def test_png_labels_equal_the_segmenter(server, model) -> None:
     assert float(r.headers["x-inference-seconds"]) > 0
 
 
+def test_raw_labels_and_the_timing_headers(server, model) -> None:
+    image = rgb(3, 70, 90)
+    r = httpx.post(server + "/v1/segment?format=raw", content=encode(image))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["x-label-shape"] == "70,90" and r.headers["x-label-dtype"] == "uint8"
+    got = np.frombuffer(r.content, np.uint8).reshape(70, 90)
+    assert np.array_equal(got, _reference(model, image))
+    timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    assert list(timing) == ["read", "decode", "queue", "model", "encode"]
+    assert all(float(v) >= 0 for v in timing.values()) and float(timing["model"]) > 0
+    assert r.headers["x-batch-size"] == "1"
+
+
+def test_the_readers_warnings_reach_the_client(server, model) -> None:
+    # 12-bit data in a 16-bit PNG reads dark: the reader says so, in a header and in JSON
+    dark = (rgb(4, 40, 50)[..., 0].astype(np.uint16) * 16).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(dark).save(buf, format="PNG")
+    r = httpx.post(server + "/v1/segment?format=json", content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    assert "16-bit image with values only up to" in r.headers["x-image-warnings"]
+    assert "reads dark" in r.json()["warnings"][0]
+    plain = httpx.post(server + "/v1/segment?format=json", content=encode(rgb(4, 40, 50)))
+    assert "x-image-warnings" not in plain.headers and plain.json()["warnings"] == []
+
+
 def test_multipart_with_options_json_masks_and_overlay(server, model) -> None:
     image = rgb(2, 75, 101)
     ref = _reference(model, image, scales=(0.5, 1.0), flip=True)
@@ -180,11 +206,20 @@ def test_concurrent_requests_share_a_batch_and_a_bad_one_does_not_hurt(model) ->
     images = [rgb(10 + i, 64, 96) for i in range(2)]
     with running(app) as url:
 
-        def post(data):
-            return httpx.post(url + "/v1/segment", content=data, timeout=30)
+        def post(data, slow=False):
+            def body():  # a slow upload: still arriving when the other image is ready
+                yield data[: len(data) // 2]
+                threading.Event().wait(0.3)
+                yield data[len(data) // 2 :]
 
+            return httpx.post(url + "/v1/segment", content=body() if slow else data, timeout=30)
+
+        batcher = app.state.service.batcher
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            futs = [pool.submit(post, encode(im)) for im in images]
+            futs = [pool.submit(post, encode(images[0]), slow=True)]
+            while batcher.incoming == 0:  # the slow upload is arriving
+                threading.Event().wait(0.005)
+            futs.append(pool.submit(post, encode(images[1])))
             futs.append(pool.submit(post, b"not an image"))
             replies = [f.result() for f in futs]
         metrics = httpx.get(url + "/metrics").text

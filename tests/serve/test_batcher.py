@@ -38,13 +38,53 @@ def test_concurrent_jobs_of_one_key_share_a_batch_and_others_wait_their_turn() -
     assert sorted(map(tuple, calls[1:])) == [("a4",), ("b1",)]
 
 
-def test_a_lone_job_waits_at_most_max_wait() -> None:
+def test_a_lone_job_runs_at_once_and_waits_only_for_announced_company() -> None:
+    calls: list[list[str]] = []
+
+    def run_batch(jobs):
+        calls.append([j.image for j in jobs])
+        return [1] * len(jobs)
+
+    async def main():
+        b = DynamicBatcher(run_batch, max_batch=8, max_wait_ms=300)
+        b.start()
+        t0 = time.perf_counter()
+        await b.submit("alone", 0)  # nothing announced: no wait
+        alone = time.perf_counter() - t0
+
+        async def late_joiner():
+            with b.expect():  # being received and decoded
+                await asyncio.sleep(0.05)
+            return await b.submit("joiner", 0)
+
+        async def gives_up():
+            with b.expect():  # announced, then refused (a bad upload): never submitted
+                await asyncio.sleep(0.05)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(b.submit("first", 0), late_joiner())
+        joined = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await asyncio.gather(b.submit("lonely", 0), gives_up())
+        gave_up = time.perf_counter() - t0
+        await b.stop()
+        return alone, joined, gave_up
+
+    alone, joined, gave_up = _run(main())
+    assert alone < 0.1  # far below max_wait
+    assert calls[1] == ["first", "joiner"]  # the announced request joined the batch
+    assert 0.04 <= joined < 0.28
+    assert calls[2] == ["lonely"] and 0.04 <= gave_up < 0.28  # ran when the announcement ended
+
+
+def test_the_wait_is_bounded_by_max_wait() -> None:
     async def main():
         b = DynamicBatcher(lambda jobs: [1] * len(jobs), max_batch=8, max_wait_ms=50)
         b.start()
-        t0 = time.perf_counter()
-        await b.submit("x", 0)
-        waited = time.perf_counter() - t0
+        with b.expect():  # announced for longer than max_wait
+            t0 = time.perf_counter()
+            await b.submit("x", 0)
+            waited = time.perf_counter() - t0
         await b.stop()
         return waited
 

@@ -20,7 +20,7 @@ def test_defaults_come_from_the_server() -> None:
     ("query", "message"),
     [
         ({"colour": "1"}, r"unknown option 'colour'"),
-        ({"format": "tiff"}, r"'format' must be one of png, overlay, json"),
+        ({"format": "tiff"}, r"'format' must be one of png, raw, overlay, json"),
         ({"scales": "a,b"}, r"'scales' must be comma-separated numbers"),
         ({"scales": "8"}, r"each scale must be in \[0.25, 2.0\], got 8.0"),
         ({"scales": "1,1,1,1,1,1,1"}, r"takes 1 to 6 numbers"),

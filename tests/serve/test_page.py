@@ -98,3 +98,44 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
             assert "truncated" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+def test_page_reads_labels_above_255_exactly(tmp_path) -> None:
+    """More than 256 classes: the page reads the raw 16-bit labels (a canvas holds 8 bits a
+    channel), so hover and legend name classes 256 and up."""
+    import torch
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import atrous.models as M
+
+    torch.manual_seed(1)
+    model = M.build("deeplabv3plus_mobilenetv2", num_classes=300, width_mult=0.25).eval()
+    with torch.no_grad():
+        model.head.classifier.weight.mul_(50.0)
+        model.head.classifier.bias[:256] -= 1e3  # every pixel's class is 256 or above
+    model.metadata.update(class_names=[f"c{k}" for k in range(300)])
+    image = rgb(5, 96, 128)
+    photo = tmp_path / "wide.png"
+    photo.write_bytes(encode(image))
+    expected = Segmenter.from_model(model).predict(image)
+    assert expected.min() >= 256 and len(np.unique(expected)) > 1
+    driver = _driver()
+    try:
+        with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(EC.text_to_be_present_in_element((By.ID, "model-name"), "300 classes"))
+            driver.find_element(By.ID, "file").send_keys(str(photo))
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+            assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", (
+                driver.find_element(By.ID, "error").text
+            )
+            decoded = driver.execute_script("return Array.from(state.labels)")
+            assert np.array_equal(np.asarray(decoded).reshape(96, 128), expected)
+            names = {r.find_element(By.CLASS_NAME, "name").text
+                     for r in driver.find_elements(By.CSS_SELECTOR, "#legend li")}  # fmt: skip
+            assert names == {f"c{k}" for k in np.unique(expected)}
+    finally:
+        driver.quit()

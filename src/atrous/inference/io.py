@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from atrous.imageio import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     ImageReadError,
-    ImageReadWarning,
     label_dtype,
     read_image,
 )
@@ -233,9 +231,7 @@ def segment_files(
         for path, name in zip(files, names):
             result = FileResult(Path(path), name)
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ImageReadWarning)
-                    image = read_image(path, max_pixels=max_pixels)
+                image = read_image(path, max_pixels=max_pixels, on_warning=result.warnings.append)
             except ImageReadError as e:
                 result.problem = e.problem
                 queue.append((result, None))
@@ -244,11 +240,6 @@ def segment_files(
                 result.problem = f"cannot read the image ({describe_error(e)})"
                 queue.append((result, None))
                 continue
-            for w in caught:
-                if issubclass(w.category, ImageReadWarning):
-                    result.warnings.append(str(w.message))
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             queue.append((result, image))
             yield image
 

@@ -150,6 +150,8 @@ class Segmenter:
         auto_tile: with ``tile_size`` None, images whose largest scaled size exceeds this
             many pixels are tiled in :data:`AUTO_TILE_SIZE` tiles (said once per
             Segmenter), so memory stays bounded whatever the photo; None never tiles.
+        auto_tile_notice: False: auto-tiling is not said (a service that reports it in its
+            own way: a warning filter would not be thread-safe).
 
     The model is put in eval mode; everything runs under ``torch.inference_mode``.
     """
@@ -172,6 +174,7 @@ class Segmenter:
         channel_order: str = "RGB",
         min_size: int | None = None,
         auto_tile: int | None = None,
+        auto_tile_notice: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -218,7 +221,7 @@ class Segmenter:
         self.output_key = output_key
         self.min_size = None if min_size is None else int(min_size)
         self.auto_tile = None if auto_tile is None else int(auto_tile)
-        self._said_auto_tile = False
+        self._said_auto_tile = not auto_tile_notice
 
     @classmethod
     def from_model(

@@ -20,7 +20,6 @@ import contextlib
 import importlib.resources
 import logging
 import time
-import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -30,9 +29,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from atrous.imageio import ImageReadError, ImageTooLarge, image_kind, read_image_bytes
+from atrous.imageio import (
+    ImageReadError,
+    ImageTooLarge,
+    image_kind,
+    label_dtype,
+    read_image_bytes,
+)
 from atrous.serve.batcher import DynamicBatcher, Job, QueueFull
-from atrous.serve.encode import json_body, label_png, overlay_jpeg
+from atrous.serve.encode import json_body, label_png, label_raw, overlay_jpeg
 from atrous.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from atrous.serve.options import OptionError, RequestOptions, ServerSettings, parse_options
 
@@ -96,6 +101,7 @@ class SegmentService:
             seg = Segmenter.from_model(
                 self.model, scales=scales, flip=flip, crf=self.crf if crf else "auto",
                 tile_size=self.settings.tile_size, auto_tile=AUTO_TILE_PIXELS,
+                auto_tile_notice=False,  # the card says it; a warning filter is not thread-safe
                 batch_size=self.settings.max_batch * (2 if flip else 1),
             )  # fmt: skip
             self._segmenters[key] = seg
@@ -103,9 +109,7 @@ class SegmentService:
 
     def _run_batch(self, jobs: Sequence[Job]) -> list[Any]:
         seg = self.segmenter(jobs[0].key[2])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # auto-tiling notes: the card says it
-            return list(seg.predict_many([j.image for j in jobs], "labels", errors="return"))
+        return list(seg.predict_many([j.image for j in jobs], "labels", errors="return"))
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -209,9 +213,10 @@ class SegmentService:
         data = await files[0].read()
         return data, fields
 
-    def decode(self, data: bytes, name: str) -> np.ndarray:
+    def decode(self, data: bytes, name: str, notes: list[str] | None = None) -> np.ndarray:
         """The upload as HxWx3 uint8 RGB (the reader of ``atrous predict``), or the 4xx that
-        says why not."""
+        says why not. The reader's warnings (first frame only, dark 16-bit...) go to
+        ``notes``."""
         if not data:
             raise HTTPProblem(400, "empty_upload", "the upload is empty (0 bytes)")
         kind = image_kind(data[:16])
@@ -223,9 +228,8 @@ class SegmentService:
                               "the upload is not an image (its first bytes are not those of a "
                               "JPEG, PNG or WebP file)")  # fmt: skip
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return read_image_bytes(data, name, max_pixels=self.settings.max_pixels)
+            return read_image_bytes(data, name, max_pixels=self.settings.max_pixels,
+                                    on_warning=None if notes is None else notes.append)  # fmt: skip
         except ImageTooLarge as e:
             raise HTTPProblem(413, "too_many_pixels", e.problem.replace(
                 "max_pixels; CLI: --max-pixels", "the server's --max-pixels")) from None  # fmt: skip
@@ -255,16 +259,20 @@ class SegmentService:
         if not self.ready:
             raise HTTPProblem(503, "not_ready", "the model is still warming up",
                               {"Retry-After": "1"})  # fmt: skip
-        data, fields = await self.read_upload(request)
-        try:
-            options = parse_options({**request.query_params, **fields}, self.settings)
-        except OptionError as e:
-            raise HTTPProblem(422, "bad_option", str(e)) from None
-        image = await asyncio.to_thread(self.decode, data, "upload")
-        key = (image.shape[0], image.shape[1], options.inference_key)
+        notes: list[str] = []
+        with self.batcher.expect():  # a batch being formed may wait for this one
+            data, fields = await self.read_upload(request)
+            try:
+                options = parse_options({**request.query_params, **fields}, self.settings)
+            except OptionError as e:
+                raise HTTPProblem(422, "bad_option", str(e)) from None
+            t_read = time.perf_counter()
+            image = await asyncio.to_thread(self.decode, data, "upload", notes)
+            t_decode = time.perf_counter()
+        job = Job(image, (image.shape[0], image.shape[1], options.inference_key))
         self.metrics.queue_depth.set(self.batcher.depth)
         try:
-            labels = await self.batcher.submit(image, key)
+            labels = await self.batcher.submit_job(job)
         except QueueFull as e:
             self.metrics.rejected.inc()
             raise HTTPProblem(503, "busy", f"the server is busy: {e}; try again shortly",
@@ -272,22 +280,61 @@ class SegmentService:
         finally:
             self.metrics.queue_depth.set(self.batcher.depth)
         seconds = time.perf_counter() - t0
-        return await asyncio.to_thread(self.respond, image, labels, options, seconds)
+        timing = {"read": t_read - t0, "decode": t_decode - t_read,
+                  "queue": job.queued_seconds, "model": job.model_seconds}  # fmt: skip
+        return await asyncio.to_thread(
+            self.respond, image, labels, options, seconds, timing, job.batch_size, notes
+        )
 
     def respond(
-        self, image: np.ndarray, labels: np.ndarray, options: RequestOptions, seconds: float
-    ) -> Response:
-        headers = {"X-Inference-Seconds": f"{seconds:.4f}"}
+        self, image: np.ndarray, labels: np.ndarray, options: RequestOptions, seconds: float,
+        timing: dict[str, float] | None = None, batch_size: int = 1,
+        notes: Sequence[str] = (),
+    ) -> Response:  # fmt: skip
+        """The response in ``options.format``. Headers: ``X-Inference-Seconds`` (request
+        received to labels), ``Server-Timing`` (read, decode, queue, model, encode, in ms:
+        browsers' developer tools show it), ``X-Batch-Size`` and, when the reader had
+        something to say, ``X-Image-Warnings``."""
+        t0 = time.perf_counter()
         if options.format == "png":
-            return Response(label_png(labels, self.num_classes), media_type="image/png",
-                            headers=headers)  # fmt: skip
-        if options.format == "overlay":
-            return Response(overlay_jpeg(image, labels, self.palette), media_type="image/jpeg",
-                            headers=headers)  # fmt: skip
-        info = {"options": {"scales": list(options.scales), "flip": options.flip,
-                            "crf": options.crf}, "seconds": round(seconds, 4)}  # fmt: skip
-        body = json_body(labels, self.class_names, self.palette, options.masks, info)
-        return JSONResponse(body, headers=headers)
+            body, media = label_png(labels, self.num_classes), "image/png"
+        elif options.format == "raw":
+            body, media = label_raw(labels, self.num_classes), "application/octet-stream"
+        elif options.format == "overlay":
+            body, media = overlay_jpeg(image, labels, self.palette), "image/jpeg"
+        else:
+            info = {"options": {"scales": list(options.scales), "flip": options.flip,
+                                "crf": options.crf}, "seconds": round(seconds, 4),
+                    "warnings": list(notes)}  # fmt: skip
+            body = json_dumps(json_body(labels, self.class_names, self.palette, options.masks,
+                                        info))  # fmt: skip
+            media = "application/json"
+        timing = {**(timing or {}), "encode": time.perf_counter() - t0}
+        headers = {
+            "X-Inference-Seconds": f"{seconds:.4f}",
+            "X-Batch-Size": str(batch_size),
+            "Server-Timing": ", ".join(f"{k};dur={1000 * v:.1f}" for k, v in timing.items()),
+        }
+        if options.format == "raw":
+            headers["X-Label-Shape"] = f"{labels.shape[0]},{labels.shape[1]}"
+            headers["X-Label-Dtype"] = np.dtype(label_dtype(self.num_classes)).name
+        if notes:
+            headers["X-Image-Warnings"] = _header_text(" | ".join(notes))
+        return Response(body, media_type=media, headers=headers)
+
+
+def _header_text(text: str, limit: int = 1000) -> str:
+    """``text`` as a header value: ASCII (others escaped), one line, at most ``limit``."""
+    flat = " ".join(text.split()).encode("ascii", "backslashreplace").decode("ascii")
+    return flat[:limit]
+
+
+def json_dumps(body: Any) -> bytes:
+    """JSON the way Starlette's JSONResponse writes it (compact, UTF-8)."""
+    import json
+
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")  # fmt: skip
 
 
 def _page() -> str:

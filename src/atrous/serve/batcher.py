@@ -1,8 +1,11 @@
 """Dynamic batching: concurrent requests whose images have the same size and the same
 inference settings run as one model batch, up to ``max_batch`` images, the first of them
-waiting at most ``max_wait_ms`` for company. The model runs on one worker thread, off the
-event loop, so health checks and uploads are answered while it works; the queue is bounded,
-and a full queue refuses at once (the app answers 503 with ``Retry-After``).
+waiting at most ``max_wait_ms`` for company. It waits only while company can come: requests
+announced by :meth:`DynamicBatcher.incoming` (being received or decoded) that have not been
+submitted yet; alone, a request runs at once, so batching costs a lone client no latency.
+The model runs on one worker thread, off the event loop, so health checks and uploads are
+answered while it works; the queue is bounded, and a full queue refuses at once (the app
+answers 503 with ``Retry-After``).
 
 A batch is run with ``errors="return"`` (:meth:`atrous.inference.Segmenter.predict_many`):
 an image that fails yields its own exception, and its batch-mates get their results.
@@ -15,7 +18,7 @@ import collections
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,17 @@ class Job:
     payload: Any = None
     future: asyncio.Future = field(default=None)  # type: ignore[assignment]
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # when its batch went to the model
+    finished: float | None = None  # when the model returned
+    batch_size: int = 0  # the size of the batch it ran in
+
+    @property
+    def queued_seconds(self) -> float:
+        return (self.started or self.enqueued) - self.enqueued
+
+    @property
+    def model_seconds(self) -> float:
+        return (self.finished or 0.0) - (self.started or 0.0) if self.finished else 0.0
 
 
 RunBatch = Callable[[Sequence[Job]], Sequence[Any]]
@@ -72,6 +86,7 @@ class DynamicBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="atrous-model")
         self.batches = 0
         self.running = 0
+        self._incoming = 0
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,13 +114,35 @@ class DynamicBatcher:
         """Jobs waiting for the model (not counting the batch that runs)."""
         return len(self._waiting)
 
+    @property
+    def incoming(self) -> int:
+        """Requests announced (:meth:`expect`) and not yet submitted."""
+        return self._incoming
+
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[None]:
+        """Announce a request for the time it is received and decoded: a batch waits for
+        company only while some are announced. Leave the block before :meth:`submit`."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            if self._arrived is not None:
+                self._arrived.set()  # a waiting batch re-checks whether company can come
+
     async def submit(self, image: Any, key: Hashable, payload: Any = None) -> Any:
         """Queue one image and wait for its result (raises its exception)."""
+        return await self.submit_job(Job(image, key, payload))
+
+    async def submit_job(self, job: Job) -> Any:
+        """:meth:`submit` of a :class:`Job`, whose timing fields are filled in."""
         if self._task is None or self._arrived is None:
             raise RuntimeError("the batcher is not started")
         if len(self._waiting) >= self.max_queue:
             raise QueueFull(f"{len(self._waiting)} requests are waiting (--max-queue)")
-        job = Job(image, key, payload, asyncio.get_running_loop().create_future())
+        job.future = asyncio.get_running_loop().create_future()
+        job.enqueued = time.perf_counter()
         self._waiting.append(job)
         self._arrived.set()
         return await job.future
@@ -138,7 +175,7 @@ class DynamicBatcher:
             if not batch:
                 continue
             deadline = first.enqueued + self.max_wait
-            while len(batch) < self.max_batch:
+            while len(batch) < self.max_batch and self._incoming > 0:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
@@ -154,10 +191,12 @@ class DynamicBatcher:
                 results = [e] * len(batch)
             finally:
                 self.running = 0
+            t1 = time.perf_counter()
             self.batches += 1
             if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - t0)
+                self.on_batch(len(batch), t1 - t0)
             for job, result in zip(batch, results):
+                job.started, job.finished, job.batch_size = t0, t1, len(batch)
                 if job.future.done():
                     continue
                 if isinstance(result, BaseException):

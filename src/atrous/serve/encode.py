@@ -15,7 +15,15 @@ from PIL import Image
 from atrous.data.palettes import overlay
 from atrous.imageio import label_dtype
 
-__all__ = ["class_summary", "coco_rle", "coco_rle_decode", "json_body", "label_png", "overlay_jpeg"]
+__all__ = [
+    "class_summary",
+    "coco_rle",
+    "coco_rle_decode",
+    "json_body",
+    "label_png",
+    "label_raw",
+    "overlay_jpeg",
+]
 
 
 def label_png(labels: np.ndarray, num_classes: int) -> bytes:
@@ -28,6 +36,15 @@ def label_png(labels: np.ndarray, num_classes: int) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def label_raw(labels: np.ndarray, num_classes: int) -> bytes:
+    """The label map's bytes, row-major, in :func:`atrous.imageio.label_dtype` (uint8, or
+    little-endian uint16 above 256 classes): ``numpy.frombuffer(body, dtype).reshape(h, w)``,
+    or a typed array in a browser, which cannot read a 16-bit PNG's values."""
+    return np.ascontiguousarray(
+        labels, dtype=np.dtype(label_dtype(num_classes)).newbyteorder("<")
+    ).tobytes()
 
 
 def overlay_jpeg(image: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> bytes:

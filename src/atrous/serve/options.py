@@ -26,7 +26,7 @@ __all__ = [
     "parse_options",
 ]
 
-FORMATS = ("png", "overlay", "json")
+FORMATS = ("png", "raw", "overlay", "json")
 MASKS = ("none", "png", "rle")
 MIN_SCALE, MAX_SCALE, MAX_SCALES = 0.25, 2.0, 6
 _TRUE = {"1", "true", "yes", "on"}
