@@ -302,3 +302,19 @@ def test_an_exported_onnx_model_is_served_like_weights(weights_file, tmp_path) -
     assert r.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))),
                           _reference(exported, image))  # fmt: skip
+
+
+def test_memory_past_the_limit_is_trimmed_after_a_batch(model) -> None:
+    from atrous.serve.memory import trim
+
+    if not trim():
+        pytest.skip("needs glibc's malloc_trim")
+    app = create_app(model, ServerSettings(warmup_size=(64, 64), memory_limit_mb=1))
+    with running(app) as url:
+        card = httpx.get(url + "/v1/model").json()
+        r = httpx.post(url + "/v1/segment", content=encode(rgb(6, 40, 40)))
+        metrics = httpx.get(url + "/metrics").text
+    assert r.status_code == 200 and card["memory_limit_mb"] == 1
+    assert "atrous_memory_trims_total 1.0" in metrics
+    rss = next(ln for ln in metrics.splitlines() if ln.startswith("atrous_resident_memory_bytes"))
+    assert float(rss.split()[-1]) > 2**20

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-pixels", type=float, default=40e6,
                    help="largest image, pixels, read from the header before decoding (413 "
                    "beyond; default %(default).0e)")  # fmt: skip
+    b.add_argument("--memory-limit-mb", type=float, default=None,
+                   help="RSS above which freed memory is given back to the OS after a batch "
+                   "(default: 3x the RSS after the warm-up, at least 1024; 0: never)")  # fmt: skip
     p.add_argument("--workers", type=positive_int, default=1,
                    help="server processes, each with its own model and batcher (default 1: "
                    "one model uses every core it is given)")  # fmt: skip
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             max_upload_mb=args.max_upload_mb,
             max_pixels=int(args.max_pixels),
+            memory_limit_mb=args.memory_limit_mb,
             threads=args.threads,
         ),
         "crf": bool(args.crf or args.allow_crf or args.crf_params),

@@ -38,6 +38,7 @@ from atrous.imageio import (
 )
 from atrous.serve.batcher import DynamicBatcher, Job, QueueFull
 from atrous.serve.encode import json_body, label_png, label_raw, overlay_jpeg
+from atrous.serve.memory import MemoryGuard, rss_bytes
 from atrous.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from atrous.serve.options import OptionError, RequestOptions, ServerSettings, parse_options
 
@@ -84,6 +85,7 @@ class SegmentService:
             on_batch=self._observe_batch,
         )  # fmt: skip
         self._segmenters: dict[tuple, Any] = {}
+        self.memory = MemoryGuard(None, on_trim=lambda before, after: self.metrics.trims.inc())
         self.ready = False
         self.warmup_seconds: float | None = None
         self.startup_error: str | None = None
@@ -109,17 +111,30 @@ class SegmentService:
 
     def _run_batch(self, jobs: Sequence[Job]) -> list[Any]:
         seg = self.segmenter(jobs[0].key[2])
-        return list(seg.predict_many([j.image for j in jobs], "labels", errors="return"))
+        try:
+            return list(seg.predict_many([j.image for j in jobs], "labels", errors="return"))
+        finally:
+            rss = self.memory.check()
+            if rss is not None:
+                self.metrics.rss.set(rss)
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
         self.metrics.batch_seconds.observe(seconds)
 
     def warm_up(self) -> None:
+        """One forward at ``warmup_size``, then the memory limit: ``memory_limit_mb``, or 3x
+        the RSS now (at least 1 GB)."""
         h, w = self.settings.warmup_size
         self.segmenter(self.settings.defaults().inference_key).predict(
             np.full((h, w, 3), 127, np.uint8)
         )
+        limit = self.settings.memory_limit_mb
+        if limit is None:
+            rss = rss_bytes()
+            self.memory.limit = max(2**30, 3 * rss) if rss else 0
+        else:
+            self.memory.limit = int(limit * 2**20)
 
     # --- the card ---------------------------------------------------------------------------
     def card(self) -> dict[str, Any]:
@@ -154,6 +169,7 @@ class SegmentService:
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue": s.max_queue,
             },
+            "memory_limit_mb": round(self.memory.limit / 2**20) if self.memory.active else None,
             "limits": {
                 "max_upload_mb": s.max_upload_mb,
                 "max_pixels": s.max_pixels,

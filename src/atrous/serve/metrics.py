@@ -13,7 +13,7 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 class ServiceMetrics:
     """Requests by endpoint and status, request latency, batch sizes, model time per batch,
-    queue depth and in-flight requests."""
+    queue depth, in-flight requests, RSS and heap trims."""
 
     def __init__(self, max_batch: int) -> None:
         self.registry = CollectorRegistry()
@@ -39,6 +39,10 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "atrous_rejected", "requests refused because the queue was full", registry=r
+        )
+        self.rss = Gauge("atrous_resident_memory_bytes", "RSS after the last batch", registry=r)
+        self.trims = Counter(
+            "atrous_memory_trims", "heap trims after a batch passed the memory limit", registry=r
         )
 
     def render(self) -> bytes:

@@ -53,6 +53,9 @@ class ServerSettings:
     max_pixels: int = 40_000_000
     threads: int | None = None
     warmup_size: tuple[int, int] = (513, 513)
+    # RSS (MB) above which the heap is trimmed after a batch (atrous.serve.memory); None:
+    # 3x the RSS after the warm-up, at least 1024; 0: never
+    memory_limit_mb: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue"):
@@ -62,6 +65,8 @@ class ServerSettings:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not self.max_upload_mb > 0 or not self.max_pixels > 0:
             raise ValueError("max_upload_mb and max_pixels must be positive")
+        if self.memory_limit_mb is not None and not self.memory_limit_mb >= 0:
+            raise ValueError(f"memory_limit_mb must be >= 0, got {self.memory_limit_mb}")
 
     @property
     def max_upload_bytes(self) -> int:
