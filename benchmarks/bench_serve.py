@@ -11,9 +11,12 @@ sizes (CamVid val 480x360, VOC, ADE20K, Cityscapes at 1024x512), 5% of them bad 
 or not an image). Every reply is checked: a good image's label map must equal the
 ``Segmenter``'s on the same image (run in this process), a bad one must get a 4xx; the table
 counts lost (no reply), wrong and unexpected replies. Reported: throughput, p50/p95/p99
-latency, the batch-size histogram (from ``/metrics``), the server's peak RSS (VmHWM), and for
-concurrency 1 the bare ``Segmenter`` call on the same images for comparison. ``--soak S``
-then keeps concurrency 16 going for S seconds on the batched server and samples its RSS.
+latency, the batch-size histogram (from ``/metrics``), the server's peak RSS (VmHWM); at
+concurrency 1, each image sent right after a bare ``Segmenter`` call on it (paired, so the
+machine's drift hits both) with the server's ``Server-Timing`` parts; and the model-level
+ceiling of batching on this machine (``max_batch`` same-size images as one batch against one
+by one). ``--soak S`` then keeps concurrency 16 going for S seconds on the batched server and
+samples its RSS and heap trims (``--memory-limit-mb``).
 """
 
 from __future__ import annotations
@@ -195,17 +198,17 @@ def bench(weights: str, args: argparse.Namespace) -> dict[str, Any]:
     bad = [(f"bad{i}", d, None) for i, d in enumerate(bad_requests())]
     # 5% bad: one bad entry for every 19 good ones
     pool = good * 19 + bad * max(1, len(good) // len(bad))
-    bare = []
-    for _ in range(2):
-        for _, _, rgb in imgs:
-            t0 = time.perf_counter()
-            seg.predict(rgb)
-            bare.append(time.perf_counter() - t0)
-    del seg, model
+    ceiling = batching_ceiling(seg, imgs, args.max_batch)
+    print(json.dumps({"model_level_batching": ceiling}), flush=True)
     rows = []
+    paired = None
     for batched in (True, False):
         server = Server(weights, args.max_batch if batched else 1, args.threads)
         try:
+            if batched:
+                paired = paired_with_bare(server, seg, imgs, rounds=3)
+                print(json.dumps({"paired_concurrency_1": {k: v for k, v in paired.items()
+                                  if k != "pairs"}}), flush=True)  # fmt: skip
             for c in args.concurrency:
                 per = max(args.requests, 1) if c > 1 else args.requests * 3
                 before = server.batch_histogram()
@@ -236,8 +239,61 @@ def bench(weights: str, args: argparse.Namespace) -> dict[str, Any]:
                 r.update(peak_rss_mb=peak, exit_code=rc)
         if soak:
             rows[-1]["soak"] = soak
-    return {"weights": weights, "bare_segmenter_s": {"p50": pct(bare, 50), "p99": pct(bare, 99),
-            "max": max(bare)}, "rows": rows}  # fmt: skip
+    return {"weights": weights, "model_level_batching": ceiling, "paired_concurrency_1": paired,
+            "rows": rows}  # fmt: skip
+
+
+def batching_ceiling(seg: Any, imgs: list, max_batch: int, rounds: int = 3) -> dict[str, Any]:
+    """What batching can give at most on this machine: ``max_batch`` same-size images
+    (CamVid frames) as one ``predict_many`` batch against one by one, alternated ``rounds``
+    times in this process; the ratio of the medians (> 1: the batch is faster per image)."""
+    from collections import Counter
+
+    shape = Counter(rgb.shape for _, _, rgb in imgs).most_common(1)[0][0]
+    same = [rgb for _, _, rgb in imgs if rgb.shape == shape]
+    group = (same * max_batch)[:max_batch]
+    seg.batch_size = max_batch
+    list(seg.predict_many(group, "labels"))  # warm
+    one, batch = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for rgb in group:
+            seg.predict(rgb)
+        one.append((time.perf_counter() - t0) / len(group))
+        t0 = time.perf_counter()
+        list(seg.predict_many(group, "labels"))
+        batch.append((time.perf_counter() - t0) / len(group))
+    return {"image": f"{shape[1]}x{shape[0]}", "batch": max_batch,
+            "one_by_one_s_per_image": pct(one, 50), "batched_s_per_image": pct(batch, 50),
+            "speedup": pct(one, 50) / pct(batch, 50)}  # fmt: skip
+
+
+def paired_with_bare(server: Server, seg: Any, imgs: list, rounds: int) -> dict[str, Any]:
+    """Concurrency 1, each image sent to the server right after a bare ``Segmenter`` call on
+    it in this process (paired, so the machine's drift hits both): p50 and p99 of each, and
+    the server's Server-Timing parts (median ms)."""
+    import httpx
+
+    bare, served, parts = [], [], {}
+    with httpx.Client() as client:
+        for _ in range(rounds):
+            for _, data, rgb in imgs:
+                t0 = time.perf_counter()
+                seg.predict(rgb)
+                bare.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                r = client.post(server.url + "/v1/segment", content=data, timeout=600)
+                served.append(time.perf_counter() - t0)
+                for part in r.headers.get("server-timing", "").split(", "):
+                    if ";dur=" in part:
+                        k, v = part.split(";dur=")
+                        parts.setdefault(k, []).append(float(v))
+    return {"bare_p50": pct(bare, 50), "bare_p99": pct(bare, 99),
+            "server_p50": pct(served, 50), "server_p99": pct(served, 99),
+            "ratio_p50": pct(served, 50) / pct(bare, 50),
+            "ratio_p99": pct(served, 99) / pct(bare, 99),
+            "server_timing_ms": {k: round(pct(v, 50), 1) for k, v in parts.items()},
+            "pairs": list(zip(bare, served))}  # fmt: skip
 
 
 def run_soak(server: Server, pool: list, args: argparse.Namespace) -> dict[str, Any]:
@@ -249,12 +305,14 @@ def run_soak(server: Server, pool: list, args: argparse.Namespace) -> dict[str, 
         res = asyncio.run(load(server.url, 16, 4, args.soak, pool, seed=int(time.time())))
         served += len(res["latencies"])
         samples.append((time.monotonic() - t0, server.rss_mb()))
+    trims = next((float(ln.split()[-1]) for ln in __import__("httpx").get(server.url + "/metrics")
+                  .text.splitlines() if ln.startswith("atrous_memory_trims_total")), 0.0)  # fmt: skip
     first_half = [m for t, m in samples if t <= args.soak / 2]
     second_half = [m for t, m in samples if t > args.soak / 2]
     return {"seconds": round(time.monotonic() - t0, 1), "requests": served,
             "rss_start_mb": samples[0][1], "rss_max_first_half_mb": max(first_half),
             "rss_max_second_half_mb": max(second_half or first_half),
-            "rss_end_mb": samples[-1][1], "samples": samples}  # fmt: skip
+            "rss_end_mb": samples[-1][1], "trims": int(trims), "samples": samples}  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -270,9 +328,20 @@ def table(results: list[dict[str, Any]]) -> str:
                 f" {r['p99']:.3f} | {r['ok']} / {r['bad_4xx']} / {r['wrong']} / {r['lost']} /"
                 f" {r['unexpected'] + r['rejected_503']} | {hist} | {r['peak_rss_mb']:.0f} |"
             )
-        b = res["bare_segmenter_s"]
-        lines.append(f"| {res['rows'][0]['model']} | bare Segmenter call | 1 | | | "
-                     f"{b['p50']:.3f} | | {b['p99']:.3f} | | | |")  # fmt: skip
+        p = res["paired_concurrency_1"]
+        if p:
+            lines.append(f"| {res['rows'][0]['model']} | max 8, paired with a bare Segmenter "
+                         f"call | 1 | {len(p['pairs'])} | | {p['server_p50']:.3f} (bare "
+                         f"{p['bare_p50']:.3f}: {p['ratio_p50']:.2f}×) | | {p['server_p99']:.3f}"
+                         f" (bare {p['bare_p99']:.3f}: {p['ratio_p99']:.2f}×) | | | |")  # fmt: skip
+    for res in results:
+        c, p = res["model_level_batching"], res["paired_concurrency_1"] or {}
+        lines.append(f"\n{res['rows'][0]['model']}: model-level batching on this machine: "
+                     f"{c['batch']} images of {c['image']} as one batch take "
+                     f"{c['batched_s_per_image']:.3f} s per image against "
+                     f"{c['one_by_one_s_per_image']:.3f} s one by one ({c['speedup']:.2f}×)."
+                     f" Server-Timing at concurrency 1 (median ms): "
+                     + ", ".join(f"{k} {v}" for k, v in p.get("server_timing_ms", {}).items()))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -298,7 +367,7 @@ def main() -> None:
                   f"{soak['seconds']} s; RSS {soak['rss_start_mb']:.0f} MB at start, max "
                   f"{soak['rss_max_first_half_mb']:.0f} MB in the first half, "
                   f"{soak['rss_max_second_half_mb']:.0f} MB in the second, "
-                  f"{soak['rss_end_mb']:.0f} MB at the end")  # fmt: skip
+                  f"{soak['rss_end_mb']:.0f} MB at the end; {soak['trims']} heap trims")  # fmt: skip
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
