@@ -98,8 +98,16 @@ def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
     )  # fmt: skip
     try:
         _wait_ready(url, proc)
-        r = httpx.post(url + "/v1/segment", content=encode(rgb(9, 60, 80)))
-        assert r.status_code == 200
+        # /readyz answered by one worker; the other may still be warming up and answer 503
+        # with Retry-After, which a client honours
+        deadline = time.monotonic() + 60
+        while True:
+            r = httpx.post(url + "/v1/segment", content=encode(rgb(9, 60, 80)), timeout=30)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            assert r.json()["error"]["code"] == "not_ready"
+            time.sleep(float(r.headers["retry-after"]) / 4)
+        assert r.status_code == 200, r.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, proc.stderr.read()
     finally:
