@@ -137,7 +137,13 @@ def test_lattice_table_and_sort_builds_agree(kind: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(lattice_mod, "_DENSE_TABLE_FACTOR", 0)
     sort = PermutohedralLattice(f)
     assert table.num_vertices == sort.num_vertices
-    assert torch.equal(table.vertex_ids.long(), sort.vertex_ids.long())  # same first-use ids
+    # the same vertices, numbered differently (first use against key order): one bijection
+    # maps every point's ids of one build onto the other's
+    a, b = table.vertex_ids.long().reshape(-1), sort.vertex_ids.long().reshape(-1)
+    relabel = torch.full((table.num_vertices,), -1, dtype=torch.long)
+    relabel[a] = b
+    assert torch.equal(relabel[a], b)
+    assert torch.equal(torch.sort(relabel).values, torch.arange(table.num_vertices))
     torch.testing.assert_close(table.filter(x), sort.filter(x), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(
         table.filter(x, reverse=True), sort.filter(x, reverse=True), rtol=1e-12, atol=1e-9

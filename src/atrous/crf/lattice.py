@@ -71,6 +71,15 @@ def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(x)
 
 
+def _searchsorted(sorted_keys: Tensor, queries: Tensor) -> Tensor:
+    """``torch.searchsorted`` (left) of 1-D int64 tensors. NumPy's on CPU: it starts each
+    binary search from the previous answer when the queries ascend (they come in sorted
+    runs here): 36 ms against 58 ms for 1.2M queries into 210k keys."""
+    if queries.device.type == "cpu":
+        return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
+    return torch.searchsorted(sorted_keys, queries)
+
+
 def _scale_factors(d: int) -> Tensor:
     """Diagonal of the elevation matrix E scaled to unit-std blur (Adams et al. 2010, p. 5-6).
 
@@ -136,8 +145,10 @@ class PermutohedralLattice:
     @property
     def vertex_ids(self) -> Tensor:
         """``(num_points, d+1)`` id (0 .. num_vertices - 1) of each point's simplex vertices,
-        in the column order of :attr:`barycentric`; ids follow first use in point order, as
-        the C++ hash table assigns them (not to be modified)."""
+        in the column order of :attr:`barycentric` (not to be modified). The direct-address
+        build (small key ranges: the positional kernel) numbers vertices by first use in point
+        order, as the C++ hash table does; the sorting build (the bilateral kernel) in key
+        order. Ids enter no arithmetic: both give the same filter results."""
         return self._offsets
 
     # ------------------------------------------------------------------ construction
@@ -357,12 +368,19 @@ class PermutohedralLattice:
         # representative (first) point of each simplex
         rep = torch.full((n_simp,), n_total, dtype=torch.int64, device=dev)
         rep.scatter_reduce_(0, sid, torch.arange(n_total, device=dev), "amin")
+        # (big_k and rank_i are transposed views of (d, N) data: gathering columns of the
+        # contiguous originals is 3x faster than rows of the views)
         vkeys = self._vertex_keys(
-            big_k.index_select(0, rep), k_lo, radix_t, r_radix, rank_i.index_select(0, rep)
-        )
+            big_k.t().index_select(1, rep).t(), k_lo, radix_t, r_radix,
+            rank_i.t().index_select(1, rep).t(),
+        )  # fmt: skip
         if self.batch > 1:
             vkeys += ((rep // self.num_pixels) * (r_radix * d1))[:, None]
-        # distinct vertices; ids by first use (entry index point * (d+1) + r)
+        # distinct vertices, numbered in key order: ids enter no arithmetic (a vertex's blur
+        # reads its neighbours by key, the splat sums a row's entries, the slice reads by r),
+        # and key order needs no second sort, keeps every blur direction's neighbour ids
+        # monotone within a remainder class (streaming reads), and is the order searchsorted
+        # wants
         flat = vkeys.reshape(-1)
         u_sorted, u_perm = _sort(flat)
         new = torch.ones_like(u_sorted, dtype=torch.bool)
@@ -370,20 +388,16 @@ class PermutohedralLattice:
         uniq = u_sorted[new]
         m = uniq.numel()
         self.num_vertices = m
-        kid = torch.empty_like(u_perm)
-        kid.index_copy_(0, u_perm, torch.cumsum(new, 0) - 1)  # key-order id of (simplex, r)
-        first_use = torch.full((m,), n_total * d1, dtype=torch.int64, device=dev)
-        pair_ent = (rep[:, None] * d1 + torch.arange(d1, device=dev)).reshape(-1)
-        first_use.scatter_reduce_(0, kid, pair_ent, "amin")
-        by_use = torch.argsort(first_use)
-        use_id = torch.empty_like(by_use)
-        use_id.index_copy_(0, by_use, torch.arange(m, device=dev))
-        pair_vid = use_id.index_select(0, kid)  # (n_simp * (d+1),)
+        pv_sorted = torch.cumsum(new, 0).sub_(1)  # id of each pair (simplex, r), key order
+        del new, u_sorted
+        pair_vid = torch.empty_like(u_perm).index_copy_(0, u_perm, pv_sorted)
         self._offsets = pair_vid.view(n_simp, d1).index_select(0, sid)
+        del pair_vid
         # splat rows: for each vertex, the points of each simplex using it.  Pairs (simplex, r)
-        # are grouped by vertex; a pair's points follow each other in perm order, so entry
-        # (point i, r) goes to (offset of pair (simplex of i, r)) + (rank of i in its simplex).
-        pv_sorted, p_order = _sort(pair_vid)
+        # are grouped by vertex (u_perm); a pair's points follow each other in perm order, so
+        # entry (point i, r) goes to (offset of pair (simplex of i, r)) + (rank of i in its
+        # simplex).
+        p_order = u_perm
         p_len = s_count.index_select(0, torch.div(p_order, d1, rounding_mode="floor"))
         counts = torch.zeros(m, dtype=torch.int64, device=dev)
         counts.index_add_(0, pv_sorted, p_len)
@@ -398,19 +412,18 @@ class PermutohedralLattice:
         self._splat_order.index_copy_(
             0, dest.view(-1), torch.arange(n_total * d1, dtype=torch.int64, device=dev)
         )
-        del dest, pos_in_perm
-        # neighbours, looked up in key order (sorted queries)
+        del dest, pos_in_perm, o_tab, p_off, p_len, counts
+        # neighbours: direction-major queries (sorted runs within each remainder class)
         vr = (uniq // r_radix) % d1
-        minus_k = self._neighbour_keys(uniq, vr, deltas, False).view(-1)
-        idx = torch.searchsorted(uniq, minus_k).clamp_(max=m - 1)
+        minus_k = self._neighbour_keys(uniq, vr, deltas, False).t().contiguous().view(-1)
+        idx = _searchsorted(uniq, minus_k).clamp_(max=m - 1)
         found = uniq.index_select(0, idx) == minus_k
-        nb = use_id.index_select(0, idx).masked_fill_(~found, -1).view(m, d1)
-        minus = torch.empty_like(nb).index_copy_(0, use_id, nb)  # rows in vertex-id order
+        minus_t = idx.masked_fill_(~found, -1).view(d1, m)  # (d+1, m): ids are key order
         # "plus" is the inverse map of "minus" (u = minus(v) exactly when v = plus(u))
-        plus = torch.full((d1, m + 1), -1, dtype=minus.dtype, device=dev)
-        dest = torch.where(minus >= 0, minus, m).t()  # absent ones land in the spare slot
-        plus.scatter_(1, dest, torch.arange(m, dtype=minus.dtype, device=dev).expand(d1, m))
-        self._set_neighbours(minus, plus[:, :m].t(), minus_is_upper)
+        plus = torch.full((d1, m + 1), -1, dtype=minus_t.dtype, device=dev)
+        dest = torch.where(minus_t >= 0, minus_t, m)  # absent ones land in the spare slot
+        plus.scatter_(1, dest, torch.arange(m, dtype=minus_t.dtype, device=dev).expand(d1, m))
+        self._set_neighbours(minus_t.t(), plus[:, :m].t(), minus_is_upper)
 
     # ------------------------------------------------------------------ sparse operators
     def _operators(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -455,12 +468,13 @@ class PermutohedralLattice:
         d1 = self.d + 1
         ar = torch.arange(m, dtype=idx_dt, device=dev)
         c = torch.empty(d1, m, 3, dtype=idx_dt, device=dev)
-        c[:, :, 0] = self._lower
+        w = torch.empty(d1, m, 3, dtype=dtype, device=dev)
         c[:, :, 1] = ar
-        c[:, :, 2] = self._upper
-        absent = c < 0
-        w = (~absent).to(dtype).mul_(torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev))
-        c = torch.where(absent, ar[:, None], c)  # -1 -> the vertex itself
+        w[:, :, 1] = 1.0
+        for col, nb in ((0, self._lower), (2, self._upper)):
+            present = nb >= 0
+            torch.where(present, nb.to(idx_dt), ar, out=c[:, :, col])  # -1 -> the vertex itself
+            torch.mul(present, 0.5, out=w[:, :, col])
         crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
         blurs = [csr_matrix(crow_b, c[j].view(-1), w[j].view(-1), size=(m, m)) for j in range(d1)]
         self._blur_cache[dtype] = blurs
