@@ -457,26 +457,26 @@ class PermutohedralLattice:
         )
 
     def blur_matrices(self, dtype: torch.dtype) -> list[Tensor]:
-        """The d+1 blur matrices (M, M), one per lattice direction."""
+        """The d+1 blur matrices (M, M), one per lattice direction: rows [lower, self, upper]
+        with weights [1/2, 1, 1/2], an absent neighbour left out (the C++ adds a zero row for
+        it: the same sum). On a textured image most neighbours are absent (most vertices are
+        used by one simplex), so this is close to half the entries of three per row."""
         if dtype in self._blur_cache:
             return self._blur_cache[dtype]
         dev, m = self.device, self.num_vertices
         idx_dt = torch.int32 if m * 3 < 2**31 - 1 else torch.int64
-        # blur rows [lower, self, upper] with weights [1/2, 1, 1/2]; an absent neighbour is
-        # kept as a zero weight on the vertex itself (x + 0 is exact), so every row has three
-        # entries and the matrix needs no compaction
         d1 = self.d + 1
-        ar = torch.arange(m, dtype=idx_dt, device=dev)
         c = torch.empty(d1, m, 3, dtype=idx_dt, device=dev)
-        w = torch.empty(d1, m, 3, dtype=dtype, device=dev)
-        c[:, :, 1] = ar
-        w[:, :, 1] = 1.0
-        for col, nb in ((0, self._lower), (2, self._upper)):
-            present = nb >= 0
-            torch.where(present, nb.to(idx_dt), ar, out=c[:, :, col])  # -1 -> the vertex itself
-            torch.mul(present, 0.5, out=w[:, :, col])
-        crow_b = torch.arange(0, 3 * m + 1, 3, dtype=idx_dt, device=dev)
-        blurs = [csr_matrix(crow_b, c[j].view(-1), w[j].view(-1), size=(m, m)) for j in range(d1)]
+        c[:, :, 0] = self._lower
+        c[:, :, 1] = torch.arange(m, dtype=idx_dt, device=dev)
+        c[:, :, 2] = self._upper
+        keep = c >= 0
+        half = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=dev).expand(m, 3)
+        blurs = []
+        for j in range(d1):
+            crow = torch.zeros(m + 1, dtype=idx_dt, device=dev)
+            torch.cumsum(keep[j].sum(dim=1, dtype=idx_dt), 0, out=crow[1:])
+            blurs.append(csr_matrix(crow, c[j][keep[j]], half[keep[j]], size=(m, m)))
         self._blur_cache[dtype] = blurs
         return blurs
 
