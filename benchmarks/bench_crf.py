@@ -42,7 +42,7 @@ except ImportError:  # the optional C++ reference
 PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
 # the clock for both methods: wall time, or CPU time of the process (--clock cpu)
 CLOCK = [time.perf_counter]
-VOC_DIR = Path("/work/shared/data/voc_sample")
+VOC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_sample"
 
 
 def _status_kib(field: str) -> int:

@@ -94,7 +94,7 @@ def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port),
          "--workers", "2", "--threads", "1", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         _wait_ready(url, proc)
@@ -111,6 +111,6 @@ def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # failed: kill the supervisor and its workers (one session)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -1,0 +1,264 @@
+"""Dense CRF over a set of real images: atrous.crf.dense_crf against pydensecrf2 (issue 14).
+
+    PYTHONPATH=src:/work/crfref_site python benchmarks/bench_crf_images.py \\
+        [IMAGES_OR_FOLDERS ...] [--sizes 500x375,1000x750] [--labels 21] \\
+        [--probs onehot|net --model runs/deploy_mnv2/model.safetensors] [--limit N]
+
+Without image arguments the set is the real images of ``../shared/data``: 20 CamVid val street
+frames, the VOC, ADE20K and Cityscapes samples and 3 membrane (EM, greyscale) images. Each
+image is resized to each size; the probabilities are noisy one-hots (``--probs onehot``:
+softmax of 1.5 * one-hot of a smooth random label map + N(0, 1), ``--labels`` classes) or a
+real network's (``--probs net``: softmax of ``--model`` on the image, its own classes).
+
+Every measurement runs in a fresh process, as ``atrous predict --crf`` on one image does:
+- ours: the *first call* (from the call; the process's ``import`` is reported apart), then
+  a *new size* call (same process, positional-kernel cache cleared: a running service meeting
+  a size it has not seen), then a *warm* repeat; peak RSS growth over the first call (VmHWM);
+  the lattice vertex counts of both kernels (the C++ builds the same lattice);
+- pydensecrf2: one call in its own fresh process (it has no warm-up), its peak RSS growth.
+Label agreement: argmax of ours against the C++'s. The summary gives, per size, the median and
+the worst ratio (ours / C++) over the set for each of first call, new size and warm, and the
+median and worst memory ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def default_images() -> list[Path]:
+    cam = sorted((DATA / "camvid" / "val").glob("*.jpg"))
+    step = max(1, len(cam) // 20)
+    return (cam[::step][:20]
+            + sorted((DATA / "voc_sample").rglob("JPEGImages/*.jpg"))
+            + sorted((DATA / "ade20k_sample" / "images").rglob("*.jpg"))
+            + sorted((DATA / "cityscapes_sample" / "leftImg8bit").rglob("*.png"))
+            + sorted((DATA / "membrane" / "image").glob("*.png"))[:3])  # fmt: skip
+
+
+def expand(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def onehot_probs(h: int, w: int, c: int, seed: int) -> np.ndarray:
+    """Softmax of 1.5 * one-hot of a smooth random label map (discs) + N(0, 1) noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    label = np.zeros((h, w), dtype=np.int64)
+    for k in range(1, 12):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.08, 0.3) * min(h, w)
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+    scores = 1.5 * np.eye(c, dtype=np.float32)[label % c].transpose(2, 0, 1)
+    scores += rng.normal(0, 1.0, size=(c, h, w)).astype(np.float32)
+    p = np.exp(scores - scores.max(0))
+    return np.ascontiguousarray(p / p.sum(0), dtype=np.float32)
+
+
+def prepare(path: Path, size: tuple[int, int], probs: str, labels: int, seg: Any,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    from PIL import Image
+
+    from atrous.imageio import read_image
+
+    w, h = size
+    img = np.ascontiguousarray(np.asarray(Image.fromarray(read_image(path)).resize((w, h),
+                                                                                   Image.BILINEAR)))  # fmt: skip
+    if probs == "net":
+        p = next(seg.predict_many([img], "proba"))  # (C, H, W)
+        p = np.ascontiguousarray(np.asarray(p, dtype=np.float32))
+    else:
+        p = onehot_probs(h, w, labels, seed)
+    return img, p
+
+
+# --- the child processes --------------------------------------------------------------------
+
+
+def _vm(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(method: str, npz: str, out: str, threads: int, iterations: int) -> None:
+    """One fresh process: time ``method`` on the inputs in ``npz``; JSON to stdout."""
+    t_start = time.perf_counter()
+    if method == "ours":
+        import torch
+
+        torch.set_num_threads(threads)
+        from atrous.crf import clear_kernel_cache, dense_crf
+    else:
+        import pydensecrf.densecrf as dcrf
+    t_import = time.perf_counter() - t_start
+    z = np.load(npz)
+    img, probs = z["image"], z["probs"]
+    c, h, w = probs.shape
+    base = _vm("VmRSS")
+    res: dict[str, Any] = {"import_s": t_import}
+    if method == "ours":
+        t0 = time.perf_counter()
+        q = dense_crf(img, probs, iterations=iterations, **PARAMS)
+        res["first_s"] = time.perf_counter() - t0
+        res["peak_mb"] = _vm("VmHWM") - base
+        clear_kernel_cache()
+        t0 = time.perf_counter()
+        dense_crf(img, probs, iterations=iterations, **PARAMS)
+        res["new_size_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dense_crf(img, probs, iterations=iterations, **PARAMS)
+        res["warm_s"] = time.perf_counter() - t0
+        from atrous.crf.kernels import GaussianKernel, bilateral_features, positional_kernel
+
+        t = torch.from_numpy(img.copy())[None]
+        feats = bilateral_features(t, PARAMS["bi_xy_std"], PARAMS["bi_rgb_std"])
+        res["v_bi"] = GaussianKernel(feats).lattice.num_vertices
+        pk = positional_kernel(1, h, w, PARAMS["pos_xy_std"], torch.device("cpu"), "lattice")
+        res["v_pos"] = pk.lattice.num_vertices
+    else:
+        t0 = time.perf_counter()
+        d = dcrf.DenseCRF2D(w, h, c)
+        d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(probs, 1e-30)).reshape(c, -1)))
+        d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
+        d.addPairwiseBilateral(sxy=PARAMS["bi_xy_std"], srgb=PARAMS["bi_rgb_std"],
+                               rgbim=np.array(img, order="C"), compat=PARAMS["bi_w"])  # fmt: skip
+        q = np.array(d.inference(iterations)).reshape(c, h, w)
+        res["first_s"] = time.perf_counter() - t0
+        res["peak_mb"] = _vm("VmHWM") - base
+    np.save(out, np.asarray(q).argmax(0).astype(np.uint8))
+    print(json.dumps(res))
+
+
+def run_child(method: str, npz: str, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src")] + ([args.ref_path] if args.ref_path else [])
+        + [os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", method, npz, out,
+           "--threads", str(args.threads), "--iterations", str(args.iterations)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"{method} failed on {npz}: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+def pct(v: list[float], q: float) -> float:
+    s = sorted(v)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("images", nargs="*", help="image files or folders (default: ../shared/data)")
+    ap.add_argument("--sizes", default="500x375,1000x750")
+    ap.add_argument("--labels", type=int, default=21)
+    ap.add_argument("--probs", choices=("onehot", "net"), default="onehot")
+    ap.add_argument("--model", help="weights for --probs net")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--ref-path", default="/work/crfref_site",
+                    help="where pydensecrf2 is installed (pip install --target)")  # fmt: skip
+    ap.add_argument("--out", help="write the markdown and JSON here (no suffix)")
+    ap.add_argument("--child", nargs=3, metavar=("METHOD", "NPZ", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child, args.threads, args.iterations)
+        return
+    files = expand(args.images) if args.images else default_images()
+    if args.limit:
+        files = files[: args.limit]
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    seg = None
+    if args.probs == "net":
+        import torch
+
+        import atrous.weights as W
+        from atrous.inference import Segmenter
+
+        torch.set_num_threads(args.threads)
+        seg = Segmenter.from_model(W.load(args.model))
+    rows: list[dict[str, Any]] = []
+    lines = [f"# dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
+             f"parameters, probabilities: {args.probs}"
+             + (f" ({args.model})" if seg is not None else f" ({args.labels} labels)")
+             + f", {args.threads} threads, each measurement a fresh process; "
+             f"load average {os.getloadavg()[0]:.2f} at start"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            lines += ["", f"## {size[0]}x{size[1]}", "",
+                      "| image | V positional | V bilateral (per pixel) | labels | ours first s "
+                      "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
+                      "| warm / C++ | peak MB ours / C++ | label agreement |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            print("\n".join(lines[-5:]), flush=True)
+            for i, f in enumerate(files):
+                img, p = prepare(f, size, args.probs, args.labels, seg, seed=i)
+                npz = os.path.join(tmp, "in.npz")
+                np.savez(npz, image=img, probs=p)
+                ours = run_child("ours", npz, os.path.join(tmp, "ours.npy"), args)
+                ref = run_child("ref", npz, os.path.join(tmp, "ref.npy"), args)
+                agree = float((np.load(os.path.join(tmp, "ours.npy"))
+                               == np.load(os.path.join(tmp, "ref.npy"))).mean())  # fmt: skip
+                n = size[0] * size[1]
+                row = {"image": f.name, "size": f"{size[0]}x{size[1]}", "labels": p.shape[0],
+                       "ours": ours, "ref": ref, "agreement": agree,
+                       "first_ratio": ours["first_s"] / ref["first_s"],
+                       "new_size_ratio": ours["new_size_s"] / ref["first_s"],
+                       "warm_ratio": ours["warm_s"] / ref["first_s"],
+                       "mem_ratio": ours["peak_mb"] / max(ref["peak_mb"], 1e-9)}  # fmt: skip
+                rows.append(row)
+                line = (f"| {f.name} | {ours['v_pos']} | {ours['v_bi']} ({ours['v_bi'] / n:.2f}) |"
+                        f" {p.shape[0]} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) |"
+                        f" {ours['new_size_s']:.3f} | {ours['warm_s']:.3f} | {ref['first_s']:.3f} |"
+                        f" {row['first_ratio']:.2f} | {row['new_size_ratio']:.2f} |"
+                        f" {row['warm_ratio']:.2f} | {ours['peak_mb']:.0f} / {ref['peak_mb']:.0f} |"
+                        f" {100 * agree:.3f}% |")  # fmt: skip
+                lines.append(line)
+                print(line, flush=True)
+            sel = [r for r in rows if r["size"] == f"{size[0]}x{size[1]}"]
+            summary = [f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): "]
+            for key, what in (("first_ratio", "first call"), ("new_size_ratio", "new size"),
+                              ("warm_ratio", "warm"), ("mem_ratio", "peak memory")):  # fmt: skip
+                v = [r[key] for r in sel]
+                worst = max(sel, key=lambda r: r[key])
+                summary.append(f"{what}: median {pct(v, 50):.2f}, worst {max(v):.2f} "
+                               f"({worst['image']})")  # fmt: skip
+            agrees = [r["agreement"] for r in sel]
+            per_mp = [r["ours"]["first_s"] / (size[0] * size[1] / 1e6) for r in sel]
+            summary.append(f"label agreement: worst {100 * min(agrees):.3f}%; ours first call "
+                           f"median {pct(per_mp, 50):.2f} s/MP")  # fmt: skip
+            text = summary[0] + "; ".join(summary[1:]) + "."
+            lines.append(text)
+            print(text, flush=True)
+    if args.out:
+        Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
