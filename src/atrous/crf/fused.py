@@ -27,7 +27,7 @@ class FusedMeanField:
     splat matrix (normalization folded in), ``B_k`` its blur chain and ``Z`` the side-by-side
     slice matrices (normalization, alpha and kernel weight folded in), an iteration is
 
-        G_k = A_k q;  blur each G_k in place (ping-pong);  logits = -U + Z G
+        G_k = A_k q;  blur each G_k (ping-pong with a shared scratch);  logits = -U + Z G
 
     so the logits are written once, and the labels ride along as the contiguous
     inner dim of every product.  Buffers are allocated once per call and reused.
@@ -49,12 +49,16 @@ class FusedMeanField:
         for m in self.sizes[:-1]:
             starts.append(starts[-1] + m)
         self.starts = starts
+        # G: every kernel's vertex values (rows 0..M), one scratch block as large as the
+        # largest kernel for the blur's ping-pong (a kernel with an odd number of blur passes
+        # splats into the scratch, so that its result always ends in its own rows), then -U.
+        self.scratch = max(self.sizes)
         # With with_unary, the slice matrix gets a first column of ones that reads -U from
-        # rows 2M.. of G (written once per run), so the slice product writes the logits
+        # the last rows of G (written once per run), so the slice product writes the logits
         # directly instead of copying -U into them every iteration.
         self.with_unary = with_unary
         width = int(with_unary) + sum(lat.d + 1 for lat, _, _ in lats)
-        n_cols = 2 * self.m_total + (n if with_unary else 0)
+        n_cols = self.m_total + self.scratch + (n if with_unary else 0)
         # one splat entry per (point, vertex of its simplex)
         nnz_splat = sum(lat.barycentric.numel() for lat, _, _ in lats)
         idx_dt = torch.int32 if max(n_cols, n * width, nnz_splat) < 2**31 - 1 else torch.int64
@@ -62,7 +66,7 @@ class FusedMeanField:
         sl_cols = torch.empty(n, width, dtype=idx_dt, device=dev)
         sl_vals = torch.empty(n, width, dtype=dtype, device=dev)
         if with_unary:
-            torch.arange(2 * self.m_total, n_cols, out=sl_cols[:, 0])
+            torch.arange(self.m_total + self.scratch, n_cols, out=sl_cols[:, 0])
             sl_vals[:, 0] = 1.0
         self.blurs = []
         k = int(with_unary)
@@ -70,10 +74,8 @@ class FusedMeanField:
             blurs = lat.blur_matrices(dtype)
             self.splats.append(kern.normalized_splat(dtype))  # bary * norm of the point
             self.blurs.append(blurs)
-            # after an odd number of blur passes the result sits in the second half of G
-            half = self.m_total if len(blurs) % 2 else 0
             d1 = lat.d + 1
-            torch.add(lat.vertex_ids, start + half, out=sl_cols[:, k : k + d1])
+            torch.add(lat.vertex_ids, start, out=sl_cols[:, k : k + d1])
             torch.mul(lat.barycentric, norm[:, None], out=sl_vals[:, k : k + d1])
             sl_vals[:, k : k + d1] *= lat.alpha * w
             k += d1
@@ -93,10 +95,10 @@ class FusedMeanField:
         dev, dt = probs.device, probs.dtype
         if compat is not None and self.with_unary:
             raise ValueError("a compat matrix needs FusedMeanField(with_unary=False)")
-        m = self.m_total
-        g = torch.empty(2 * m + (bn if self.with_unary else 0), c, dtype=dt, device=dev)
+        m, top = self.m_total, self.m_total + self.scratch
+        g = torch.empty(top + (bn if self.with_unary else 0), c, dtype=dt, device=dev)
         # -U = log p, written once (with_unary: into the rows of G that the slice reads)
-        neg_u = torch.log(probs, out=g[2 * m :]) if self.with_unary else torch.log(probs)
+        neg_u = torch.log(probs, out=g[top:]) if self.with_unary else torch.log(probs)
         q = probs
         sums = torch.empty(bn, dtype=dt, device=dev)
         ones = torch.ones(c, dtype=dt, device=dev)
@@ -124,7 +126,9 @@ class FusedMeanField:
         for _ in range(iterations):
             q.mul_(inv.unsqueeze(1))
             for start, size, splat, blurs in zip(self.starts, self.sizes, self.splats, self.blurs):
-                src, dst = g[start : start + size], g[m + start : m + start + size]
+                src, dst = g[start : start + size], g[m : m + size]
+                if len(blurs) % 2:  # an odd number of passes: start in the scratch
+                    src, dst = dst, src
                 # one splat product per kernel: the sparse kernel splits rows evenly between
                 # threads, and stacked (many short positional rows, few long bilateral ones)
                 # they were split unevenly (1000x750: 34 ms stacked vs 25 ms apart)

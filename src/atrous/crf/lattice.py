@@ -71,6 +71,11 @@ def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(x)
 
 
+def _index_dtype(n: int) -> torch.dtype:
+    """int32 for indices below ``n`` where they fit (the sparse matrices are int32 anyway)."""
+    return torch.int32 if n < 2**31 - 1 else torch.int64
+
+
 def _searchsorted(sorted_keys: Tensor, queries: Tensor) -> Tensor:
     """``torch.searchsorted`` (left) of 1-D int64 tensors. NumPy's on CPU: it starts each
     binary search from the previous answer when the queries ascend (they come in sorted
@@ -283,8 +288,9 @@ class PermutohedralLattice:
         """Store ``(d+1, M)`` lower / upper neighbour ids (-1: absent) per direction, from the
         ``(M, d+1)`` minus / plus ids (which of the two is "lower" follows the C++ key order)."""
         swap = torch.tensor(minus_is_upper, device=minus.device)
-        self._lower = torch.where(swap, plus, minus).t().contiguous()
-        self._upper = torch.where(swap, minus, plus).t().contiguous()
+        dt = _index_dtype(self.num_vertices)  # int32 halves what the lattice keeps
+        self._lower = torch.where(swap, plus, minus).t().to(dt).contiguous()
+        self._upper = torch.where(swap, minus, plus).t().to(dt).contiguous()
 
     def _build_dense(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
         """Distinct vertices by a direct-address table over the compressed key range.
@@ -318,12 +324,12 @@ class PermutohedralLattice:
         first_ent = torch.nonzero(is_first).reshape(-1)
         m = first_ent.numel()
         self.num_vertices = m
-        self._offsets = vid.view(n_total, d1)
+        self._offsets = vid.view(n_total, d1).to(_index_dtype(m))
         # splat rows: entries grouped by vertex id, in entry order within a row
         counts = torch.bincount(vid, minlength=m)
         self._splat_crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
-        self._splat_order = _stable_argsort(vid.to(idx_dt))
+        self._splat_order = _stable_argsort(vid.to(idx_dt)).to(idx_dt)
         # neighbours of every vertex, by direct look-up in a table of vertex ids
         vkeys = keys.index_select(0, first_ent)
         del keys
@@ -391,7 +397,7 @@ class PermutohedralLattice:
         pv_sorted = torch.cumsum(new, 0).sub_(1)  # id of each pair (simplex, r), key order
         del new, u_sorted
         pair_vid = torch.empty_like(u_perm).index_copy_(0, u_perm, pv_sorted)
-        self._offsets = pair_vid.view(n_simp, d1).index_select(0, sid)
+        self._offsets = pair_vid.view(n_simp, d1).to(_index_dtype(m)).index_select(0, sid)
         del pair_vid
         # splat rows: for each vertex, the points of each simplex using it.  Pairs (simplex, r)
         # are grouped by vertex (u_perm); a pair's points follow each other in perm order, so
@@ -408,9 +414,10 @@ class PermutohedralLattice:
         pos_in_perm = torch.empty_like(perm).index_copy_(0, perm, torch.arange(n_total, device=dev))
         rank_in_simplex = pos_in_perm.sub_(s_start.index_select(0, sid))
         dest = o_tab.index_select(0, sid).add_(rank_in_simplex[:, None])
-        self._splat_order = torch.empty(n_total * d1, dtype=torch.int64, device=dev)
+        o_dt = _index_dtype(n_total * d1)
+        self._splat_order = torch.empty(n_total * d1, dtype=o_dt, device=dev)
         self._splat_order.index_copy_(
-            0, dest.view(-1), torch.arange(n_total * d1, dtype=torch.int64, device=dev)
+            0, dest.view(-1), torch.arange(n_total * d1, dtype=o_dt, device=dev)
         )
         del dest, pos_in_perm, o_tab, p_off, p_len, counts
         # neighbours: direction-major queries (sorted runs within each remainder class)
