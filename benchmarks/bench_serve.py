@@ -109,12 +109,20 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def batch_histogram(self) -> dict[int, int]:
+    def metrics_text(self) -> str:
         import httpx
 
-        text = httpx.get(self.url + "/metrics").text
+        return httpx.get(self.url + "/metrics").text
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled metric in ``/metrics`` (0 when absent)."""
+        prefix = name + " "
+        lines = self.metrics_text().splitlines()
+        return next((float(ln.split()[-1]) for ln in lines if ln.startswith(prefix)), 0.0)
+
+    def batch_histogram(self) -> dict[int, int]:
         cum = {}
-        for line in text.splitlines():
+        for line in self.metrics_text().splitlines():
             if line.startswith("atrous_batch_size_bucket{") and "+Inf" not in line:
                 le = float(line.split('le="')[1].split('"')[0])
                 cum[int(le)] = int(float(line.split()[-1]))
@@ -305,8 +313,7 @@ def run_soak(server: Server, pool: list, args: argparse.Namespace) -> dict[str, 
         res = asyncio.run(load(server.url, 16, 4, args.soak, pool, seed=int(time.time())))
         served += len(res["latencies"])
         samples.append((time.monotonic() - t0, server.rss_mb()))
-    trims = next((float(ln.split()[-1]) for ln in __import__("httpx").get(server.url + "/metrics")
-                  .text.splitlines() if ln.startswith("atrous_memory_trims_total")), 0.0)  # fmt: skip
+    trims = server.metric("atrous_memory_trims_total")
     first_half = [m for t, m in samples if t <= args.soak / 2]
     second_half = [m for t, m in samples if t > args.soak / 2]
     return {"seconds": round(time.monotonic() - t0, 1), "requests": served,

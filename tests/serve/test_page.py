@@ -40,11 +40,32 @@ def _driver():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, tmp_path) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
+def _open_page(driver, url: str, classes: str):
+    """Load the page and wait for the model card's class count; returns the waiter."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 60)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model-name"), classes))
+    return wait
+
+
+def _upload(driver, wait, photo: Path) -> None:
+    """Choose ``photo`` and wait until the page has segmented it (or says why not)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", (
+        driver.find_element(By.ID, "error").text
+    )
+
+
+def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, tmp_path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
 
     model = W.load(weights_file)
     image = rgb(21, 180, 240)
@@ -56,16 +77,10 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
     driver = _driver()
     try:
         with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
-            driver.get(url + "/")
-            wait = WebDriverWait(driver, 60)
-            wait.until(EC.text_to_be_present_in_element((By.ID, "model-name"), "5 classes"))
+            wait = _open_page(driver, url, "5 classes")
             card = driver.find_element(By.ID, "card-list").text
             assert "deeplabv3plus_mobilenetv2" in card and "tiny.safetensors" in card
-            driver.find_element(By.ID, "file").send_keys(str(photo))
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
-            assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", (
-                driver.find_element(By.ID, "error").text
-            )
+            _upload(driver, wait, photo)
             canvas = driver.find_element(By.ID, "overlay")
             assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("240", "180")
             rows = driver.find_elements(By.CSS_SELECTOR, "#legend li")
@@ -105,8 +120,6 @@ def test_page_reads_labels_above_255_exactly(tmp_path) -> None:
     channel), so hover and legend name classes 256 and up."""
     import torch
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     import atrous.models as M
 
@@ -124,14 +137,8 @@ def test_page_reads_labels_above_255_exactly(tmp_path) -> None:
     driver = _driver()
     try:
         with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
-            driver.get(url + "/")
-            wait = WebDriverWait(driver, 60)
-            wait.until(EC.text_to_be_present_in_element((By.ID, "model-name"), "300 classes"))
-            driver.find_element(By.ID, "file").send_keys(str(photo))
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
-            assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", (
-                driver.find_element(By.ID, "error").text
-            )
+            wait = _open_page(driver, url, "300 classes")
+            _upload(driver, wait, photo)
             decoded = driver.execute_script("return Array.from(state.labels)")
             assert np.array_equal(np.asarray(decoded).reshape(96, 128), expected)
             names = {r.find_element(By.CLASS_NAME, "name").text

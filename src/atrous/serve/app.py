@@ -322,9 +322,8 @@ class SegmentService:
             info = {"options": {"scales": list(options.scales), "flip": options.flip,
                                 "crf": options.crf}, "seconds": round(seconds, 4),
                     "warnings": list(notes)}  # fmt: skip
-            body = json_dumps(json_body(labels, self.class_names, self.palette, options.masks,
-                                        info))  # fmt: skip
-            media = "application/json"
+            content = json_body(labels, self.class_names, self.palette, options.masks, info)
+            body, media = JSONResponse(content).body, "application/json"
         timing = {**(timing or {}), "encode": time.perf_counter() - t0}
         headers = {
             "X-Inference-Seconds": f"{seconds:.4f}",
@@ -343,14 +342,6 @@ def _header_text(text: str, limit: int = 1000) -> str:
     """``text`` as a header value: ASCII (others escaped), one line, at most ``limit``."""
     flat = " ".join(text.split()).encode("ascii", "backslashreplace").decode("ascii")
     return flat[:limit]
-
-
-def json_dumps(body: Any) -> bytes:
-    """JSON the way Starlette's JSONResponse writes it (compact, UTF-8)."""
-    import json
-
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")  # fmt: skip
 
 
 def _page() -> str:
