@@ -43,7 +43,7 @@ class FusedMeanField:
         assert all(lat is not None for lat, _, _ in lats)
         n = lats[0][0].num_points
         dev = lats[0][0].device
-        self.sizes = [lat.num_vertices for lat, _, _ in lats]
+        self.sizes = [lat.num_rows for lat, _, _ in lats]
         self.m_total = sum(self.sizes)
         starts = [0]
         for m in self.sizes[:-1]:
