@@ -280,6 +280,24 @@ def test_heap_retention_setting_and_nesting() -> None:
         set_heap_retention(before)
 
 
+@pytest.mark.skipif(not crf_heap.trim_supported(), reason="malloc_trim is glibc's")
+def test_trim_if_grown_returns_fragmented_free_memory() -> None:
+    """Memory freed in pieces between live blocks stays resident (a later large buffer cannot
+    reuse the holes); trim_if_grown returns it, but only after this much growth."""
+    assert not crf_heap.trim_if_grown(None)
+    with crf_heap.retained_heap():  # every block from the heap, none trimmed on free
+        crf_heap.trim_heap()  # (earlier tests' free memory would take the blocks below)
+        start = crf_heap.rss_bytes()
+        blocks = [torch.ones(256 * 1024) for _ in range(160)]  # 160 x 1 MiB, touched
+        del blocks[::2]  # 80 MiB of holes between the live blocks
+        grown = crf_heap.rss_bytes()
+        assert not crf_heap.trim_if_grown(grown)  # no growth since then: nothing done
+        assert crf_heap.rss_bytes() >= grown - (8 << 20)
+        assert crf_heap.trim_if_grown(start)
+        assert crf_heap.rss_bytes() <= grown - (48 << 20)
+        del blocks
+
+
 def test_dense_crf_compat_matrix() -> None:
     img, probs = _synthetic(16, 20, 3)
     potts = dense_crf(img, probs, iterations=4)

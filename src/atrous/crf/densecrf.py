@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .fused import FusedMeanField
-from .heap import retained_heap
+from .heap import retained_heap, rss_bytes, trim_if_grown
 from .kernels import GaussianKernel, bilateral_features, positional_kernel
 from .meanfield import mean_field
 from .params import CRFParams, ParamsSource
@@ -131,6 +131,7 @@ def dense_crf(
     stamp = _no_stamp if profile is None else profile.stamp
     stamp("start")
     img, p, batched = _check_inputs(image, probs)
+    rss_start = rss_bytes() if p.device.type == "cpu" else None
     stamp("checked")
     b, h, w, c = p.shape
     mu = None
@@ -155,6 +156,10 @@ def dense_crf(
         feats = bilateral_features(img, prm.bi_xy_std, prm.bi_rgb_std)
         kernels.append((GaussianKernel(feats, method), prm.bi_w))
         stamp("bilateral")
+    # a build that grew the process left its temporaries as fragmented free memory: returned
+    # now, the mean-field buffers reuse the pages instead of landing above them (first call,
+    # 500x375 textured frame: peak RSS growth 277 -> 222 MB)
+    trim_if_grown(rss_start)
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None)
         stamp("built")

@@ -16,17 +16,31 @@ Process-wide effect after the first call: up to that many bytes of freed memory 
 and glibc's dynamic mmap threshold is frozen at its current value.  ``set_heap_retention(0)``
 turns the mechanism off (memory is then trimmed as usual).  On non-glibc systems it does
 nothing.
+
+:func:`trim_heap` (glibc ``malloc_trim(0)``) returns the heap's free pages, holes included, to
+the system, and :func:`rss_bytes` reads the resident set size: the dense CRF trims once after a
+build that grew the process (see :func:`trim_if_grown`), and a server's memory guard trims when
+RSS passes its limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 import threading
 from collections.abc import Iterator
 
-__all__ = ["heap_retention", "retained_heap", "set_heap_retention"]
+__all__ = [
+    "heap_retention",
+    "retained_heap",
+    "rss_bytes",
+    "set_heap_retention",
+    "trim_heap",
+    "trim_if_grown",
+    "trim_supported",
+]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -36,11 +50,56 @@ _lock = threading.Lock()
 _depth = 0
 _retention = 1 << 30
 _mallopt = None
+_malloc_trim = None
 if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
     with contextlib.suppress(OSError, AttributeError):
-        _mallopt = ctypes.CDLL(None).mallopt
+        _libc = ctypes.CDLL(None)
+        _mallopt = _libc.mallopt
         _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         _mallopt.restype = ctypes.c_int
+        _malloc_trim = _libc.malloc_trim
+        _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size, or None where ``/proc`` is absent."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def trim_supported() -> bool:
+    """Whether :func:`trim_heap` can trim (glibc)."""
+    return _malloc_trim is not None
+
+
+def trim_heap() -> bool:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``); False where the C
+    library has no such call."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+def trim_if_grown(rss_before: int | None, min_growth: int = 32 << 20) -> bool:
+    """Trim the heap if RSS grew by at least ``min_growth`` bytes since ``rss_before``.
+
+    For a call that has just freed a large build (the lattices' temporaries) and is about to
+    allocate its largest buffers: memory freed in small pieces is fragmented, the new buffers
+    do not fit its holes and would land above it, so the call's peak would be the build's
+    garbage plus the buffers.  A call that grew the process pays ~10 ms to return the holes;
+    a warm call built in retained memory (no growth) keeps it for reuse.
+    """
+    if rss_before is None or _malloc_trim is None:
+        return False
+    now = rss_bytes()
+    if now is None or now - rss_before < min_growth:
+        return False
+    return trim_heap()
 
 
 def heap_retention() -> int:

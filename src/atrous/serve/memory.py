@@ -11,46 +11,12 @@ RSS passes a limit, so a service pays nothing until it nears the limit and stays
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 from collections.abc import Callable
 
+from atrous.crf.heap import rss_bytes, trim_supported
+from atrous.crf.heap import trim_heap as trim
+
 __all__ = ["MemoryGuard", "rss_bytes", "trim"]
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set size, or None where ``/proc`` is absent."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
-        return None
-    if fn is not None:
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
-_TRIM = _malloc_trim()
-
-
-def trim() -> bool:
-    """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``); False where the C
-    library has no such call."""
-    if _TRIM is None:
-        return False
-    _TRIM(0)
-    return True
 
 
 class MemoryGuard:
@@ -70,7 +36,7 @@ class MemoryGuard:
 
     @property
     def active(self) -> bool:
-        return self.limit > 0 and _TRIM is not None
+        return self.limit > 0 and trim_supported()
 
     def check(self) -> int | None:
         """Trim if RSS is above the limit; returns the RSS (after trimming) or None."""
