@@ -52,23 +52,27 @@ def csr_matrix(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) ->
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
-def _stable_argsort(x: Tensor) -> Tensor:
-    """Stable argsort of a 1-D integer tensor (NumPy's timsort on CPU: about 3x faster than
-    torch.sort here, where the keys are nearly ordered)."""
-    if x.device.type == "cpu":
-        return torch.from_numpy(np.argsort(x.numpy(), kind="stable"))
-    return torch.sort(x, stable=True)[1]
+def _sort(x: Tensor, bound: int) -> tuple[Tensor, Tensor]:
+    """Sorted values and a stable sorting permutation of a 1-D int64 tensor, values in
+    ``[0, bound)``.
 
-
-def _sort(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorted values and permutation of a 1-D integer tensor (not stable).
-
-    NumPy's SIMD quicksort on CPU is about 4x faster than torch.sort for the int64 keys here.
+    On CPU, where the values leave room, each value is packed with its index into one int64
+    (value above, index below) and NumPy sorts the packed values: its SIMD sort of values is
+    3-4x faster than any argsort (600k keys: 7 against 23 ms for NumPy's quicksort argsort,
+    79 ms stable), and the index in the low bits makes the order stable.
     """
-    if x.device.type == "cpu":
-        perm = torch.from_numpy(np.argsort(x.numpy()))
-        return x.index_select(0, perm), perm
-    return torch.sort(x)
+    n = x.numel()
+    if x.device.type != "cpu":
+        return torch.sort(x, stable=True)
+    bits = max(1, (n - 1).bit_length())
+    if bound <= 1 << (63 - bits):
+        packed = np.left_shift(x.numpy(), bits)
+        packed |= np.arange(n, dtype=np.int64)
+        packed.sort()
+        perm = torch.from_numpy(packed & ((1 << bits) - 1))
+        return torch.from_numpy(np.right_shift(packed, bits, out=packed)), perm
+    perm = torch.from_numpy(np.argsort(x.numpy(), kind="stable"))
+    return x.index_select(0, perm), perm
 
 
 def _index_dtype(n: int) -> torch.dtype:
@@ -336,7 +340,7 @@ class PermutohedralLattice:
         counts = torch.bincount(vid, minlength=m + 1)  # (the zero row m: no entries)
         self._splat_crow = torch.zeros(m + 2, dtype=torch.int64, device=dev)
         torch.cumsum(counts, 0, out=self._splat_crow[1:])
-        self._splat_order = _stable_argsort(vid.to(idx_dt)).to(idx_dt)
+        self._splat_order = _sort(vid, m)[1].to(idx_dt)
         # neighbours of every vertex, by direct look-up in a table of vertex ids
         vkeys = keys.index_select(0, first_ent)
         del keys
@@ -370,7 +374,7 @@ class PermutohedralLattice:
         if self.batch > 1:
             img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
             skey += img * (r_radix * d1**d)
-        s_sorted, perm = _sort(skey)
+        s_sorted, perm = _sort(skey, r_radix * d1**d * self.batch)
         new = torch.ones_like(s_sorted, dtype=torch.bool)
         torch.ne(s_sorted[1:], s_sorted[:-1], out=new[1:])
         s_start = torch.nonzero(new).reshape(-1)
@@ -395,7 +399,7 @@ class PermutohedralLattice:
         # monotone within a remainder class (streaming reads), and is the order searchsorted
         # wants
         flat = vkeys.reshape(-1)
-        u_sorted, u_perm = _sort(flat)
+        u_sorted, u_perm = _sort(flat, self.num_keys)
         new = torch.ones_like(u_sorted, dtype=torch.bool)
         torch.ne(u_sorted[1:], u_sorted[:-1], out=new[1:])
         uniq = u_sorted[new]
