@@ -178,47 +178,11 @@ def pct(v: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("images", nargs="*", help="image files or folders (default: ../shared/data)")
-    ap.add_argument("--sizes", default="500x375,1000x750")
-    ap.add_argument("--labels", type=int, default=21)
-    ap.add_argument("--probs", choices=("onehot", "net"), default="onehot")
-    ap.add_argument("--model", help="weights for --probs net")
-    ap.add_argument("--limit", type=int, default=0, help="at most this many images")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="fresh processes per image and method, interleaved; each number is "
-                    "the fastest (a shared VM stalls now and then: one stall is not the code)")  # fmt: skip
-    ap.add_argument("--ref-path", default="/work/crfref_site",
-                    help="where pydensecrf2 is installed (pip install --target)")  # fmt: skip
-    ap.add_argument("--out", help="write the markdown and JSON here (no suffix)")
-    ap.add_argument("--child", nargs=3, metavar=("METHOD", "NPZ", "OUT"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        child(*args.child, args.threads, args.iterations)
-        return
-    files = expand(args.images) if args.images else default_images()
-    if args.limit:
-        files = files[: args.limit]
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    seg = None
-    if args.probs == "net":
-        import torch
-
-        import atrous.weights as W
-        from atrous.inference import Segmenter
-
-        torch.set_num_threads(args.threads)
-        seg = Segmenter.from_model(W.load(args.model))
+def run_set(files: list[Path], sizes: list[tuple[int, int]], probs: str, labels: int, seg: Any,
+            args: argparse.Namespace, title: str) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """Every image at every size, ours against the C++: the rows and the markdown lines."""
     rows: list[dict[str, Any]] = []
-    lines = [f"# dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
-             f"parameters, probabilities: {args.probs}"
-             + (f" ({args.model})" if seg is not None else f" ({args.labels} labels)")
-             + f", {args.threads} threads, each measurement a fresh process (fastest of "
-             f"{args.repeat}, interleaved); "
-             f"load average {os.getloadavg()[0]:.2f} at start"]  # fmt: skip
+    lines = [f"# {title}"]
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             lines += ["", f"## {size[0]}x{size[1]}", "",
@@ -226,9 +190,9 @@ def main() -> None:
                       "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
                       "| warm / C++ | peak MB ours / C++ | label agreement |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-            print("\n".join(lines[-5:]), flush=True)
+            print("\n".join(lines[-6:]), flush=True)
             for i, f in enumerate(files):
-                img, p = prepare(f, size, args.probs, args.labels, seg, seed=i)
+                img, p = prepare(f, size, probs, labels, seg, seed=i)
                 npz = os.path.join(tmp, "in.npz")
                 np.savez(npz, image=img, probs=p)
                 ours = ref = None
@@ -256,20 +220,155 @@ def main() -> None:
                 lines.append(line)
                 print(line, flush=True)
             sel = [r for r in rows if r["size"] == f"{size[0]}x{size[1]}"]
-            summary = [f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): "]
-            for key, what in (("first_ratio", "first call"), ("new_size_ratio", "new size"),
-                              ("warm_ratio", "warm"), ("mem_ratio", "peak memory")):  # fmt: skip
-                v = [r[key] for r in sel]
-                worst = max(sel, key=lambda r: r[key])
-                summary.append(f"{what}: median {pct(v, 50):.2f}, worst {max(v):.2f} "
-                               f"({worst['image']})")  # fmt: skip
-            agrees = [r["agreement"] for r in sel]
-            per_mp = [r["ours"]["first_s"] / (size[0] * size[1] / 1e6) for r in sel]
-            summary.append(f"label agreement: worst {100 * min(agrees):.3f}%; ours first call "
-                           f"median {pct(per_mp, 50):.2f} s/MP")  # fmt: skip
-            text = summary[0] + "; ".join(summary[1:]) + "."
+            text = f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): " + "; ".join(
+                f"{k}: {v}" for k, v in summarize(sel).items()) + "."  # fmt: skip
             lines.append(text)
             print(text, flush=True)
+    return rows, lines
+
+
+def summarize(sel: list[dict[str, Any]]) -> dict[str, str]:
+    """Median and worst ratio (with the worst image) of each timing and of memory."""
+    out = {}
+    for key, what in (("first_ratio", "first call"), ("new_size_ratio", "new size"),
+                      ("warm_ratio", "warm"), ("mem_ratio", "peak memory")):  # fmt: skip
+        v = [r[key] for r in sel]
+        worst = max(sel, key=lambda r: r[key])
+        out[what] = f"median {pct(v, 50):.2f}, worst {max(v):.2f} ({worst['image']})"
+    out["label agreement"] = f"worst {100 * min(r['agreement'] for r in sel):.3f}%"
+    per_mp = [r["ours"]["first_s"] / (_pixels(r["size"]) / 1e6) for r in sel]
+    out["ours first call"] = f"median {pct(per_mp, 50):.2f} s/MP"
+    return out
+
+
+def _pixels(size: str) -> int:
+    w, h = (int(v) for v in size.split("x"))
+    return w * h
+
+
+# The images of the linearity part (varied vertex densities): two street frames, the
+# smoothest and the most textured VOC sample, a textured ADE20K scene, Cityscapes, one EM frame.
+LINEARITY_SET = ("0016E5_07959.jpg", "0016E5_08119.jpg", "sample_1.jpg", "sample_23.jpg",
+                 "ADE_val_00000002.jpg", "frankfurt_000000_000294_leftImg8bit.png", "0.png")  # fmt: skip
+
+
+def suite(files: list[Path], args: argparse.Namespace) -> None:
+    """Issue 14's whole benchmark in one run: the tables of ``benchmarks/results/crf.md``."""
+    all_rows: list[dict[str, Any]] = []
+    parts: list[str] = []
+    summary = ["| part | size | labels | images | first call: median / worst | new size | warm "
+               "| peak memory | worst agreement | ours s/MP (first, median) |",
+               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lin = [f for f in files if f.name in LINEARITY_SET]
+    seg = None
+    model = Path(args.model) if args.model else ROOT / "runs/deploy_mnv2/model.safetensors"
+    plan = [("onehot-21", files, [(500, 375), (1000, 750)], "onehot", 21),
+            ("onehot-150", files, [(500, 375)], "onehot", 150),
+            ("net", files, [(500, 375)], "net", 0),
+            ("linearity", lin, [(2000, 1500)], "onehot", 21)]  # fmt: skip
+    for name, fs, sizes, probs, labels in plan:
+        if probs == "net":
+            if not model.is_file():
+                parts += ["", f"# {name}: not run, no model at {model} (train one with "
+                          "`make camvid-deploy` or pass --model)"]  # fmt: skip
+                print(parts[-1], flush=True)
+                continue
+            import torch
+
+            import atrous.weights as W
+            from atrous.inference import Segmenter
+
+            torch.set_num_threads(args.threads)
+            seg = Segmenter.from_model(W.load(model))
+        title = (f"{name}: {len(fs)} images, probabilities {probs}"
+                 + (f" ({model.name})" if probs == "net" else f" ({labels} labels)"))  # fmt: skip
+        rows, lines = run_set(fs, sizes, probs, labels, seg, args, title)
+        for r in rows:
+            r["part"] = name
+        all_rows += rows
+        parts += [""] + lines
+        for w, h in sizes:
+            sel = [r for r in rows if r["size"] == f"{w}x{h}"]
+            sm = summarize(sel)
+            summary.append(
+                f"| {name} | {w}x{h} | {sel[0]['labels']} | {len(sel)} | "
+                + " | ".join(sm[k].replace("median ", "").replace(", worst ", " / ")
+                             for k in ("first call", "new size", "warm", "peak memory"))
+                + f" | {sm['label agreement'][6:]} | {sm['ours first call'][7:]} |")  # fmt: skip
+    # linearity: the same images at every size (the 21-label part gives the two smaller ones)
+    lin_names = {f.name for f in lin}
+    lin_rows = [r for r in all_rows if r["image"] in lin_names and r["part"] in ("onehot-21",
+                                                                                 "linearity")]  # fmt: skip
+    table = ["| size | images | ours first s/MP (median) | ours warm s/MP | C++ s/MP | "
+             "ours warm us per lattice vertex (pos + bi, median) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for size in sorted({r["size"] for r in lin_rows}, key=_pixels):
+        sel = [r for r in lin_rows if r["size"] == size]
+        mp = _pixels(size) / 1e6
+        per_v = [1e6 * r["ours"]["warm_s"] / (r["ours"]["v_pos"] + r["ours"]["v_bi"]) for r in sel]
+        table.append(f"| {size} | {len(sel)} | {pct([r['ours']['first_s'] / mp for r in sel], 50):.2f}"
+                     f" | {pct([r['ours']['warm_s'] / mp for r in sel], 50):.2f}"
+                     f" | {pct([r['ref']['first_s'] / mp for r in sel], 50):.2f}"
+                     f" | {pct(per_v, 50):.2f} |")  # fmt: skip
+    head = [f"# Dense CRF over real images against pydensecrf2 (issue 14), {args.iterations} "
+            f"iterations, DeepLab v2 parameters, {args.threads} threads, each measurement a fresh "
+            f"process (fastest of {args.repeat}, interleaved); load average "
+            f"{os.getloadavg()[0]:.2f} at the end", "", "## Summary (ratio ours / C++)", ""]  # fmt: skip
+    text = "\n".join(head + summary + ["", "## Linearity (the same images at every size)", ""]
+                     + table + parts) + "\n"  # fmt: skip
+    print(text, flush=True)
+    if args.out:
+        Path(args.out).with_suffix(".md").write_text(text)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(all_rows, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("images", nargs="*", help="image files or folders (default: ../shared/data)")
+    ap.add_argument("--sizes", default="500x375,1000x750")
+    ap.add_argument("--labels", type=int, default=21)
+    ap.add_argument("--probs", choices=("onehot", "net"), default="onehot")
+    ap.add_argument("--model", help="weights for --probs net")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="fresh processes per image and method, interleaved; each number is "
+                    "the fastest (a shared VM stalls now and then: one stall is not the code)")  # fmt: skip
+    ap.add_argument("--ref-path", default="/work/crfref_site",
+                    help="where pydensecrf2 is installed (pip install --target)")  # fmt: skip
+    ap.add_argument("--out", help="write the markdown and JSON here (no suffix)")
+    ap.add_argument("--suite", action="store_true",
+                    help="issue 14's whole benchmark: 21 labels at 500x375 and 1000x750, 150 "
+                    "labels and a network's probabilities (--model, default the CamVid "
+                    "MobileNetV2 of runs/deploy_mnv2) at 500x375, and 7 images at 2000x1500 "
+                    "for linearity")  # fmt: skip
+    ap.add_argument("--child", nargs=3, metavar=("METHOD", "NPZ", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child, args.threads, args.iterations)
+        return
+    files = expand(args.images) if args.images else default_images()
+    if args.limit:
+        files = files[: args.limit]
+    if args.suite:
+        suite(files, args)
+        return
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    seg = None
+    if args.probs == "net":
+        import torch
+
+        import atrous.weights as W
+        from atrous.inference import Segmenter
+
+        torch.set_num_threads(args.threads)
+        seg = Segmenter.from_model(W.load(args.model))
+    title = (f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
+             f"parameters, probabilities: {args.probs}"
+             + (f" ({args.model})" if seg is not None else f" ({args.labels} labels)")
+             + f", {args.threads} threads, each measurement a fresh process (fastest of "
+             f"{args.repeat}, interleaved); load average {os.getloadavg()[0]:.2f} at start")  # fmt: skip
+    rows, lines = run_set(files, sizes, args.probs, args.labels, seg, args, title)
     if args.out:
         Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
         Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))

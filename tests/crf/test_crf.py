@@ -245,6 +245,47 @@ def test_kernel_degree_matches_filter_of_ones() -> None:
         torch.testing.assert_close(lat.degree(), lat.filter(ones), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["positional", "sparse3d"])
+def test_composite_blur_equals_the_passes(kind: str) -> None:
+    """One composite product = the d+1 blur passes, also where neighbours are absent."""
+    if kind == "positional":
+        lat = PermutohedralLattice(positional_features(1, 13, 17, 1.0))
+    else:  # scattered 3-D features: most blur neighbours absent
+        lat = PermutohedralLattice(
+            torch.rand(300, 3, generator=torch.Generator().manual_seed(0)) * 9
+        )
+        assert (lat._lower == lat.num_vertices).float().mean() > 0.3
+    x = torch.rand(lat.num_rows, 5, dtype=torch.float64)
+    x[-1] = 0  # the zero row
+    want = x
+    for bm in lat.blur_matrices(torch.float64):
+        want = bm @ want
+    comp = lat.blur_composite(torch.float64)
+    assert comp.shape == (lat.num_rows, lat.num_rows)
+    torch.testing.assert_close(comp @ x, want, rtol=1e-12, atol=1e-12)
+    assert lat.blur_composite(torch.float64) is comp  # cached
+    with pytest.raises(ValueError, match="composite"):
+        PermutohedralLattice(torch.rand(20, 5)).blur_composite(torch.float64)
+
+
+def test_many_labels_take_the_composite_blur_and_row_softmax(monkeypatch) -> None:
+    """From COMPOSITE_BLUR_MIN_LABELS / ROW_SOFTMAX_MIN_LABELS labels the fused mean field
+    blurs the positional kernel in one product and normalizes by torch's softmax: the same
+    result as the per-direction passes and exp + sums."""
+    import atrous.crf.fused as fused_mod
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (19, 23, 3), dtype=np.uint8)
+    logits = rng.normal(size=(130, 19, 23)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(0)
+    fast = dense_crf(img, probs, iterations=5)
+    monkeypatch.setattr(fused_mod, "COMPOSITE_BLUR_MIN_LABELS", 10**9)
+    monkeypatch.setattr(fused_mod, "ROW_SOFTMAX_MIN_LABELS", 10**9)
+    plain = dense_crf(img, probs, iterations=5)
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
+    assert np.abs(fast - probs).mean() > 0.05 * probs.mean()  # the CRF changed something
+
+
 def test_lattice_read_only_structure() -> None:
     f = positional_features(2, 9, 11, 1.0)
     lat = PermutohedralLattice(f)

@@ -161,7 +161,7 @@ def dense_crf(
     # 500x375 textured frame: peak RSS growth 277 -> 222 MB)
     trim_if_grown(rss_start)
     if method == "lattice" and kernels:
-        fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None)
+        fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None, labels=c)
         stamp("built")
         q = torch.empty((b, c, h, w), dtype=p.dtype, device=p.device)
         fused.run(q0, prm.iterations, mu, out=q.view(b, c, h * w))

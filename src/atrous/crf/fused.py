@@ -19,6 +19,13 @@ from .lattice import csr_matrix
 
 __all__ = ["FusedMeanField"]
 
+# From this many labels, a kernel with d <= 2 (the positional one) blurs in one composite pass
+# and the softmax is torch's row kernel: both measured at 500x375 (blur: 64 labels 12 against
+# 15 ms, 21 labels 6.6 against 5.1; exp + sums + scale against softmax: 150 labels 21 against
+# 15 ms, 64 labels 3.8 against 6.3).
+COMPOSITE_BLUR_MIN_LABELS = 64
+ROW_SOFTMAX_MIN_LABELS = 128
+
 
 class FusedMeanField:
     """Mean field with all lattice kernels fused into a few sparse products per iteration.
@@ -30,7 +37,10 @@ class FusedMeanField:
         G_k = A_k q;  blur each G_k (ping-pong with a shared scratch);  logits = -U + Z G
 
     so the logits are written once, and the labels ride along as the contiguous
-    inner dim of every product.  Buffers are allocated once per call and reused.
+    inner dim of every product.  Buffers are allocated once per call and reused.  ``labels``
+    (the label count it will run with) picks, for many labels, the composite blur of a
+    low-dimensional kernel and torch's row softmax (``COMPOSITE_BLUR_MIN_LABELS``,
+    ``ROW_SOFTMAX_MIN_LABELS``).
     """
 
     def __init__(
@@ -38,6 +48,7 @@ class FusedMeanField:
         kernels: Sequence[tuple[GaussianKernel, float]],
         dtype: torch.dtype,
         with_unary: bool = True,
+        labels: int = 0,
     ) -> None:
         lats = [(k.lattice, k.norm(dtype).reshape(-1), float(w)) for k, w in kernels]
         assert all(lat is not None for lat, _, _ in lats)
@@ -70,8 +81,12 @@ class FusedMeanField:
             sl_vals[:, 0] = 1.0
         self.blurs = []
         k = int(with_unary)
+        self.row_softmax = labels >= ROW_SOFTMAX_MIN_LABELS
         for (kern, _), (lat, norm, w), start in zip(kernels, lats, starts):
-            blurs = lat.blur_matrices(dtype)
+            if labels >= COMPOSITE_BLUR_MIN_LABELS and lat.d <= 2:
+                blurs = [lat.blur_composite(dtype)]
+            else:
+                blurs = lat.blur_matrices(dtype)
             self.splats.append(kern.normalized_splat(dtype))  # bary * norm of the point
             self.blurs.append(blurs)
             d1 = lat.d + 1
@@ -123,8 +138,10 @@ class FusedMeanField:
                 torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
                 torch.addmm(neg_u, msg, mu_t, out=dst)
 
+        normalized = False
         for _ in range(iterations):
-            q.mul_(inv.unsqueeze(1))
+            if not normalized:
+                q.mul_(inv.unsqueeze(1))
             for start, size, splat, blurs in zip(self.starts, self.sizes, self.splats, self.blurs):
                 src, dst = g[start : start + size], g[m : m + size]
                 if len(blurs) % 2:  # an odd number of passes: start in the scratch
@@ -139,6 +156,12 @@ class FusedMeanField:
             # Q has been splatted: the logits overwrite it (no separate logits buffer) and
             # are exponentiated in place
             logits_into(q)
+            if self.row_softmax and compat is None:  # wide rows: one fused row kernel
+                torch.softmax(q, -1, out=q)
+                if not normalized:
+                    inv.fill_(1.0)
+                normalized = True
+                continue
             q.exp_()
             torch.mv(q, ones, out=sums)
             lo, hi = sums.amin(), sums.amax()
