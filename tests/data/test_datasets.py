@@ -16,6 +16,7 @@ from atrous.data import (
     FolderDataset,
     VOCSegmentation,
     build_dataset,
+    camvid_sequence,
     detect_format,
     scan_dataset,
 )
@@ -200,6 +201,30 @@ def test_camvid_without_list_pairs_by_stem(tmp_path: Path) -> None:
     ds = CamVid(root, "train")
     assert [it.name for it in ds.items] == ["0001TP_000train", "0001TP_001train"]
     assert ds[0]["mask"].max() == 255
+
+
+def test_camvid_sequence_aware_splits(tmp_path: Path) -> None:
+    """Hold out a whole street sequence: ``train:SEQ`` keeps it, ``train:-SEQ`` the rest."""
+    root = tmp_path / "camvid"
+    names = ["0001TP_006690", "0006R0_f01020", "0006R0_f01050", "0016E5_08019"]
+    for i, name in enumerate(names):
+        save_rgb(root / "train" / f"{name}.png", seed=i)
+        save_index(root / "trainannot" / f"{name}.png", label(values=(0, 10), seed=i))
+    assert camvid_sequence("0016E5_08019") == "0016E5"
+    held = CamVid(root, "train:0006R0")
+    assert [it.name for it in held.items] == names[1:3]
+    rest = CamVid(root, "train:-0006R0")
+    assert [it.name for it in rest.items] == [names[0], names[3]]
+    assert [it.name for it in CamVid(root, "train:-0006R0,0001TP").items] == [names[3]]
+    assert len(build_dataset("camvid", root, "train:0006R0")) == 2
+    with pytest.raises(ValueError, match=r"Seq05VD.*it has 0001TP, 0006R0, 0016E5"):
+        CamVid(root, "train:Seq05VD")
+    with pytest.raises(ValueError, match="leaves no frames"):
+        CamVid(root, "train:-0001TP,0006R0,0016E5")
+    with pytest.raises(ValueError, match="no sequence"):
+        CamVid(root, "train:")
+    with pytest.raises(ValueError, match="train, val, test or trainval"):
+        CamVid(root, "tran:0006R0")
 
 
 def test_folder_rgb_masks_through_palette(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from atrous.data.datasets import (
     Cityscapes,
     FolderDataset,
     VOCSegmentation,
+    camvid_sequence,
     read_class_file,
     read_palette_file,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "VOCSegmentation",
     "available_splits",
     "build_dataset",
+    "camvid_sequence",
     "collate",
     "colorize",
     "detect_format",

@@ -237,18 +237,58 @@ def read_pair_list(path: Path, root: Path) -> list[Item]:
     return items
 
 
+def camvid_sequence(name: str) -> str:
+    """The video sequence of a CamVid frame, from its name (``0016E5_08019`` -> ``0016E5``;
+    the sequences are 0001TP, 0006R0, 0016E5 and Seq05VD)."""
+    return name.split("_", 1)[0]
+
+
+def _parse_camvid_split(split: str) -> tuple[str, set[str], bool]:
+    """``base[:SEQ,...]`` or ``base[:-SEQ,...]`` -> (base, sequences, exclude)."""
+    base, sep, spec = split.partition(":")
+    if not sep:
+        return base, set(), False
+    exclude = spec.startswith("-")
+    seqs = {t.strip() for t in spec.lstrip("-").split(",") if t.strip()}
+    if not seqs:
+        raise ValueError(f"CamVid split {split!r}: no sequence after ':'")
+    return base, seqs, exclude
+
+
 class CamVid(SegmentationDataset):
     """CamVid in SegNet's layout (``train/``, ``trainannot/``, ``train.txt``...): 11 classes,
-    raw 11 (void) -> 255. Uses ``{split}.txt`` when present, else pairs files by stem."""
+    raw 11 (void) -> 255. Uses ``{split}.txt`` when present, else pairs files by stem.
+
+    Sequence-aware splits, for validating on a street sequence the model never trained on
+    (CamVid's val frames all come from 0016E5, which also supplies most training frames):
+    ``"train:0006R0"`` keeps only that sequence's frames of ``train``, ``"train:-0006R0"``
+    all others (several sequences: ``"train:-0006R0,0001TP"``).  A frame's sequence is its
+    name up to the first ``_`` (:func:`camvid_sequence`).
+    """
 
     def __init__(self, root: str | Path, split: str = "train", **kwargs: Any) -> None:
         root = Path(root)
-        if split not in ("train", "val", "test", "trainval"):
-            raise ValueError(f"CamVid split must be train, val, test or trainval, got {split!r}")
-        if split == "trainval" and not (root / "trainval.txt").is_file():
+        base, seqs, exclude = _parse_camvid_split(split)
+        if base not in ("train", "val", "test", "trainval"):
+            raise ValueError(
+                f"CamVid split must be train, val, test or trainval (optionally with "
+                f":SEQUENCE or :-SEQUENCE), got {split!r}"
+            )
+        if base == "trainval" and not (root / "trainval.txt").is_file():
             items = self._items(root, "train") + self._items(root, "val")
         else:
-            items = self._items(root, split)
+            items = self._items(root, base)
+        if seqs:
+            have = sorted({camvid_sequence(it.name) for it in items})
+            unknown = sorted(seqs - set(have))
+            if unknown:
+                raise ValueError(
+                    f"{root}: CamVid split {split!r}: no frames of sequence(s) "
+                    f"{', '.join(unknown)} in {base!r}; it has {', '.join(have)}"
+                )
+            items = [it for it in items if (camvid_sequence(it.name) in seqs) != exclude]
+            if not items:
+                raise ValueError(f"{root}: CamVid split {split!r} leaves no frames")
         self.split = split
         kwargs.setdefault("class_names", CAMVID_CLASSES)
         kwargs.setdefault("palette", CAMVID_PALETTE)
@@ -427,6 +467,7 @@ __all__ = [
     "Cityscapes",
     "FolderDataset",
     "VOCSegmentation",
+    "camvid_sequence",
     "read_class_file",
     "read_palette_file",
     "resolve_voc_root",
