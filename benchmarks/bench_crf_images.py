@@ -1,8 +1,14 @@
 """Dense CRF over a set of real images: atrous.crf.dense_crf against pydensecrf2 (issue 14).
 
-    PYTHONPATH=src:/work/crfref_site python benchmarks/bench_crf_images.py \\
+    PYTHONPATH=src python benchmarks/bench_crf_images.py --suite --out benchmarks/results/crf_images
+    PYTHONPATH=src python benchmarks/bench_crf_images.py \\
         [IMAGES_OR_FOLDERS ...] [--sizes 500x375,1000x750] [--labels 21] \\
         [--probs onehot|net --model runs/deploy_mnv2/model.safetensors] [--limit N]
+
+``--suite`` is issue 14's whole benchmark in one run (65 minutes here): 21 labels at 500x375
+and 1000x750, 150 labels and a network's probabilities at 500x375, and 7 varied images at
+2000x1500 for linearity, with a summary table. pydensecrf2 is read from ``--ref-path``
+(default ``/work/crfref_site``: ``pip install --target /work/crfref_site pydensecrf2``).
 
 Without image arguments the set is the real images of ``../shared/data``: 20 CamVid val street
 frames, the VOC, ADE20K and Cityscapes samples and 3 membrane (EM, greyscale) images. Each
