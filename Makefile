@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow lint format bench bench-deploy clean
+.PHONY: demo test test-slow lint format bench bench-deploy bench-train clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,12 +29,16 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Deployment benchmark (issue 12): torchvision's pure-Python models, for the baseline row only.
+# Deployment and training benchmarks (issues 12, 15): torchvision's pure-Python models, for the baseline rows only.
 .bench/torchvision: $(STAMP)
 	$(PY) -m pip install -q --no-deps --target .bench/torchvision torchvision==0.28.0
 
 bench-deploy: .bench/torchvision
 	$(PY) benchmarks/bench_deploy.py --large --out benchmarks/results/deploy
+
+# Training steps against torchvision's reference (issue 15), ~12 minutes.
+bench-train: .bench/torchvision
+	$(PY) benchmarks/bench_train_compare.py --steps 2 --out benchmarks/results/train_compare
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info src/*.egg-info

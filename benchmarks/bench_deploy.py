@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import import_torchvision, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # recipe.py: the parity fixtures' weights
@@ -61,37 +61,6 @@ LABELS = {
     "ort_fp32": "ONNX Runtime fp32",
     "ort_int8": "ONNX Runtime int8",
 }
-
-
-def import_torchvision(where: str | None) -> Any:
-    """torchvision's segmentation models with its compiled ops skipped (they do not load on
-    this torch build and the models do not use them); None when it is not there."""
-    if where:
-        sys.path.insert(0, where)
-    real = torch.library.register_fake
-
-    def register_fake(op: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(op, str) and op.startswith("torchvision::"):
-            return lambda fn: fn
-        return real(op, *args, **kwargs)
-
-    torch.library.register_fake = register_fake
-    try:
-        import torchvision.models.segmentation as segmentation
-    except Exception:
-        return None
-    finally:
-        torch.library.register_fake = real
-    return segmentation
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that
-    across ``exec``, so a child started from a large parent reports the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def eval_images(limit: int) -> list[tuple[str, np.ndarray]]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from common import peak_rss_mb
 
 
 def one(model_name: str, crop: int, batch: int, iters: int, amp: str, channels_last: bool) -> dict:
@@ -64,7 +65,7 @@ def one(model_name: str, crop: int, batch: int, iters: int, amp: str, channels_l
         "images_per_s": batch / dt,
         "s_per_iter": dt,
         "s_per_iter_max": max(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
     }
 

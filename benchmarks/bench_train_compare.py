@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import import_torchvision, peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "deeplabv3_resnet50": {"crop": 513, "batch": 4, "aux": True, "tv": "deeplabv3_resnet50"},
@@ -53,36 +55,6 @@ VARIANTS = {
 }
 NUM_CLASSES = 21
 LR = 0.01
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def import_torchvision(where: str | None) -> Any:
-    """torchvision's segmentation models with its compiled-op registrations skipped."""
-    import torch
-
-    if where:
-        sys.path.insert(0, where)
-    real = torch.library.register_fake
-
-    def register_fake(op: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(op, str) and op.startswith("torchvision::"):
-            return lambda fn: fn
-        return real(op, *args, **kwargs)
-
-    torch.library.register_fake = register_fake
-    try:
-        import torchvision.models.segmentation as segmentation
-    except Exception:
-        return None
-    finally:
-        torch.library.register_fake = real
-    return segmentation
 
 
 def initial_weights(case: str, path: Path, tv_dir: str | None) -> bool:
@@ -148,9 +120,15 @@ def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_
     else:
         from atrous.training import Trainer
         from atrous.training.config import TrainConfig
+        from atrous.weights.convert import convert, source_config
 
         opts = VARIANTS[variant]
+        model_options = {}
+        if any(k.startswith("classifier.") for k in sd):  # torchvision's names and options
+            sd = convert(sd, "torchvision", case)
+            model_options = source_config("torchvision", case)
         cfg = TrainConfig(model=case, num_classes=NUM_CLASSES, aux=spec["aux"],
+                          model_options=model_options,
                           allow_num_classes_mismatch=True,
                           dataset="synthetic", dataset_options={"size": 64, "length": 16},
                           val_split=None, crop_size=crop, batch_size=batch, num_workers=0,
@@ -159,7 +137,7 @@ def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_
                           compile=opts["compile"])  # fmt: skip
         trainer = Trainer(cfg, out_dir, progress=False)
         missing, unexpected = trainer.model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
+        if [k for k in missing + unexpected if not k.endswith("num_batches_tracked")]:
             raise RuntimeError(f"weights do not match: missing {missing}, unexpected {unexpected}")
         trainer._train_mode()
         batches = itertools.repeat({"image": x, "mask": y, "skipped": []})
