@@ -158,7 +158,7 @@ def dense_crf(
         stamp("bilateral")
     # a build that grew the process left its temporaries as fragmented free memory: returned
     # now, the mean-field buffers reuse the pages instead of landing above them (first call,
-    # 500x375 textured frame: peak RSS growth 277 -> 222 MB)
+    # 500x375 textured frame: peak RSS growth 277 -> 221 MB)
     trim_if_grown(rss_start)
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None, labels=c)
