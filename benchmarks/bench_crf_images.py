@@ -83,6 +83,17 @@ def onehot_probs(h: int, w: int, c: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(p / p.sum(0), dtype=np.float32)
 
 
+def load_segmenter(model: str | Path, threads: int) -> Any:
+    """The Segmenter of trained weights, for ``--probs net``."""
+    import torch
+
+    import atrous.weights as W
+    from atrous.inference import Segmenter
+
+    torch.set_num_threads(threads)
+    return Segmenter.from_model(W.load(model))
+
+
 def prepare(path: Path, size: tuple[int, int], probs: str, labels: int, seg: Any,
             seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     from PIL import Image
@@ -279,13 +290,7 @@ def suite(files: list[Path], args: argparse.Namespace) -> None:
                           "`make camvid-deploy` or pass --model)"]  # fmt: skip
                 print(parts[-1], flush=True)
                 continue
-            import torch
-
-            import atrous.weights as W
-            from atrous.inference import Segmenter
-
-            torch.set_num_threads(args.threads)
-            seg = Segmenter.from_model(W.load(model))
+            seg = load_segmenter(model, args.threads)
         title = (f"{name}: {len(fs)} images, probabilities {probs}"
                  + (f" ({model.name})" if probs == "net" else f" ({labels} labels)"))  # fmt: skip
         rows, lines = run_set(fs, sizes, probs, labels, seg, args, title)
@@ -362,13 +367,7 @@ def main() -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     seg = None
     if args.probs == "net":
-        import torch
-
-        import atrous.weights as W
-        from atrous.inference import Segmenter
-
-        torch.set_num_threads(args.threads)
-        seg = Segmenter.from_model(W.load(args.model))
+        seg = load_segmenter(args.model, args.threads)
     title = (f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
              f"parameters, probabilities: {args.probs}"
              + (f" ({args.model})" if seg is not None else f" ({args.labels} labels)")

@@ -466,8 +466,9 @@ class PermutohedralLattice:
         return ops
 
     def splat_matrix(self, weights: Tensor) -> Tensor:
-        """The (R, N) splat matrix (R = :attr:`num_rows`, the last row empty) with ``weights`` ``(N * (d+1),)`` (point-major) as values:
-        the barycentric weights, or those times a per-point factor (folded normalization)."""
+        """The (R, N) splat matrix (R = :attr:`num_rows`, the last row empty) with ``weights``
+        ``(N * (d+1),)`` (point-major) as values: the barycentric weights, or those times a
+        per-point factor (folded normalization)."""
         d1, order = self.d + 1, self._splat_order
         n_total, m = self._offsets.shape[0], self.num_rows
         idx_dt = torch.int32 if n_total * d1 < 2**31 - 1 else torch.int64
@@ -509,8 +510,7 @@ class PermutohedralLattice:
         upper: weight 1/2, 1, 1/2) per direction, d first, that meet no absent vertex, as
         the d+1 passes do.  Paths with the same total displacement end at the same vertex
         (one "minus" move along every direction is no move: the directions sum to zero), so a
-        row
-        has one entry per distinct displacement, 19 for d = 2, the zero row where no path
+        row has one entry per distinct displacement, 19 for d = 2, the zero row where no path
         arrives.  For the positional kernel with many labels: one streaming pass over the
         vertex values instead of d+1 (500x375, 150 labels: 22 against 41 ms); with few
         labels the d+1 thin passes are cheaper.  The sums differ from the passes' only in
