@@ -37,16 +37,22 @@ def cross_entropy(
     target: Tensor,
     weight: Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Pixel-wise softmax cross-entropy averaged over the labelled pixels (DeepLab v1 §3.1:
     the sum of per-pixel cross-entropy, ignoring void). With ``weight`` the mean is weighted,
-    as in ``F.cross_entropy``. Zero (with a gradient path) when no pixel is labelled."""
+    as in ``F.cross_entropy``; ``label_smoothing`` mixes the one-hot target with the uniform
+    distribution (Szegedy et al. 2016 §7). Zero (with a gradient path) when no pixel is
+    labelled."""
     _check(logits, target)
     if weight is not None:
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits, target, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
 
 
 def ohem_cross_entropy(
@@ -56,6 +62,7 @@ def ohem_cross_entropy(
     weight: Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
     min_kept: int = 1,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy over the hardest ``top_k`` fraction of labelled pixels of the batch
     (online hard example mining, Shrivastava et al. 2016; DeepLab's ``top_k_percent_pixels``).
@@ -66,8 +73,9 @@ def ohem_cross_entropy(
     if weight is not None:
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     losses = F.cross_entropy(
-        logits, target, weight=weight, ignore_index=ignore_index, reduction="none"
-    ).flatten()
+        logits, target, weight=weight, ignore_index=ignore_index, reduction="none",
+        label_smoothing=label_smoothing,
+    ).flatten()  # fmt: skip
     valid = target.flatten() != ignore_index
     losses = losses[valid]
     if losses.numel() == 0:
@@ -187,6 +195,7 @@ class SegmentationLoss(nn.Module):
         region_weight: float = 1.0,
         aux_weight: float = 0.5,
         ignore_index: int = IGNORE_INDEX,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if region is not None and region not in REGION_LOSSES:
@@ -197,6 +206,9 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("weight", w, persistent=False)
         self.ohem_top_k, self.region, self.region_weight = ohem_top_k, region, region_weight
         self.aux_weight, self.ignore_index = aux_weight, ignore_index
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
         self.parts: dict[str, float] = {}
 
     def _single(self, logits: Tensor, target: Tensor, prefix: str) -> Tensor:
@@ -206,10 +218,13 @@ class SegmentationLoss(nn.Module):
             )
         if self.ohem_top_k is not None:
             loss = ohem_cross_entropy(
-                logits, target, self.ohem_top_k, self.weight, self.ignore_index
-            )
+                logits, target, self.ohem_top_k, self.weight, self.ignore_index,
+                label_smoothing=self.label_smoothing,
+            )  # fmt: skip
         else:
-            loss = cross_entropy(logits, target, self.weight, self.ignore_index)
+            loss = cross_entropy(
+                logits, target, self.weight, self.ignore_index, self.label_smoothing
+            )
         self.parts[f"{prefix}ce"] = float(loss.detach())
         if self.region:
             fn = lovasz_softmax if self.region == "lovasz" else soft_dice

@@ -10,6 +10,7 @@ from atrous.data import (
     Normalize,
     PadToSize,
     RandomCrop,
+    RandomGaussianBlur,
     RandomHorizontalFlip,
     RandomScale,
     SyntheticSegmentation,
@@ -111,6 +112,58 @@ def test_train_preset_shapes_and_determinism() -> None:
     assert torch.equal(t(blocks(), g1)["image"], t(blocks(), g2)["image"])
     e = eval_transforms()(blocks())
     assert e["image"].shape == (3, 40, 60)
+
+
+def _thin_pole(h: int = 120, w: int = 160) -> dict:
+    """Road (0) everywhere but a 2-pixel pole (5) at column 150: 1% of the frame."""
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, 150:152] = 5
+    mask[:10, :] = 255  # an unlabelled band: never a crop anchor
+    img = np.stack([mask, mask, mask], -1)
+    return {"image": img, "mask": mask}
+
+
+def test_class_balanced_crop_shows_a_rare_class_in_half_the_crops() -> None:
+    rng = np.random.default_rng(0)
+    uniform = RandomCrop((32, 32))
+    balanced = RandomCrop((32, 32), class_balance=1.0)
+    seen_u = sum(5 in uniform(_thin_pole(), rng)["mask"] for _ in range(400))
+    seen_b = sum(5 in balanced(_thin_pole(), rng)["mask"] for _ in range(400))
+    # uniform positions: the pole is in a crop when x in [119, 128] of 0..128 -> ~8%;
+    # balanced: half the anchors are road, which may still show the pole; the other half must
+    assert seen_u < 0.15 * 400
+    assert seen_b >= 0.5 * 400
+    for _ in range(50):  # the crop is whole and inside the frame
+        s = balanced(_thin_pole(), rng)
+        assert s["mask"].shape == (32, 32) and s["image"].shape == (32, 32, 3)
+
+
+def test_class_balanced_crop_pads_small_frames_and_skips_unlabelled_ones() -> None:
+    rng = np.random.default_rng(1)
+    small = _thin_pole(20, 160)
+    s = RandomCrop((32, 32), class_balance=1.0)(small, rng)
+    assert s["mask"].shape == (32, 32)
+    empty = {"image": np.zeros((40, 40, 3), np.uint8), "mask": np.full((40, 40), 255, np.uint8)}
+    assert RandomCrop(16, class_balance=1.0)(empty, rng)["mask"].shape == (16, 16)
+    # class_balance=0 draws exactly what the plain crop draws
+    a = RandomCrop(24)(blocks(), np.random.default_rng(5))
+    b = RandomCrop(24, class_balance=0.0)(blocks(), np.random.default_rng(5))
+    assert np.array_equal(a["image"], b["image"])
+    with pytest.raises(ValueError, match="class_balance"):
+        RandomCrop(8, class_balance=1.5)
+
+
+def test_gaussian_blur_smooths_the_image_only() -> None:
+    b = blocks()
+    s = RandomGaussianBlur(1.0, (2.0, 2.0))(b, np.random.default_rng(0))
+    assert np.array_equal(s["mask"], b["mask"])
+    noise = b["image"][..., 1].astype(float)
+    assert s["image"][..., 1].astype(float).std() < 0.6 * noise.std()
+    assert RandomGaussianBlur(0.0)(b, np.random.default_rng(0)) is b
+    t = train_transforms(crop_size=24, blur=1.0, class_balance=0.5)
+    assert "RandomGaussianBlur" in repr(t) and "class_balance=0.5" in repr(t)
+    with pytest.raises(ValueError, match="blur probability"):
+        RandomGaussianBlur(2.0)
 
 
 def test_invalid_arguments_are_clear() -> None:

@@ -52,6 +52,24 @@ def test_class_weights_scale_terms():
     assert torch.allclose(cross_entropy(logits, target, weight=w), expected, atol=1e-6)
 
 
+def test_label_smoothing_mixes_in_the_uniform_target_on_labelled_pixels_only():
+    logits, target = _data(2)
+    target[1, :2] = 255
+    eps, c = 0.1, logits.shape[1]
+    logp = F.log_softmax(logits, 1)
+    valid = target != 255
+    nll = -logp.gather(1, target.clamp(max=c - 1)[:, None])[:, 0]
+    uniform = -logp.mean(1)
+    expected = ((1 - eps) * nll + eps * uniform)[valid].mean()
+    got = cross_entropy(logits, target, label_smoothing=eps)
+    assert torch.allclose(got, expected, atol=1e-6)
+    loss = SegmentationLoss(label_smoothing=eps)
+    assert torch.allclose(loss(logits, target), expected, atol=1e-6)
+    assert ohem_cross_entropy(logits, target, 1.0, label_smoothing=eps) > 0
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SegmentationLoss(label_smoothing=1.0)
+
+
 def test_weight_helpers():
     counts = [900, 90, 10, 0]
     w = class_weights_from_counts(counts, "inverse_log")

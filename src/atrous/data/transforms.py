@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from atrous.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from atrous.normalization import Normalization
@@ -137,26 +137,63 @@ class PadToSize:
 
 
 class RandomCrop:
-    """Crop ``size`` at a random position, padding first if the sample is smaller."""
+    """Crop ``size`` at a random position, padding first if the sample is smaller.
 
-    def __init__(self, size: int | Sequence[int], fill: Sequence[float] | float = 0) -> None:
+    With ``class_balance`` = p > 0, a crop is, with probability p, placed to contain a pixel
+    of a class drawn uniformly from the classes present in the mask (class-balanced crop
+    sampling, as nnU-Net oversamples foreground): thin, rare classes such as poles and signs
+    get as many crops as roads, where a uniform crop position shows them in proportion to
+    their area. The pixel lands at a uniform position inside the crop."""
+
+    def __init__(
+        self, size: int | Sequence[int], fill: Sequence[float] | float = 0,
+        class_balance: float = 0.0,
+    ) -> None:  # fmt: skip
+        if not 0.0 <= class_balance <= 1.0:
+            raise ValueError(f"class_balance must be in [0, 1], got {class_balance}")
         self.size = _size_pair(size, "crop size")
         self.pad = PadToSize(self.size, fill)
+        self.class_balance = float(class_balance)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         sample = self.pad(sample)
         h, w = sample["image"].shape[:2]
         ch, cw = self.size
-        y = int(rng.integers(0, h - ch + 1))
-        x = int(rng.integers(0, w - cw + 1))
+        mask = sample.get("mask")
+        anchor = None
+        if self.class_balance and mask is not None and rng.random() < self.class_balance:
+            anchor = _class_anchor(mask, rng)
+        if anchor is None:
+            y = int(rng.integers(0, h - ch + 1))
+            x = int(rng.integers(0, w - cw + 1))
+        else:  # a window of the crop's size holding the anchor pixel, inside the image
+            ay, ax = anchor
+            y = int(rng.integers(max(0, ay - ch + 1), min(ay, h - ch) + 1))
+            x = int(rng.integers(max(0, ax - cw + 1), min(ax, w - cw) + 1))
         out = dict(sample)
         out["image"] = sample["image"][y : y + ch, x : x + cw]
-        if sample.get("mask") is not None:
-            out["mask"] = sample["mask"][y : y + ch, x : x + cw]
+        if mask is not None:
+            out["mask"] = mask[y : y + ch, x : x + cw]
         return out
 
     def __repr__(self) -> str:
-        return f"RandomCrop({self.size})"
+        extra = f", class_balance={self.class_balance}" if self.class_balance else ""
+        return f"RandomCrop({self.size}{extra})"
+
+
+def _class_anchor(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A random pixel ``(y, x)`` of a class drawn uniformly from the labelled classes of
+    ``mask`` (the ignore index excluded); None when no pixel is labelled."""
+    flat = np.ascontiguousarray(mask).ravel()
+    counts = np.bincount(flat, minlength=IGNORE_INDEX + 1)
+    counts[IGNORE_INDEX:] = 0
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        return None
+    cls = present[int(rng.integers(0, present.size))]
+    where = np.flatnonzero(flat == cls)
+    i = int(where[int(rng.integers(0, where.size))])
+    return divmod(i, mask.shape[1])
 
 
 class RandomHorizontalFlip:
@@ -232,6 +269,31 @@ class ColorJitter:
         return out
 
 
+class RandomGaussianBlur:
+    """Gaussian blur of the image only, with probability ``p`` and a standard deviation
+    drawn from ``sigma`` (pixels), as SimCLR's augmentation: robustness to focus and motion
+    blur, and to the resampling of an unseen camera."""
+
+    def __init__(self, p: float = 0.5, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"blur probability must be in [0, 1], got {p}")
+        if not 0 < sigma[0] <= sigma[1]:
+            raise ValueError(f"sigma must satisfy 0 < lo <= hi, got {sigma}")
+        self.p, self.sigma = float(p), (float(sigma[0]), float(sigma[1]))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        radius = rng.uniform(*self.sigma)  # PIL's GaussianBlur radius is the std deviation
+        out = dict(sample)
+        img = Image.fromarray(np.ascontiguousarray(sample["image"]))
+        out["image"] = np.asarray(img.filter(ImageFilter.GaussianBlur(radius)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomGaussianBlur(p={self.p}, sigma={self.sigma})"
+
+
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -279,20 +341,25 @@ def train_transforms(
     color_jitter: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    class_balance: float = 0.0,
+    blur: float = 0.0,
 ) -> Compose:
     """DeepLab v3 sec. 4 training pipeline: random scale 0.5-2.0, pad with the mean pixel
     (mask: 255) and random-crop ``crop_size``, random left-right flip, optional photometric
     jitter (``color_jitter`` = brightness/contrast/saturation strength, hue a tenth of it),
-    then normalization."""
+    then normalization. ``class_balance``: the share of crops placed on a class drawn
+    uniformly (:class:`RandomCrop`); ``blur``: the probability of a Gaussian blur."""
     ts: list[Any] = []
     if scale_range is not None:
         ts.append(RandomScale(scale_range))
-    ts.append(RandomCrop(crop_size, fill=mean_fill(mean)))
+    ts.append(RandomCrop(crop_size, fill=mean_fill(mean), class_balance=class_balance))
     if flip:
         ts.append(RandomHorizontalFlip(0.5))
     if color_jitter:
         c = float(color_jitter)
         ts.append(ColorJitter(c, c, c, min(c / 10, 0.5)))
+    if blur:
+        ts.append(RandomGaussianBlur(blur))
     ts.append(Normalize(mean, std))
     return Compose(ts)
 

@@ -63,6 +63,10 @@ class TrainConfig:
     scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     color_jitter: float = 0.0
+    # share of training crops placed on a class drawn uniformly from those in the frame
+    # (class-balanced crop sampling: thin classes get as many crops as large ones)
+    crop_class_balance: float = 0.0
+    blur: float = 0.0  # probability of a Gaussian blur (sigma 0.1-2 px) of a training image
     num_workers: int = 4
     # A bad training or validation sample (unreadable image, bad mask): "skip" reports it,
     # trains on without it, lists it in summary.json and `atrous train` exits 1; "raise"
@@ -90,6 +94,7 @@ class TrainConfig:
     ohem_top_k: float = 0.2
     class_weights: list[float] | str | None = None  # a list, "inverse_log" or "median"
     class_weight_samples: int = 200
+    label_smoothing: float = 0.0  # cross-entropy target smoothing (Szegedy et al. 2016 §7)
     region_loss: str | None = None  # "lovasz" | "dice"
     region_weight: float = 1.0
     aux_weight: float = 0.5
@@ -170,6 +175,12 @@ class TrainConfig:
             raise bad("loss", f"must be one of {LOSSES}")
         if not 0 < self.ohem_top_k <= 1:
             raise bad("ohem_top_k", "must be in (0, 1]")
+        for name in ("crop_class_balance", "blur"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise bad(name, "must be a probability in [0, 1]")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "must be in [0, 1)")
         if self.region_loss not in (None, "lovasz", "dice"):
             raise bad("region_loss", "must be null, 'lovasz' or 'dice'")
         if isinstance(self.class_weights, str) and self.class_weights not in (

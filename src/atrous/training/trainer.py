@@ -149,6 +149,7 @@ class Trainer:
             region=cfg.region_loss,
             region_weight=cfg.region_weight,
             aux_weight=cfg.aux_weight,
+            label_smoothing=cfg.label_smoothing,
         ).to(self.device)
         self._build_optimization()
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, self.rank, self.world)
@@ -267,7 +268,10 @@ class Trainer:
         cfg = self.cfg
         scale = tuple(cfg.scale_range) if cfg.scale_range else None
         mean, std = model.metadata["mean"], model.metadata["std"]
-        return train_transforms(cfg.crop_size, scale, cfg.flip, cfg.color_jitter, mean, std)
+        return train_transforms(
+            cfg.crop_size, scale, cfg.flip, cfg.color_jitter, mean, std,
+            class_balance=cfg.crop_class_balance, blur=cfg.blur,
+        )  # fmt: skip
 
     def _class_weights(self) -> list[float] | None:
         """The loss's class weights: the config's list, or computed (``median_freq``...) from
