@@ -89,6 +89,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     head_lr_mult: float = 1.0  # v2 used 10 for the classifier
     no_decay_norm_bias: bool = False
+    # Validate and export an exponential moving average of the weights (atrous.training.ema);
+    # null = the live weights. 0.999 averages over about the last thousand steps.
+    ema_decay: float | None = None
     # loss
     loss: str = "ce"
     ohem_top_k: float = 0.2
@@ -181,6 +184,10 @@ class TrainConfig:
                 raise bad(name, "must be a probability in [0, 1]")
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "must be in [0, 1)")
+        if self.ema_decay is not None and (
+            not isinstance(self.ema_decay, (int, float)) or not 0 < self.ema_decay < 1
+        ):
+            raise bad("ema_decay", "must be in (0, 1), or null")
         if self.region_loss not in (None, "lovasz", "dice"):
             raise bad("region_loss", "must be null, 'lovasz' or 'dice'")
         if isinstance(self.class_weights, str) and self.class_weights not in (

@@ -50,6 +50,7 @@ from atrous.training.checkpoint import (
 from atrous.training.config import TrainConfig
 from atrous.training.curve import plot_learning_curve
 from atrous.training.distributed import gather_skipped, global_mean, rank_and_world
+from atrous.training.ema import WeightEMA
 from atrous.training.model_setup import build_training_model, prepare_model
 from atrous.training.optim import PolyLR, build_optimizer
 from atrous.training.run_log import RunLog
@@ -143,6 +144,7 @@ class Trainer:
         model = build_training_model(cfg, self.num_classes, self.log.text)
         self.train_set.transforms = self._train_transforms(model)
         self.model, self.ddp_model = prepare_model(model, cfg, self.device, self.world)
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.criterion = SegmentationLoss(
             weight=weights,
             ohem_top_k=cfg.ohem_top_k if cfg.loss == "ohem" else None,
@@ -313,8 +315,17 @@ class Trainer:
             self.amp_dtype = torch.bfloat16  # CPU autocast has no fp16 loss scaling
 
     # ------------------------------------------------------------------ state
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation sees and :meth:`export` writes: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
     def state_dict(self) -> dict[str, Any]:
+        ema = {} if self.ema is None else {
+            "model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
+        }  # fmt: skip
         return {
+            **ema,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -332,6 +343,13 @@ class Trainer:
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if "model_ema" in state:
+                self.ema.module.load_state_dict(state["model_ema"])
+                self.ema.updates = int(state["ema_updates"])
+            else:  # a run without EMA resumed with it: the average starts from here
+                self.ema = WeightEMA(self.model, self.ema.decay)
+                self.log.text("the checkpoint holds no EMA weights: averaging starts now")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -457,6 +475,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.iteration += 1
         return total
 
@@ -482,7 +502,7 @@ class Trainer:
         t0 = time.perf_counter()
         with self._val_samples():
             result = validate_model(
-                self.model, self.val_set, self.num_classes, tuple(self.cfg.eval_scales),
+                self.eval_model, self.val_set, self.num_classes, tuple(self.cfg.eval_scales),
                 self.class_names, limit=self.cfg.val_max_images,
             )  # fmt: skip
         m = result.metrics
@@ -499,7 +519,7 @@ class Trainer:
             palette = palette_for(self.num_classes, getattr(self.train_set, "palette", None))
             with self._val_samples():
                 strips = prediction_strips(
-                    self.model, self.val_set, self.cfg.eval_scales, palette, self.cfg.tb_images
+                    self.eval_model, self.val_set, self.cfg.eval_scales, palette, self.cfg.tb_images
                 )
                 for i, strip in strips:
                     self.log.image(f"val/{i}", strip, self.iteration)
@@ -525,7 +545,7 @@ class Trainer:
             return 0.0
         with self._val_samples():
             seconds = estimate_validation_seconds(
-                self.model, self.val_set, self.cfg.eval_scales, self.cfg.val_max_images
+                self.eval_model, self.val_set, self.cfg.eval_scales, self.cfg.val_max_images
             )
         self._train_mode()
         return seconds
@@ -647,7 +667,7 @@ class Trainer:
         from atrous.weights import save
 
         return save(
-            self.model, Path(path) if path else self.out / "model.safetensors",
+            self.eval_model, Path(path) if path else self.out / "model.safetensors",
             class_names=self.class_names,
             extra={"training_iterations": str(self.iteration),
                    "best_val_miou": str(self.best_miou),

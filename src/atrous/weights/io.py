@@ -30,8 +30,10 @@ from .errors import CheckpointError
 StateDict = dict[str, Tensor]
 Checkpoint = str | os.PathLike | Mapping[str, Tensor]
 
-# Keys under which training scripts store the state dict, looked up in this order.
-WRAPPER_KEYS = ("model_state", "state_dict", "model")
+# Keys under which training scripts store the state dict, looked up in this order: an
+# atrous checkpoint of a run with ema_decay holds the averaged weights (the ones validated
+# and exported) as "model_ema" next to the live "model" it resumes from.
+WRAPPER_KEYS = ("model_ema", "model_state", "state_dict", "model")
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
@@ -242,7 +244,7 @@ def _recipe(path: Path, scan: PickleScan, top_is_dict: bool, torch_format: bool)
 def unwrap(obj: Any) -> StateDict:
     """The state dict inside a checkpoint object (see :func:`read_state_dict`)."""
     if isinstance(obj, Mapping):
-        for key in ("model_state", "state_dict", "model"):
+        for key in WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
