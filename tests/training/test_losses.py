@@ -76,6 +76,10 @@ def test_weight_helpers():
     assert w[3] == 0  # absent class
     assert w[0] < w[1] < w[2]  # rarer classes weigh more
     assert math.isclose(float(w[0]), 1 / math.log(1.02 + 0.9), rel_tol=1e-5)
+    capped = class_weights_from_counts(counts, "inverse_log", cap=2.0)
+    assert capped[3] == 0 and capped[0] == w[0] and capped[2] == pytest.approx(2 * w[0])
+    with pytest.raises(ValueError, match="cap"):
+        class_weights_from_counts(counts, "inverse_log", cap=0.5)
     m = class_weights_from_counts([100, 50, 25], "median")
     assert torch.allclose(m, torch.tensor([0.5, 1.0, 2.0]))
     with pytest.raises(ValueError, match="method"):

@@ -92,7 +92,7 @@ def test_overrides_and_errors(tmp_path):
         apply_overrides(cfg, ["batch_size=0"])
     with pytest.raises(ValueError, match="amp"):
         apply_overrides(cfg, ["amp=fp8"])
-    for bad in ("crop_class_balance=1.5", "blur=-0.1", "label_smoothing=1"):
+    for bad in ("crop_class_balance=1.5", "blur=-0.1", "label_smoothing=1", "class_weight_cap=0.5"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             apply_overrides(cfg, [bad])
     aug = apply_overrides(cfg, ["crop_class_balance=0.5", "blur=0.3", "label_smoothing=0.1"])

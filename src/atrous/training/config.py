@@ -97,6 +97,7 @@ class TrainConfig:
     ohem_top_k: float = 0.2
     class_weights: list[float] | str | None = None  # a list, "inverse_log" or "median"
     class_weight_samples: int = 200
+    class_weight_cap: float | None = None  # computed weights clipped to cap × the smallest
     label_smoothing: float = 0.0  # cross-entropy target smoothing (Szegedy et al. 2016 §7)
     region_loss: str | None = None  # "lovasz" | "dice"
     region_weight: float = 1.0
@@ -184,6 +185,10 @@ class TrainConfig:
                 raise bad(name, "must be a probability in [0, 1]")
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "must be in [0, 1)")
+        if self.class_weight_cap is not None and (
+            not isinstance(self.class_weight_cap, (int, float)) or self.class_weight_cap < 1
+        ):
+            raise bad("class_weight_cap", "must be a number >= 1, or null")
         if self.ema_decay is not None and (
             not isinstance(self.ema_decay, (int, float)) or not 0 < self.ema_decay < 1
         ):

@@ -294,7 +294,9 @@ class Trainer:
             c = np.bincount(m[m < self.num_classes], minlength=self.num_classes)
             counts += c
             image_px += (c > 0) * m.size
-        w = class_weights_from_counts(counts, cw, image_counts=image_px).tolist()
+        w = class_weights_from_counts(
+            counts, cw, image_counts=image_px, cap=self.cfg.class_weight_cap
+        ).tolist()
         self.log.text(f"class weights ({cw}): {[round(x, 3) for x in w]}")
         return w
 
