@@ -57,6 +57,12 @@ NUM_CLASSES = 21
 LR = 0.01
 
 
+def tv_model(seg: Any, spec: dict[str, Any]) -> Any:
+    """torchvision's model of a case, untrained (``seg``: its segmentation module)."""
+    return getattr(seg, spec["tv"])(weights=None, weights_backbone=None,
+                                    num_classes=NUM_CLASSES, aux_loss=spec["aux"])  # fmt: skip
+
+
 def initial_weights(case: str, path: Path, tv_dir: str | None) -> bool:
     """Seeded initial weights for ``case`` (torchvision's model where it has one) saved to
     ``path``; True when they came from torchvision."""
@@ -67,8 +73,7 @@ def initial_weights(case: str, path: Path, tv_dir: str | None) -> bool:
     spec = CASES[case]
     seg = import_torchvision(tv_dir) if spec["tv"] else None
     if seg is not None:
-        model = getattr(seg, spec["tv"])(weights=None, weights_backbone=None,
-                                         num_classes=NUM_CLASSES, aux_loss=spec["aux"])  # fmt: skip
+        model = tv_model(seg, spec)
     else:
         from atrous.models import build
 
@@ -99,8 +104,7 @@ def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_
         from atrous.training import PolyLR
 
         seg = import_torchvision(tv_dir)
-        model = getattr(seg, spec["tv"])(weights=None, weights_backbone=None,
-                                         num_classes=NUM_CLASSES, aux_loss=spec["aux"])  # fmt: skip
+        model = tv_model(seg, spec)
         model.load_state_dict(sd)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]

@@ -30,24 +30,17 @@ class WeightEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
 
-    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        live = dict(model.state_dict(keep_vars=True))
-        avg, cur = [], []
-        for name, a in self.module.state_dict(keep_vars=True).items():
-            avg.append(a.data if isinstance(a, nn.Parameter) else a)
-            w = live[name]
-            cur.append((w.data if isinstance(w, nn.Parameter) else w).detach())
-        return avg, cur
-
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average toward ``model``'s current weights (call after each step)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        avg, cur = self._pairs(model)
-        floats = [(a, c) for a, c in zip(avg, cur) if a.is_floating_point()]
+        # state_dict() tensors share storage with the modules: lerp_/copy_ update them
+        live = model.state_dict()
+        avg = self.module.state_dict()
+        floats = [name for name, a in avg.items() if a.is_floating_point()]
         if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
-        for a, c in zip(avg, cur):
+            torch._foreach_lerp_([avg[k] for k in floats], [live[k] for k in floats], 1.0 - d)
+        for name, a in avg.items():
             if not a.is_floating_point():
-                a.copy_(c)
+                a.copy_(live[name])
