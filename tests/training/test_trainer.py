@@ -183,6 +183,18 @@ def test_freeze_bn_and_options(tmp_path):
     assert {"ce", "dice", "aux_ce", "aux_dice"} <= set(tr.criterion.parts)
 
 
+def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, capsys, monkeypatch):
+    import atrous.training.trainer as trainer_module
+
+    cfg = tiny_config(iterations=1, model_options={"width_mult": 0.5}, amp="bf16")
+    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: False)
+    Trainer(cfg, tmp_path / "slow", progress=False)
+    assert "no native bfloat16" in capsys.readouterr().out
+    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: True)
+    Trainer(cfg, tmp_path / "fast", progress=False)
+    assert "no native bfloat16" not in capsys.readouterr().out
+
+
 def test_finetune_from_weights_reinitializes_head(tmp_path, capsys):
     from atrous.weights import save
 

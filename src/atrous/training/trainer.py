@@ -38,6 +38,7 @@ from atrous.data.consistency import check_label_range
 from atrous.data.palettes import palette_for
 from atrous.failures import list_failures
 from atrous.fileio import atomic_write_text
+from atrous.inference.optimize import bf16_supported
 from atrous.losses import SegmentationLoss, class_weights_from_counts
 from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.checkpoint import (
@@ -315,6 +316,11 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         if cfg.amp == "fp16" and self.device.type != "cuda":
             self.amp_dtype = torch.bfloat16  # CPU autocast has no fp16 loss scaling
+        if self.amp_dtype is torch.bfloat16 and self.device.type == "cpu" and not bf16_supported():
+            self.log.text(
+                f"amp={cfg.amp}: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so the "
+                "bf16 step may be slower than fp32 here; measure, or set amp=none"
+            )
 
     # ------------------------------------------------------------------ state
     @property
