@@ -8,7 +8,7 @@ run gets, which is what decides how many steps fit in 30 minutes.
     PYTHONPATH=src python benchmarks/bench_train_loop.py \
         --config configs/camvid_deeplabv3plus_mobilenetv2_30min.json \
         --set data_root=../shared/data/camvid --steps 30 --rounds 2 \
-        --variant fp32= --variant bf16=amp=bf16 --variant bf16_w0=amp=bf16,num_workers=0
+        --variant fp32=amp=none --variant bf16= --variant bf16_w0=num_workers=0
 """
 
 from __future__ import annotations
