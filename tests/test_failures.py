@@ -15,8 +15,10 @@ def test_failure_log_reports_once_and_summarizes():
     log.add("a.png", "not an image file")
     log.add("a.png", "not an image file")
     log.add("b.png", "truncated")
-    assert lines == ["atrous predict: error: a.png: not an image file",
-                     "atrous predict: error: b.png: truncated"]  # fmt: skip
+    assert lines == [
+        "atrous predict: error: a.png: not an image file",
+        "atrous predict: error: b.png: truncated",
+    ]
     assert log.exit_status == EXIT_ITEMS_FAILED and len(log) == 2
     assert "5 image(s): 3 done, 2 failed: a.png: not an image file; b.png" in log.summary(
         3, "image"
