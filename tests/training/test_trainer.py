@@ -190,13 +190,13 @@ def test_freeze_bn_and_options(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, capsys, monkeypatch):
-    import atrous.training.trainer as trainer_module
+    import atrous.training.amp as amp_module  # where the trainer's mixed precision is set up
 
     cfg = tiny_config(iterations=1, model_options={"width_mult": 0.5}, amp="bf16")
-    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: False)
+    monkeypatch.setattr(amp_module, "bf16_supported", lambda: False)
     Trainer(cfg, tmp_path / "slow", progress=False)
     assert "no native bfloat16" in capsys.readouterr().out
-    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: True)
+    monkeypatch.setattr(amp_module, "bf16_supported", lambda: True)
     Trainer(cfg, tmp_path / "fast", progress=False)
     assert "no native bfloat16" not in capsys.readouterr().out
 
