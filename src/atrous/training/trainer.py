@@ -11,9 +11,11 @@ training step, then logging, validation and checkpointing when their intervals c
 and the time budget re-planned. The pieces live beside it: the data and class rules in
 :mod:`~atrous.training.data_setup`, mixed precision in :mod:`~atrous.training.amp`, the
 checkpoint's contents in :mod:`~atrous.training.state`, the progress bar, speed and time
-budget in :mod:`~atrous.training.progress`, and the bad-sample policy in
-:mod:`atrous.failures`. The configuration is never modified: the planned run length
-(``time_limit``) is the trainer's :attr:`total_iterations`, saved in the checkpoint.
+budget in :mod:`~atrous.training.progress`, validation passes in
+:mod:`~atrous.training.validator`, Ctrl-C in :mod:`~atrous.training.interrupt`, and the
+bad-sample policy in :mod:`atrous.failures`. The configuration is never modified: the
+planned run length (``time_limit``) is the trainer's :attr:`total_iterations`, saved in the
+checkpoint.
 """
 
 from __future__ import annotations
