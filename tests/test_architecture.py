@@ -18,8 +18,12 @@ PKG = SRC / "atrous"
 LAYERS = {
     "atrous": 0,  # the root package: lazy attribute access only
     "atrous.constants": 0,
+    "atrous.failures": 0,
     "atrous.fileio": 0,
+    "atrous.hardware": 0,
     "atrous.imageio": 0,
+    "atrous.memory": 0,
+    "atrous.normalization": 0,
     "atrous.models": 1,
     "atrous.weights": 2,
     "atrous.crf": 3,

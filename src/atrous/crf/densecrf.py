@@ -125,7 +125,7 @@ def dense_crf(
         Refined probabilities with the same container type, layout and dtype as ``probs``.
 
     CPU memory freed during the call stays in the process heap for the next call (up to 1 GiB
-    by default; see :mod:`atrous.crf.heap`, ``set_heap_retention(0)`` turns it off).
+    by default; see :mod:`atrous.memory`, ``set_heap_retention(0)`` turns it off).
     """
     prm = CRFParams(iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std)
     stamp = _no_stamp if profile is None else profile.stamp
