@@ -42,7 +42,6 @@ __all__ = [
     "load_exported",
     "load_program",
     "ort_session",
-    "read_exported_metadata",
 ]
 
 EXPORTED_SUFFIXES = (".onnx", ".pt2")
@@ -171,16 +170,6 @@ class ExportedModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, backend={self.metadata.get('backend')!r}"
-
-
-def read_exported_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of an exported file (ONNX ``metadata_props`` or the .pt2's
-    :data:`METADATA_FILE`), without running it."""
-    path = Path(path)
-    if path.suffix == ".pt2":
-        return load_program(path)[1]
-    session = ort_session(path)
-    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def _config_and_usage(
