@@ -33,6 +33,7 @@ __all__ = [
     "DEEPLAB_V1_FIXED",
     "DEEPLAB_V1_GRID",
     "GRID_KEYS",
+    "CRFSample",
     "Sample",
     "SearchResult",
     "collect_samples",
@@ -79,7 +80,7 @@ def parse_values(text: str, name: str = "values") -> list[float]:
 
 
 @dataclass
-class Sample:
+class CRFSample:
     """One validation image: RGB uint8 (H, W, 3), cached probabilities (C, H, W) (float16
     to halve memory), the network's label map (from the float32 probabilities) and labels."""
 
@@ -93,13 +94,16 @@ class Sample:
         return p / p.sum(axis=0, keepdims=True)
 
 
+Sample = CRFSample  # deprecated alias: the name before #26 (atrous.data's samples are dicts)
+
+
 def collect_samples(
     segmenter: Any,
     dataset: Iterable[Any],
     limit: int | None = None,
     progress: bool = False,
     on_error: Callable[[str, str], Any] | None = None,
-) -> list[Sample]:
+) -> list[CRFSample]:
     """Run ``segmenter`` (an :class:`~atrous.inference.Segmenter` without CRF) once over the
     first ``limit`` items of ``dataset`` and cache image, probabilities and labels.
     ``on_error(item, problem)``: bad items are reported through it and left out (see
@@ -114,7 +118,7 @@ def collect_samples(
                 "(the search is at full resolution)"
             )
         pred = p.argmax(0).astype(np.int64)
-        samples.append(Sample(to_uint8_hwc(image), p.astype(np.float16), pred, label))
+        samples.append(CRFSample(to_uint8_hwc(image), p.astype(np.float16), pred, label))
     return samples
 
 
@@ -264,7 +268,7 @@ def _refined(
 
 
 def grid_search(
-    samples: Sequence[Sample],
+    samples: Sequence[CRFSample],
     num_classes: int,
     grid: Mapping[str, Sequence[float]] | None = None,
     fixed: Mapping[str, Any] | None = None,

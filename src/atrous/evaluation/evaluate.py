@@ -146,7 +146,9 @@ class EvalResult:
         return self
 
 
-OnError = Literal["raise", "skip"] | Callable[[str, str], Any]
+# What to do with an item that cannot be loaded or segmented: stop, skip it, or skip it and
+# call back with (item, problem). (atrous.data's OnError is the datasets' raise/skip only.)
+ErrorPolicy = Literal["raise", "skip"] | Callable[[str, str], Any]
 
 
 def _item_name(dataset: Any, index: int) -> str:
@@ -193,7 +195,9 @@ def _load_items(
         yield str(name or _item_name(dataset, i)), image, label
 
 
-def _reporter(on_error: OnError, skipped: list[dict[str, str]]) -> Callable[[str, str], Any] | None:
+def _reporter(
+    on_error: ErrorPolicy, skipped: list[dict[str, str]]
+) -> Callable[[str, str], Any] | None:
     if on_error == "raise":
         return None
     if on_error != "skip" and not callable(on_error):
@@ -312,7 +316,7 @@ def evaluate(
     trimap_boundary: BoundaryMode = "label",
     limit: int | None = None,
     progress: bool = False,
-    on_error: OnError = "raise",
+    on_error: ErrorPolicy = "raise",
 ) -> EvalResult:
     """Run ``segmenter`` (a :class:`atrous.inference.Segmenter`, or any callable returning an
     (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
@@ -368,7 +372,7 @@ def evaluate_model(
     trimap_widths: Iterable[float] | None = range(1, 41),
     limit: int | None = None,
     progress: bool = False,
-    on_error: OnError = "raise",
+    on_error: ErrorPolicy = "raise",
     **segmenter_options: Any,
 ) -> EvalResult:
     """Evaluate a loaded atrous model on a dataset by the papers' protocol; the result carries

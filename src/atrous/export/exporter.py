@@ -29,6 +29,8 @@ from .diagnostics import ExportError, first_line, quiet
 from .graph import OUTPUTS, ExportGraph, Output, export_metadata
 
 __all__ = [
+    "EXPORT_FORMAT_BY_SUFFIX",
+    "EXPORT_PRECISIONS",
     "FORMATS",
     "FP16_RTOL",
     "PRECISIONS",
@@ -40,12 +42,17 @@ __all__ = [
     "verify",
 ]
 
-FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
+# The file format an output path's suffix asks for.
+EXPORT_FORMAT_BY_SUFFIX = {".onnx": "onnx", ".pt2": "pt2"}
 TRACE_SIZE = (2, 97, 129)  # (batch, height, width) the dynamic trace runs at
 CHECK_SIZES = ((1, 65, 81), (2, 50, 77))  # where the written file is compared with eager
 RTOL = 1e-4  # max |exported - eager| / max |eager| accepted for fp32 logits and probabilities
 FP16_RTOL = 1e-2  # the same for an fp16 graph
-PRECISIONS = ("fp32", "fp16", "int8")
+# The precisions of an exported file (inference.optimize.PRECISIONS are those a model runs at).
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+# Deprecated aliases: the names before #26.
+FORMATS = EXPORT_FORMAT_BY_SUFFIX
+PRECISIONS = EXPORT_PRECISIONS
 MAX_SIDE = 16384
 
 
@@ -304,11 +311,13 @@ def export(
             normalized batches), ``calibration_images`` of them.
     """
     path = Path(path)
-    fmt = FORMATS.get(path.suffix)
+    fmt = EXPORT_FORMAT_BY_SUFFIX.get(path.suffix)
     if fmt is None:
         raise ExportError(f"{path}: the output must end in .onnx or .pt2")
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(
+            f"precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}"
+        )
     if precision != "fp32" and fmt != "onnx":
         raise ExportError(
             f"{precision} export writes ONNX (run by ONNX Runtime): use a .onnx output"
