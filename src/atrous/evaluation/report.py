@@ -134,10 +134,9 @@ def plot_confusion(
             for j in range(c):
                 v = norm[i, j]
                 if not math.isnan(v) and v >= 0.005:
-                    ax.text(
-                        j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=font * 0.8,
-                        color="white" if v > 0.5 else "black",
-                    )  # fmt: skip
+                    color = "white" if v > 0.5 else "black"
+                    cell = f"{100 * v:.0f}"
+                    ax.text(j, i, cell, ha="center", va="center", fontsize=font * 0.8, color=color)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
