@@ -390,10 +390,8 @@ class PermutohedralLattice:
         rep.scatter_reduce_(0, sid, torch.arange(n_total, device=dev), "amin")
         # (big_k and rank_i are transposed views of (d, N) data: gathering columns of the
         # contiguous originals is 3x faster than rows of the views)
-        vkeys = self._vertex_keys(
-            big_k.t().index_select(1, rep).t(), k_lo, radix_t, r_radix,
-            rank_i.t().index_select(1, rep).t(),
-        )  # fmt: skip
+        rep_k, rep_rank = big_k.t().index_select(1, rep).t(), rank_i.t().index_select(1, rep).t()
+        vkeys = self._vertex_keys(rep_k, k_lo, radix_t, r_radix, rep_rank)
         if self.batch > 1:
             vkeys += ((rep // self.num_pixels) * (r_radix * d1))[:, None]
         # distinct vertices, numbered in key order: ids enter no arithmetic (a vertex's blur

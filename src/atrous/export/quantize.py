@@ -48,8 +48,11 @@ def quantize_onnx(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}  # fmt: skip
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
         raise ExportError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     data = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
@@ -72,10 +75,15 @@ def quantize_onnx(
                 # symbolic pass cannot follow dynamic H, W through Resize, ONNX's own can.
                 quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
                 quantize_static(
-                    str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=methods[method],
-                )  # fmt: skip
+                    str(pre),
+                    str(out_path),
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method],
+                )
         except ExportError:
             raise
         except Exception as e:
@@ -83,9 +91,12 @@ def quantize_onnx(
     import onnx
 
     ops = [n.op_type for n in onnx.load(str(out_path)).graph.node]
-    return {"calibration_images": sum(int(b.shape[0]) for b in data), "method": method,
-            "quantize_nodes": ops.count("QuantizeLinear"),
-            "dequantize_nodes": ops.count("DequantizeLinear")}  # fmt: skip
+    return {
+        "calibration_images": sum(int(b.shape[0]) for b in data),
+        "method": method,
+        "quantize_nodes": ops.count("QuantizeLinear"),
+        "dequantize_nodes": ops.count("DequantizeLinear"),
+    }
 
 
 def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, Any]:

@@ -54,6 +54,14 @@ def _short(e: BaseException, limit: int = 240) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+# What ONNX Runtime's error says when it has no kernel for an operator of the graph.
+_UNSUPPORTED_OPERATOR = (
+    "NOT_IMPLEMENTED",
+    "Could not find an implementation",
+    "is not a registered function/op",
+)
+
+
 def ort_session(path: str | os.PathLike, threads: int | None = None, providers: Any = None) -> Any:
     """An ONNX Runtime session on ``path``: all graph optimizations, ``threads`` intra-op
     threads (default: torch's thread count), the CPU provider unless ``providers`` says."""
@@ -75,8 +83,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, providers: 
     except Exception as e:
         text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e))
         text = re.sub(r"Load model from \S+ failed:\s*(Fatal error: )?", "", text)
-        if any(k in text for k in ("NOT_IMPLEMENTED", "Could not find an implementation",
-                                   "is not a registered function/op")):  # fmt: skip
+        if any(k in text for k in _UNSUPPORTED_OPERATOR):
             what = f"ONNX Runtime {ort.__version__} cannot run an operator in it ({_short(text)})"
         elif "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
             what = "not an ONNX model, or a truncated one (it does not parse as ONNX protobuf)"
@@ -247,6 +254,11 @@ def load_exported(path: str | os.PathLike, backend: str | None = None) -> Export
     exported = {k: v for k, v in meta.items() if k.startswith("export_") or k == "atrous_version"}
     if "min_size" in meta:
         usage["min_size"] = int(meta["min_size"])
-    metadata = {**usage, "source": "exported", "weights": str(path), "backend": backend,
-                "export": exported}  # fmt: skip
+    metadata = {
+        **usage,
+        "source": "exported",
+        "weights": str(path),
+        "backend": backend,
+        "export": exported,
+    }
     return ExportedModel(run, config, metadata, path, module).eval()
