@@ -44,14 +44,14 @@ def _file_as_written_before_the_extension_hooks(path: Path) -> dict[str, str]:
     with torch.no_grad():
         model.crf.pos_weight.fill_(0.25)
     cfg = model.config
-    meta = {
-        "format": "atrous", "arch": cfg["arch"], "num_classes": str(cfg["num_classes"]),
-        "output_stride": str(cfg["output_stride"]), "atrous_rates": json.dumps(cfg["atrous_rates"]),
-        "config": json.dumps(cfg), "mean": json.dumps(list(model.metadata["mean"])),
-        "std": json.dumps(list(model.metadata["std"])),
-        "crf_rnn": json.dumps(crf_rnn_options({"iterations": 2, "eval_iterations": 3,
-                                               "bi_xy_std": 10.0})),
-    }  # fmt: skip
+    crf = crf_rnn_options({"iterations": 2, "eval_iterations": 3, "bi_xy_std": 10.0})
+    meta = {"format": "atrous", "arch": cfg["arch"], "num_classes": str(cfg["num_classes"])}
+    meta["output_stride"] = str(cfg["output_stride"])
+    meta["atrous_rates"] = json.dumps(cfg["atrous_rates"])
+    meta["config"] = json.dumps(cfg)
+    meta["mean"] = json.dumps(list(model.metadata["mean"]))
+    meta["std"] = json.dumps(list(model.metadata["std"]))
+    meta["crf_rnn"] = json.dumps(crf)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
     return meta
 
@@ -95,10 +95,10 @@ def test_registered_hooks_are_called(tmp_path: Path, monkeypatch: pytest.MonkeyP
         model.metadata["probe"] = options["tag"]
         return model, []
 
-    W.register_extension(
-        "probe", tensor_prefix="probe.", save=lambda m: getattr(m, "probe_options", None),
-        load=attach,
-    )  # fmt: skip
+    def options(model):
+        return getattr(model, "probe_options", None)
+
+    W.register_extension("probe", tensor_prefix="probe.", save=options, load=attach)
     model = _tiny()
     model.probe_options = {"tag": "x"}
     path = W.save(model, tmp_path / "m.safetensors")
