@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from atrous.hardware import bf16_supported  # (re-exported: its home is atrous.hardware)
 from atrous.models.layers import FrozenBatchNorm2d
 
 __all__ = [
@@ -96,14 +97,6 @@ class OptimizedModel(nn.Module):
             out = self.net(x)
         logits = out["out"] if isinstance(out, dict) else out
         return {"out": logits.float().contiguous()}
-
-
-def bf16_supported() -> bool:
-    """Whether this CPU runs bfloat16 convolutions natively (oneDNN: AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 BACKENDS = ("eager", "onnxruntime")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from atrous.crf.heap import rss_bytes, trim_supported
-from atrous.crf.heap import trim_heap as trim
+from atrous.memory import rss_bytes, trim_supported
+from atrous.memory import trim_heap as trim
 
 __all__ = ["MemoryGuard", "rss_bytes", "trim"]
 
