@@ -29,3 +29,17 @@ def test_atomic_write_json_that_fails_leaves_the_old_file(tmp_path: Path) -> Non
         atomic_write_json(path, {"x": object()})
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left
+
+
+def test_atomic_files_get_the_mode_a_plain_write_would(tmp_path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "config.json", "{}\n")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
