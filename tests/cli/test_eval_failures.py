@@ -75,8 +75,8 @@ def test_bad_pairs_are_skipped_counted_and_the_rest_scored_as_without_them(
     for name in folder_bad:
         for p in clean.rglob(Path(name).stem + ".*"):
             p.unlink()
-    args = [str(weights[3]), "--data", str(clean), "--split", "all"]
-    rc, _, _ = _eval([*args, "--out", str(tmp_path / "ev_clean")], capsys)
+    clean_args = [str(weights[3]), "--data", str(clean), "--split", "all"]
+    rc, _, _ = _eval([*clean_args, "--out", str(tmp_path / "ev_clean")], capsys)
     assert rc == 0
     ref = json.loads((tmp_path / "ev_clean" / "metrics.json").read_text())
     assert ref["num_skipped"] == 0 and ref["skipped"] == []
