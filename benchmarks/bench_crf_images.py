@@ -52,11 +52,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def default_images() -> list[Path]:
     cam = sorted((DATA / "camvid" / "val").glob("*.jpg"))
     step = max(1, len(cam) // 20)
-    return (cam[::step][:20]
-            + sorted((DATA / "voc_sample").rglob("JPEGImages/*.jpg"))
-            + sorted((DATA / "ade20k_sample" / "images").rglob("*.jpg"))
-            + sorted((DATA / "cityscapes_sample" / "leftImg8bit").rglob("*.png"))
-            + sorted((DATA / "membrane" / "image").glob("*.png"))[:3])  # fmt: skip
+    return (
+        cam[::step][:20]
+        + sorted((DATA / "voc_sample").rglob("JPEGImages/*.jpg"))
+        + sorted((DATA / "ade20k_sample" / "images").rglob("*.jpg"))
+        + sorted((DATA / "cityscapes_sample" / "leftImg8bit").rglob("*.png"))
+        + sorted((DATA / "membrane" / "image").glob("*.png"))[:3]
+    )
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -94,15 +96,16 @@ def load_segmenter(model: str | Path, threads: int) -> Any:
     return Segmenter.from_model(W.load(model))
 
 
-def prepare(path: Path, size: tuple[int, int], probs: str, labels: int, seg: Any,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def prepare(
+    path: Path, size: tuple[int, int], probs: str, labels: int, seg: Any, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
 
     from atrous.imageio import read_image
 
     w, h = size
-    img = np.ascontiguousarray(np.asarray(Image.fromarray(read_image(path)).resize((w, h),
-                                                                                   Image.BILINEAR)))  # fmt: skip
+    resized = Image.fromarray(read_image(path)).resize((w, h), Image.BILINEAR)
+    img = np.ascontiguousarray(np.asarray(resized))
     if probs == "net":
         p = next(seg.predict_many([img], "proba"))  # (C, H, W)
         p = np.ascontiguousarray(np.asarray(p, dtype=np.float32))
@@ -161,8 +164,12 @@ def child(method: str, npz: str, out: str, threads: int, iterations: int) -> Non
         d = dcrf.DenseCRF2D(w, h, c)
         d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(probs, 1e-30)).reshape(c, -1)))
         d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
-        d.addPairwiseBilateral(sxy=PARAMS["bi_xy_std"], srgb=PARAMS["bi_rgb_std"],
-                               rgbim=np.array(img, order="C"), compat=PARAMS["bi_w"])  # fmt: skip
+        d.addPairwiseBilateral(
+            sxy=PARAMS["bi_xy_std"],
+            srgb=PARAMS["bi_rgb_std"],
+            rgbim=np.array(img, order="C"),
+            compat=PARAMS["bi_w"],
+        )
         q = np.array(d.inference(iterations)).reshape(c, h, w)
         res["first_s"] = time.perf_counter() - t0
         res["peak_mb"] = _vm("VmHWM") - base
@@ -171,11 +178,11 @@ def child(method: str, npz: str, out: str, threads: int, iterations: int) -> Non
 
 
 def run_child(method: str, npz: str, out: str, args: argparse.Namespace) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "src")] + ([args.ref_path] if args.ref_path else [])
-        + [os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    cmd = [sys.executable, __file__, "--child", method, npz, out,
-           "--threads", str(args.threads), "--iterations", str(args.iterations)]  # fmt: skip
+    ref_site = [args.ref_path] if args.ref_path else []
+    pythonpath = os.pathsep.join([str(ROOT / "src"), *ref_site, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    cmd = [sys.executable, __file__, "--child", method, npz, out]
+    cmd += ["--threads", str(args.threads), "--iterations", str(args.iterations)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{method} failed on {npz}: {r.stderr[-2000:]}")
@@ -195,18 +202,29 @@ def pct(v: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
 
 
-def run_set(files: list[Path], sizes: list[tuple[int, int]], probs: str, labels: int, seg: Any,
-            args: argparse.Namespace, title: str) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+def run_set(
+    files: list[Path],
+    sizes: list[tuple[int, int]],
+    probs: str,
+    labels: int,
+    seg: Any,
+    args: argparse.Namespace,
+    title: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Every image at every size, ours against the C++: the rows and the markdown lines."""
     rows: list[dict[str, Any]] = []
     lines = [f"# {title}"]
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            lines += ["", f"## {size[0]}x{size[1]}", "",
-                      "| image | V positional | V bilateral (per pixel) | labels | ours first s "
-                      "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
-                      "| warm / C++ | peak MB ours / C++ | label agreement |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                "",
+                f"## {size[0]}x{size[1]}",
+                "",
+                "| image | V positional | V bilateral (per pixel) | labels | ours first s "
+                "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
+                "| warm / C++ | peak MB ours / C++ | label agreement |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             print("\n".join(lines[-6:]), flush=True)
             for i, f in enumerate(files):
                 img, p = prepare(f, size, probs, labels, seg, seed=i)
@@ -218,27 +236,36 @@ def run_set(files: list[Path], sizes: list[tuple[int, int]], probs: str, labels:
                     r = run_child("ref", npz, os.path.join(tmp, "ref.npy"), args)
                     ours = o if ours is None else _best(ours, o)
                     ref = r if ref is None else _best(ref, r)
-                agree = float((np.load(os.path.join(tmp, "ours.npy"))
-                               == np.load(os.path.join(tmp, "ref.npy"))).mean())  # fmt: skip
+                ours_labels = np.load(os.path.join(tmp, "ours.npy"))
+                ref_labels = np.load(os.path.join(tmp, "ref.npy"))
+                agree = float((ours_labels == ref_labels).mean())
                 n = size[0] * size[1]
-                row = {"image": f.name, "size": f"{size[0]}x{size[1]}", "labels": p.shape[0],
-                       "ours": ours, "ref": ref, "agreement": agree,
-                       "first_ratio": ours["first_s"] / ref["first_s"],
-                       "new_size_ratio": ours["new_size_s"] / ref["first_s"],
-                       "warm_ratio": ours["warm_s"] / ref["first_s"],
-                       "mem_ratio": ours["peak_mb"] / max(ref["peak_mb"], 1e-9)}  # fmt: skip
+                row = {
+                    "image": f.name,
+                    "size": f"{size[0]}x{size[1]}",
+                    "labels": p.shape[0],
+                    "ours": ours,
+                    "ref": ref,
+                    "agreement": agree,
+                    "first_ratio": ours["first_s"] / ref["first_s"],
+                    "new_size_ratio": ours["new_size_s"] / ref["first_s"],
+                    "warm_ratio": ours["warm_s"] / ref["first_s"],
+                    "mem_ratio": ours["peak_mb"] / max(ref["peak_mb"], 1e-9),
+                }
                 rows.append(row)
-                line = (f"| {f.name} | {ours['v_pos']} | {ours['v_bi']} ({ours['v_bi'] / n:.2f}) |"
-                        f" {p.shape[0]} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) |"
-                        f" {ours['new_size_s']:.3f} | {ours['warm_s']:.3f} | {ref['first_s']:.3f} |"
-                        f" {row['first_ratio']:.2f} | {row['new_size_ratio']:.2f} |"
-                        f" {row['warm_ratio']:.2f} | {ours['peak_mb']:.0f} / {ref['peak_mb']:.0f} |"
-                        f" {100 * agree:.3f}% |")  # fmt: skip
+                line = (
+                    f"| {f.name} | {ours['v_pos']} | {ours['v_bi']} ({ours['v_bi'] / n:.2f}) |"
+                    f" {p.shape[0]} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) |"
+                    f" {ours['new_size_s']:.3f} | {ours['warm_s']:.3f} | {ref['first_s']:.3f} |"
+                    f" {row['first_ratio']:.2f} | {row['new_size_ratio']:.2f} |"
+                    f" {row['warm_ratio']:.2f} | {ours['peak_mb']:.0f} / {ref['peak_mb']:.0f} |"
+                    f" {100 * agree:.3f}% |"
+                )
                 lines.append(line)
                 print(line, flush=True)
             sel = [r for r in rows if r["size"] == f"{size[0]}x{size[1]}"]
-            text = f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): " + "; ".join(
-                f"{k}: {v}" for k, v in summarize(sel).items()) + "."  # fmt: skip
+            ratios = "; ".join(f"{k}: {v}" for k, v in summarize(sel).items())
+            text = f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): {ratios}."
             lines.append(text)
             print(text, flush=True)
     return rows, lines
@@ -247,8 +274,12 @@ def run_set(files: list[Path], sizes: list[tuple[int, int]], probs: str, labels:
 def summarize(sel: list[dict[str, Any]]) -> dict[str, str]:
     """Median and worst ratio (with the worst image) of each timing and of memory."""
     out = {}
-    for key, what in (("first_ratio", "first call"), ("new_size_ratio", "new size"),
-                      ("warm_ratio", "warm"), ("mem_ratio", "peak memory")):  # fmt: skip
+    for key, what in (
+        ("first_ratio", "first call"),
+        ("new_size_ratio", "new size"),
+        ("warm_ratio", "warm"),
+        ("mem_ratio", "peak memory"),
+    ):
         v = [r[key] for r in sel]
         worst = max(sel, key=lambda r: r[key])
         out[what] = f"median {pct(v, 50):.2f}, worst {max(v):.2f} ({worst['image']})"
@@ -265,34 +296,48 @@ def _pixels(size: str) -> int:
 
 # The images of the linearity part (varied vertex densities): two street frames, the
 # smoothest and the most textured VOC sample, a textured ADE20K scene, Cityscapes, one EM frame.
-LINEARITY_SET = ("0016E5_07959.jpg", "0016E5_08119.jpg", "sample_1.jpg", "sample_23.jpg",
-                 "ADE_val_00000002.jpg", "frankfurt_000000_000294_leftImg8bit.png", "0.png")  # fmt: skip
+LINEARITY_SET = (
+    "0016E5_07959.jpg",
+    "0016E5_08119.jpg",
+    "sample_1.jpg",
+    "sample_23.jpg",
+    "ADE_val_00000002.jpg",
+    "frankfurt_000000_000294_leftImg8bit.png",
+    "0.png",
+)
 
 
 def suite(files: list[Path], args: argparse.Namespace) -> None:
     """Issue 14's whole benchmark in one run: the tables of ``benchmarks/results/crf.md``."""
     all_rows: list[dict[str, Any]] = []
     parts: list[str] = []
-    summary = ["| part | size | labels | images | first call: median / worst | new size | warm "
-               "| peak memory | worst agreement | ours s/MP (first, median) |",
-               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    summary = [
+        "| part | size | labels | images | first call: median / worst | new size | warm "
+        "| peak memory | worst agreement | ours s/MP (first, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     lin = [f for f in files if f.name in LINEARITY_SET]
     seg = None
     model = Path(args.model) if args.model else ROOT / "runs/deploy_mnv2/model.safetensors"
-    plan = [("onehot-21", files, [(500, 375), (1000, 750)], "onehot", 21),
-            ("onehot-150", files, [(500, 375)], "onehot", 150),
-            ("net", files, [(500, 375)], "net", 0),
-            ("linearity", lin, [(2000, 1500)], "onehot", 21)]  # fmt: skip
+    plan = [
+        ("onehot-21", files, [(500, 375), (1000, 750)], "onehot", 21),
+        ("onehot-150", files, [(500, 375)], "onehot", 150),
+        ("net", files, [(500, 375)], "net", 0),
+        ("linearity", lin, [(2000, 1500)], "onehot", 21),
+    ]
     for name, fs, sizes, probs, labels in plan:
         if probs == "net":
             if not model.is_file():
-                parts += ["", f"# {name}: not run, no model at {model} (train one with "
-                          "`make camvid-deploy` or pass --model)"]  # fmt: skip
+                note = (
+                    f"# {name}: not run, no model at {model} (train one with "
+                    "`make camvid-deploy` or pass --model)"
+                )
+                parts += ["", note]
                 print(parts[-1], flush=True)
                 continue
             seg = load_segmenter(model, args.threads)
-        title = (f"{name}: {len(fs)} images, probabilities {probs}"
-                 + (f" ({model.name})" if probs == "net" else f" ({labels} labels)"))  # fmt: skip
+        source = f" ({model.name})" if probs == "net" else f" ({labels} labels)"
+        title = f"{name}: {len(fs)} images, probabilities {probs}" + source
         rows, lines = run_set(fs, sizes, probs, labels, seg, args, title)
         for r in rows:
             r["part"] = name
@@ -301,31 +346,45 @@ def suite(files: list[Path], args: argparse.Namespace) -> None:
         for w, h in sizes:
             sel = [r for r in rows if r["size"] == f"{w}x{h}"]
             sm = summarize(sel)
+            timings = " | ".join(
+                sm[k].replace("median ", "").replace(", worst ", " / ")
+                for k in ("first call", "new size", "warm", "peak memory")
+            )
             summary.append(
-                f"| {name} | {w}x{h} | {sel[0]['labels']} | {len(sel)} | "
-                + " | ".join(sm[k].replace("median ", "").replace(", worst ", " / ")
-                             for k in ("first call", "new size", "warm", "peak memory"))
-                + f" | {sm['label agreement'][6:]} | {sm['ours first call'][7:]} |")  # fmt: skip
+                f"| {name} | {w}x{h} | {sel[0]['labels']} | {len(sel)} | {timings}"
+                f" | {sm['label agreement'][6:]} | {sm['ours first call'][7:]} |"
+            )
     # linearity: the same images at every size (the 21-label part gives the two smaller ones)
     lin_names = {f.name for f in lin}
-    lin_rows = [r for r in all_rows if r["image"] in lin_names and r["part"] in ("onehot-21",
-                                                                                 "linearity")]  # fmt: skip
-    table = ["| size | images | ours first s/MP (median) | ours warm s/MP | C++ s/MP | "
-             "ours warm us per lattice vertex (pos + bi, median) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lin_rows = [
+        r for r in all_rows if r["image"] in lin_names and r["part"] in ("onehot-21", "linearity")
+    ]
+    table = [
+        "| size | images | ours first s/MP (median) | ours warm s/MP | C++ s/MP | "
+        "ours warm us per lattice vertex (pos + bi, median) |",
+        "|---|---|---|---|---|---|",
+    ]
     for size in sorted({r["size"] for r in lin_rows}, key=_pixels):
         sel = [r for r in lin_rows if r["size"] == size]
         mp = _pixels(size) / 1e6
         per_v = [1e6 * r["ours"]["warm_s"] / (r["ours"]["v_pos"] + r["ours"]["v_bi"]) for r in sel]
-        table.append(f"| {size} | {len(sel)} | {pct([r['ours']['first_s'] / mp for r in sel], 50):.2f}"
-                     f" | {pct([r['ours']['warm_s'] / mp for r in sel], 50):.2f}"
-                     f" | {pct([r['ref']['first_s'] / mp for r in sel], 50):.2f}"
-                     f" | {pct(per_v, 50):.2f} |")  # fmt: skip
-    head = [f"# Dense CRF over real images against pydensecrf2 (issue 14), {args.iterations} "
-            f"iterations, DeepLab v2 parameters, {args.threads} threads, each measurement a fresh "
-            f"process (fastest of {args.repeat}, interleaved); load average "
-            f"{os.getloadavg()[0]:.2f} at the end", "", "## Summary (ratio ours / C++)", ""]  # fmt: skip
-    text = "\n".join(head + summary + ["", "## Linearity (the same images at every size)", ""]
-                     + table + parts) + "\n"  # fmt: skip
+        table.append(
+            f"| {size} | {len(sel)} | {pct([r['ours']['first_s'] / mp for r in sel], 50):.2f}"
+            f" | {pct([r['ours']['warm_s'] / mp for r in sel], 50):.2f}"
+            f" | {pct([r['ref']['first_s'] / mp for r in sel], 50):.2f}"
+            f" | {pct(per_v, 50):.2f} |"
+        )
+    head = [
+        f"# Dense CRF over real images against pydensecrf2 (issue 14), {args.iterations} "
+        f"iterations, DeepLab v2 parameters, {args.threads} threads, each measurement a fresh "
+        f"process (fastest of {args.repeat}, interleaved); load average "
+        f"{os.getloadavg()[0]:.2f} at the end",
+        "",
+        "## Summary (ratio ours / C++)",
+        "",
+    ]
+    linearity = ["", "## Linearity (the same images at every size)", ""]
+    text = "\n".join(head + summary + linearity + table + parts) + "\n"
     print(text, flush=True)
     if args.out:
         Path(args.out).with_suffix(".md").write_text(text)
@@ -342,17 +401,27 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="at most this many images")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="fresh processes per image and method, interleaved; each number is "
-                    "the fastest (a shared VM stalls now and then: one stall is not the code)")  # fmt: skip
-    ap.add_argument("--ref-path", default="/work/crfref_site",
-                    help="where pydensecrf2 is installed (pip install --target)")  # fmt: skip
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="fresh processes per image and method, interleaved; each number is "
+        "the fastest (a shared VM stalls now and then: one stall is not the code)",
+    )
+    ap.add_argument(
+        "--ref-path",
+        default="/work/crfref_site",
+        help="where pydensecrf2 is installed (pip install --target)",
+    )
     ap.add_argument("--out", help="write the markdown and JSON here (no suffix)")
-    ap.add_argument("--suite", action="store_true",
-                    help="issue 14's whole benchmark: 21 labels at 500x375 and 1000x750, 150 "
-                    "labels and a network's probabilities (--model, default the CamVid "
-                    "MobileNetV2 of runs/deploy_mnv2) at 500x375, and 7 images at 2000x1500 "
-                    "for linearity")  # fmt: skip
+    ap.add_argument(
+        "--suite",
+        action="store_true",
+        help="issue 14's whole benchmark: 21 labels at 500x375 and 1000x750, 150 "
+        "labels and a network's probabilities (--model, default the CamVid "
+        "MobileNetV2 of runs/deploy_mnv2) at 500x375, and 7 images at 2000x1500 "
+        "for linearity",
+    )
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "NPZ", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -368,11 +437,13 @@ def main() -> None:
     seg = None
     if args.probs == "net":
         seg = load_segmenter(args.model, args.threads)
-    title = (f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
-             f"parameters, probabilities: {args.probs}"
-             + (f" ({args.model})" if seg is not None else f" ({args.labels} labels)")
-             + f", {args.threads} threads, each measurement a fresh process (fastest of "
-             f"{args.repeat}, interleaved); load average {os.getloadavg()[0]:.2f} at start")  # fmt: skip
+    source = f" ({args.model})" if seg is not None else f" ({args.labels} labels)"
+    title = (
+        f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
+        f"parameters, probabilities: {args.probs}{source}, {args.threads} threads, each "
+        f"measurement a fresh process (fastest of {args.repeat}, interleaved); load average "
+        f"{os.getloadavg()[0]:.2f} at start"
+    )
     rows, lines = run_set(files, sizes, args.probs, args.labels, seg, args, title)
     if args.out:
         Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -45,13 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # recipe.py: the parity fixtures' weights
 DATA = ROOT.parent / "shared" / "data"
 
+_TV_MOBILENETV3 = "deeplabv3_mobilenet_v3_large"  # torchvision's name for it
 # atrous arch -> (fixture source, fixture name, torchvision builder or None)
 MODELS = {
     "deeplabv3_resnet50": ("torchvision", "deeplabv3_resnet50", "deeplabv3_resnet50"),
-    "deeplabv3_mobilenetv3_large": ("torchvision", "deeplabv3_mobilenet_v3_large",
-                                    "deeplabv3_mobilenet_v3_large"),
+    "deeplabv3_mobilenetv3_large": ("torchvision", _TV_MOBILENETV3, _TV_MOBILENETV3),
     "deeplabv3plus_mobilenetv2": ("vainf", "deeplabv3plus_mobilenet_os16", None),
-}  # fmt: skip
+}
 PATHS = ("torchvision", "eager", "fp32", "bf16", "ort_fp32", "ort_int8")
 LABELS = {
     "torchvision": "torchvision eager",
@@ -131,9 +131,8 @@ def load_path(name: str, arch: str, file: Path, tv: Any) -> Any:
     from atrous.inference import optimize
 
     if name == "torchvision":
-        builder = MODELS[arch][2]
-        m = getattr(tv, builder)(weights=None, weights_backbone=None, num_classes=21,
-                                 aux_loss=True).eval()  # fmt: skip
+        build = getattr(tv, MODELS[arch][2])  # torchvision's builder of the model
+        m = build(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
         m.load_state_dict(torch.load(file, weights_only=True))
         m.aux_classifier = None  # inference: the main output only, as atrous runs it
         return _eager(m)
@@ -182,14 +181,14 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     run(x)
     second = time.perf_counter() - t0
-    print(json.dumps({"load_s": load, "first_s": first, "second_s": second,
-                      "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+    record = {"load_s": load, "first_s": first, "second_s": second, "peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(record))
 
 
 def fresh(arch: str, name: str, file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", arch, "--path", name, "--file", str(file),
-           "--threads", str(args.threads), "--size", "513", "513",
-           "--torchvision", args.torchvision]  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", arch, "--path", name, "--file", str(file)]
+    cmd += ["--threads", str(args.threads), "--size", "513", "513"]
+    cmd += ["--torchvision", args.torchvision]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -225,15 +224,21 @@ def bench_model(arch: str, args: argparse.Namespace, work: Path, tv: Any) -> dic
                 times[n].append(time.perf_counter() - t0)
         for n, t in times.items():
             result["paths"][n][f"{h}x{w}"] = {"median_s": statistics.median(t), "worst_s": max(t)}
-        print(f"  {arch} {h}x{w}: " + ", ".join(
-            f"{n} {statistics.median(t):.3f}" for n, t in times.items()), flush=True)  # fmt: skip
+        medians = ", ".join(f"{n} {statistics.median(t):.3f}" for n, t in times.items())
+        print(f"  {arch} {h}x{w}: " + medians, flush=True)
     ref = {key: runs["eager"](normalize(rgb)).argmax(1) for key, rgb in images}
     for n, run in runs.items():
-        agree = [float((run(normalize(rgb)).argmax(1) == ref[key]).double().mean())
-                 for key, rgb in images]  # fmt: skip
+        agree = [
+            float((run(normalize(rgb)).argmax(1) == ref[key]).double().mean())
+            for key, rgb in images
+        ]
         entry = result["paths"][n]
-        entry.update(agreement_median=statistics.median(agree), agreement_worst=min(agree),
-                     file=files[n].name, file_mb=files[n].stat().st_size / 2**20)  # fmt: skip
+        entry.update(
+            agreement_median=statistics.median(agree),
+            agreement_worst=min(agree),
+            file=files[n].name,
+            file_mb=files[n].stat().st_size / 2**20,
+        )
     result["images"] = [k for k, _ in images]
     del runs
     for n in names:
@@ -245,8 +250,10 @@ def speed_table(results: list[dict[str, Any]], large: bool) -> str:
     head = "| model | path | 513² median s | worst s | × torchvision |"
     if large:
         head += " 1024×2048 median s | × torchvision |"
-    head += (" fresh process: to first result s / first call s / peak RSS MB | file MB |"
-             " label agreement median / worst |")  # fmt: skip
+    head += (
+        " fresh process: to first result s / first call s / peak RSS MB | file MB |"
+        " label agreement median / worst |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         p = r["paths"]
@@ -257,13 +264,20 @@ def speed_table(results: list[dict[str, Any]], large: bool) -> str:
             row += f"{s['median_s'] / base['513x513']['median_s']:.2f} |"
             if large:
                 big = e["1024x2048"]
-                row += (f" {big['median_s']:.2f} | "
-                        f"{big['median_s'] / base['1024x2048']['median_s']:.2f} |")  # fmt: skip
+                row += (
+                    f" {big['median_s']:.2f} | "
+                    f"{big['median_s'] / base['1024x2048']['median_s']:.2f} |"
+                )
             f = e["fresh"]
-            fresh_cell = (f"{f['to_first_s']:.1f} / {f['first_s']:.2f} / {f['peak_rss_mb']:.0f}"
-                          if "first_s" in f else f"failed: {f.get('error')}")  # fmt: skip
-            row += (f" {fresh_cell} | {e['file_mb']:.1f} |"
-                    f" {e['agreement_median']:.4f} / {e['agreement_worst']:.4f} |")  # fmt: skip
+            fresh_cell = (
+                f"{f['to_first_s']:.1f} / {f['first_s']:.2f} / {f['peak_rss_mb']:.0f}"
+                if "first_s" in f
+                else f"failed: {f.get('error')}"
+            )
+            row += (
+                f" {fresh_cell} | {e['file_mb']:.1f} |"
+                f" {e['agreement_median']:.4f} / {e['agreement_worst']:.4f} |"
+            )
             lines.append(row)
     return "\n".join(lines)
 
@@ -302,18 +316,25 @@ def bench_accuracy(weights: Path, args: argparse.Namespace, work: Path) -> dict[
         if n == "eager":
             ref = labels
         agree = [float((a == b).mean()) for a, b in zip(labels, ref)]
-        out["paths"][n] = {"miou": res.miou * 100, "seconds": seconds,
-                           "images": res.num_images, "agreement_median": statistics.median(agree),
-                           "agreement_worst": min(agree), "scales": seg.config().get("scales"),
-                           "per_class": [float(v) * 100 for v in res.metrics.iou]}  # fmt: skip
+        out["paths"][n] = {
+            "miou": res.miou * 100,
+            "seconds": seconds,
+            "images": res.num_images,
+            "agreement_median": statistics.median(agree),
+            "agreement_worst": min(agree),
+            "scales": seg.config().get("scales"),
+            "per_class": [float(v) * 100 for v in res.metrics.iou],
+        }
         print(f"  {weights}: {n} mIoU {res.miou * 100:.2f} ({seconds:.0f} s)", flush=True)
     return out
 
 
 def accuracy_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| trained model | path | CamVid val mIoU | Δ vs fp32 eager (points) |"
-             " pixel agreement with fp32 eager, median / worst frame |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| trained model | path | CamVid val mIoU | Δ vs fp32 eager (points) |"
+        " pixel agreement with fp32 eager, median / worst frame |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         base = r["paths"]["eager"]["miou"]
         for n, e in r["paths"].items():
@@ -366,8 +387,13 @@ def main() -> None:
             results = [bench_model(a, args, work, tv) for a in args.models.split(",")]
             md = speed_table(results, args.large)
     print(md)
-    info = {"torch": torch.__version__, "threads": args.threads, "rounds": args.rounds,
-            "cpu": _cpu(), "results": results}  # fmt: skip
+    info = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "cpu": _cpu(),
+        "results": results,
+    }
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

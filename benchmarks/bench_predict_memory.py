@@ -71,18 +71,21 @@ def main() -> None:
 
         torch.manual_seed(0)
         weights = W.save(M.build(args.model, num_classes=args.num_classes), t / "m.safetensors")
-        print(f"{args.model}, {args.num_classes} classes, photo {w}x{h} "
-              f"({w * h / 1e6:.1f} MP), {args.threads} threads")  # fmt: skip
+        print(
+            f"{args.model}, {args.num_classes} classes, photo {w}x{h} "
+            f"({w * h / 1e6:.1f} MP), {args.threads} threads"
+        )
         labels = {}
         for mode in args.modes.split(","):
             out = t / mode
-            cmd = [sys.executable, "-m", "atrous", "predict", str(weights), str(photo),
-                   "-o", str(out), "--no-progress", *MODES[mode]]  # fmt: skip
+            cmd = [sys.executable, "-m", "atrous", "predict", str(weights), str(photo)]
+            cmd += ["-o", str(out), "--no-progress", *MODES[mode]]
             # each mode in its own process tree so ru_maxrss is that mode's alone
-            wrapper = [sys.executable, "-c",
-                       "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True);"
-                       "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
-                       *cmd]  # fmt: skip
+            measure = (
+                "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True);"
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+            )
+            wrapper = [sys.executable, "-c", measure, *cmd]
             t0 = time.perf_counter()
             proc = subprocess.run(wrapper, env=env, capture_output=True, text=True, check=False)
             dt = time.perf_counter() - t0

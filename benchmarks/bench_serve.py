@@ -44,10 +44,12 @@ def images() -> list[tuple[str, bytes, np.ndarray]]:
     """(name, encoded bytes, RGB) of real images of mixed sizes."""
     from atrous.imageio import read_image
 
-    files = (sorted((DATA / "camvid/val").glob("*.[jp][pn]g"))[::10][:8]
-             + sorted((DATA / "voc_sample/VOC2012/JPEGImages").glob("*.jpg"))[:3]
-             + sorted((DATA / "ade20k_sample/images/validation").glob("*.jpg"))[:2]
-             + sorted((DATA / "cityscapes_sample/leftImg8bit").rglob("*.png"))[:1])  # fmt: skip
+    files = (
+        sorted((DATA / "camvid/val").glob("*.[jp][pn]g"))[::10][:8]
+        + sorted((DATA / "voc_sample/VOC2012/JPEGImages").glob("*.jpg"))[:3]
+        + sorted((DATA / "ade20k_sample/images/validation").glob("*.jpg"))[:2]
+        + sorted((DATA / "cityscapes_sample/leftImg8bit").rglob("*.png"))[:1]
+    )
     out = []
     for f in files:
         rgb = read_image(f)
@@ -83,9 +85,9 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "atrous", "serve", weights, "--port", str(self.port),
-               "--max-batch", str(max_batch), "--threads", str(threads), "--max-queue", "256",
-               "--log-level", "warning", *extra]  # fmt: skip
+        cmd = [sys.executable, "-m", "atrous", "serve", weights, "--port", str(self.port)]
+        cmd += ["--max-batch", str(max_batch), "--threads", str(threads), "--max-queue", "256"]
+        cmd += ["--log-level", "warning", *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         import httpx
@@ -139,8 +141,14 @@ class Server:
         return self.proc.wait(120)
 
 
-async def load(url: str, concurrency: int, per_conn: int, time_limit: float,
-               pool: list[tuple[str, bytes, Any]], seed: int) -> dict[str, Any]:  # fmt: skip
+async def load(
+    url: str,
+    concurrency: int,
+    per_conn: int,
+    time_limit: float,
+    pool: list[tuple[str, bytes, Any]],
+    seed: int,
+) -> dict[str, Any]:
     """``concurrency`` connections, each sending ``per_conn`` requests (stopping at
     ``time_limit``); returns latencies and the reply checks."""
     import httpx
@@ -215,8 +223,8 @@ def bench(weights: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             if batched:
                 paired = paired_with_bare(server, seg, imgs, rounds=3)
-                print(json.dumps({"paired_concurrency_1": {k: v for k, v in paired.items()
-                                  if k != "pairs"}}), flush=True)  # fmt: skip
+                summary = {k: v for k, v in paired.items() if k != "pairs"}
+                print(json.dumps({"paired_concurrency_1": summary}), flush=True)
             for c in args.concurrency:
                 per = max(args.requests, 1) if c > 1 else args.requests * 3
                 before = server.batch_histogram()
@@ -224,18 +232,22 @@ def bench(weights: str, args: argparse.Namespace) -> dict[str, Any]:
                 after = server.batch_histogram()
                 level_hist = {k: v - before.get(k, 0) for k, v in after.items()}
                 n = len(res["latencies"])
-                row = {"model": arch, "batching": batched, "concurrency": c,
-                       "requests": n + res["bad_4xx"] + res["wrong"] + res["lost"]
-                       + res["unexpected"] + res["rejected_503"],
-                       "throughput": (n / res["wall_s"]) if res["wall_s"] else 0.0,
-                       "p50": pct(res["latencies"], 50), "p95": pct(res["latencies"], 95),
-                       "p99": pct(res["latencies"], 99),
-                       "batch_histogram": {k: v for k, v in level_hist.items() if v},
-                       **{k: res[k] for k in ("ok", "bad_4xx", "wrong", "lost", "unexpected",
-                                              "rejected_503")}}  # fmt: skip
+                not_ok = ("bad_4xx", "wrong", "lost", "unexpected", "rejected_503")
+                row = {
+                    "model": arch,
+                    "batching": batched,
+                    "concurrency": c,
+                    "requests": n + sum(res[k] for k in not_ok),
+                    "throughput": (n / res["wall_s"]) if res["wall_s"] else 0.0,
+                    "p50": pct(res["latencies"], 50),
+                    "p95": pct(res["latencies"], 95),
+                    "p99": pct(res["latencies"], 99),
+                    "batch_histogram": {k: v for k, v in level_hist.items() if v},
+                    **{k: res[k] for k in ("ok", *not_ok)},
+                }
                 rows.append(row)
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                                  for k, v in row.items()}), flush=True)  # fmt: skip
+                rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                print(json.dumps(rounded), flush=True)
             peak = server.rss_mb("VmHWM")
             soak = None
             if batched and args.soak:
@@ -247,8 +259,12 @@ def bench(weights: str, args: argparse.Namespace) -> dict[str, Any]:
                 r.update(peak_rss_mb=peak, exit_code=rc)
         if soak:
             rows[-1]["soak"] = soak
-    return {"weights": weights, "model_level_batching": ceiling, "paired_concurrency_1": paired,
-            "rows": rows}  # fmt: skip
+    return {
+        "weights": weights,
+        "model_level_batching": ceiling,
+        "paired_concurrency_1": paired,
+        "rows": rows,
+    }
 
 
 def batching_ceiling(seg: Any, imgs: list, max_batch: int, rounds: int = 3) -> dict[str, Any]:
@@ -271,9 +287,13 @@ def batching_ceiling(seg: Any, imgs: list, max_batch: int, rounds: int = 3) -> d
         t0 = time.perf_counter()
         list(seg.predict_many(group, "labels"))
         batch.append((time.perf_counter() - t0) / len(group))
-    return {"image": f"{shape[1]}x{shape[0]}", "batch": max_batch,
-            "one_by_one_s_per_image": pct(one, 50), "batched_s_per_image": pct(batch, 50),
-            "speedup": pct(one, 50) / pct(batch, 50)}  # fmt: skip
+    return {
+        "image": f"{shape[1]}x{shape[0]}",
+        "batch": max_batch,
+        "one_by_one_s_per_image": pct(one, 50),
+        "batched_s_per_image": pct(batch, 50),
+        "speedup": pct(one, 50) / pct(batch, 50),
+    }
 
 
 def paired_with_bare(server: Server, seg: Any, imgs: list, rounds: int) -> dict[str, Any]:
@@ -296,12 +316,16 @@ def paired_with_bare(server: Server, seg: Any, imgs: list, rounds: int) -> dict[
                     if ";dur=" in part:
                         k, v = part.split(";dur=")
                         parts.setdefault(k, []).append(float(v))
-    return {"bare_p50": pct(bare, 50), "bare_p99": pct(bare, 99),
-            "server_p50": pct(served, 50), "server_p99": pct(served, 99),
-            "ratio_p50": pct(served, 50) / pct(bare, 50),
-            "ratio_p99": pct(served, 99) / pct(bare, 99),
-            "server_timing_ms": {k: round(pct(v, 50), 1) for k, v in parts.items()},
-            "pairs": list(zip(bare, served))}  # fmt: skip
+    return {
+        "bare_p50": pct(bare, 50),
+        "bare_p99": pct(bare, 99),
+        "server_p50": pct(served, 50),
+        "server_p99": pct(served, 99),
+        "ratio_p50": pct(served, 50) / pct(bare, 50),
+        "ratio_p99": pct(served, 99) / pct(bare, 99),
+        "server_timing_ms": {k: round(pct(v, 50), 1) for k, v in parts.items()},
+        "pairs": list(zip(bare, served)),
+    }
 
 
 def run_soak(server: Server, pool: list, args: argparse.Namespace) -> dict[str, Any]:
@@ -316,16 +340,24 @@ def run_soak(server: Server, pool: list, args: argparse.Namespace) -> dict[str, 
     trims = server.metric("atrous_memory_trims_total")
     first_half = [m for t, m in samples if t <= args.soak / 2]
     second_half = [m for t, m in samples if t > args.soak / 2]
-    return {"seconds": round(time.monotonic() - t0, 1), "requests": served,
-            "rss_start_mb": samples[0][1], "rss_max_first_half_mb": max(first_half),
-            "rss_max_second_half_mb": max(second_half or first_half),
-            "rss_end_mb": samples[-1][1], "trims": int(trims), "samples": samples}  # fmt: skip
+    return {
+        "seconds": round(time.monotonic() - t0, 1),
+        "requests": served,
+        "rss_start_mb": samples[0][1],
+        "rss_max_first_half_mb": max(first_half),
+        "rss_max_second_half_mb": max(second_half or first_half),
+        "rss_end_mb": samples[-1][1],
+        "trims": int(trims),
+        "samples": samples,
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| model | batching | concurrency | requests | throughput img/s | p50 s | p95 s |"
-             " p99 s | correct / bad→4xx / wrong / lost / other | batch sizes | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | batching | concurrency | requests | throughput img/s | p50 s | p95 s |"
+        " p99 s | correct / bad→4xx / wrong / lost / other | batch sizes | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for res in results:
         for r in res["rows"]:
             hist = ", ".join(f"{k}:{v}" for k, v in r["batch_histogram"].items())
@@ -337,18 +369,22 @@ def table(results: list[dict[str, Any]]) -> str:
             )
         p = res["paired_concurrency_1"]
         if p:
-            lines.append(f"| {res['rows'][0]['model']} | max 8, paired with a bare Segmenter "
-                         f"call | 1 | {len(p['pairs'])} | | {p['server_p50']:.3f} (bare "
-                         f"{p['bare_p50']:.3f}: {p['ratio_p50']:.2f}×) | | {p['server_p99']:.3f}"
-                         f" (bare {p['bare_p99']:.3f}: {p['ratio_p99']:.2f}×) | | | |")  # fmt: skip
+            lines.append(
+                f"| {res['rows'][0]['model']} | max 8, paired with a bare Segmenter "
+                f"call | 1 | {len(p['pairs'])} | | {p['server_p50']:.3f} (bare "
+                f"{p['bare_p50']:.3f}: {p['ratio_p50']:.2f}×) | | {p['server_p99']:.3f}"
+                f" (bare {p['bare_p99']:.3f}: {p['ratio_p99']:.2f}×) | | | |"
+            )
     for res in results:
         c, p = res["model_level_batching"], res["paired_concurrency_1"] or {}
-        lines.append(f"\n{res['rows'][0]['model']}: model-level batching on this machine: "
-                     f"{c['batch']} images of {c['image']} as one batch take "
-                     f"{c['batched_s_per_image']:.3f} s per image against "
-                     f"{c['one_by_one_s_per_image']:.3f} s one by one ({c['speedup']:.2f}×)."
-                     f" Server-Timing at concurrency 1 (median ms): "
-                     + ", ".join(f"{k} {v}" for k, v in p.get("server_timing_ms", {}).items()))  # fmt: skip
+        timing = ", ".join(f"{k} {v}" for k, v in p.get("server_timing_ms", {}).items())
+        lines.append(
+            f"\n{res['rows'][0]['model']}: model-level batching on this machine: "
+            f"{c['batch']} images of {c['image']} as one batch take "
+            f"{c['batched_s_per_image']:.3f} s per image against "
+            f"{c['one_by_one_s_per_image']:.3f} s one by one ({c['speedup']:.2f}×)."
+            f" Server-Timing at concurrency 1 (median ms): {timing}"
+        )
     return "\n".join(lines)
 
 
@@ -370,11 +406,13 @@ def main() -> None:
     for res in results:
         soak = next((r.get("soak") for r in res["rows"] if r.get("soak")), None)
         if soak:
-            print(f"soak {res['rows'][0]['model']}: {soak['requests']} requests in "
-                  f"{soak['seconds']} s; RSS {soak['rss_start_mb']:.0f} MB at start, max "
-                  f"{soak['rss_max_first_half_mb']:.0f} MB in the first half, "
-                  f"{soak['rss_max_second_half_mb']:.0f} MB in the second, "
-                  f"{soak['rss_end_mb']:.0f} MB at the end; {soak['trims']} heap trims")  # fmt: skip
+            print(
+                f"soak {res['rows'][0]['model']}: {soak['requests']} requests in "
+                f"{soak['seconds']} s; RSS {soak['rss_start_mb']:.0f} MB at start, max "
+                f"{soak['rss_max_first_half_mb']:.0f} MB in the first half, "
+                f"{soak['rss_max_second_half_mb']:.0f} MB in the second, "
+                f"{soak['rss_end_mb']:.0f} MB at the end; {soak['trims']} heap trims"
+            )
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -72,16 +72,18 @@ def one(model_name: str, crop: int, batch: int, iters: int, amp: str, channels_l
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+",
-                   default=["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50"])  # fmt: skip
+    p.add_argument(
+        "--models", nargs="+", default=["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50"]
+    )
     p.add_argument("--crops", nargs="+", type=int, default=[321, 513])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--amp", choices=("none", "bf16"), default="none")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true",
-                   help="MobileNetV2 at crop 321 only, batch 2, 2 iterations")  # fmt: skip
+    p.add_argument(
+        "--quick", action="store_true", help="MobileNetV2 at crop 321 only, batch 2, 2 iterations"
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args()
     if args.threads:
@@ -90,18 +92,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.one:
         name, crop = args.one.rsplit(":", 1)
-        print(json.dumps(one(name, int(crop), args.batch, args.iters, args.amp,
-                             args.channels_last)))  # fmt: skip
+        result = one(name, int(crop), args.batch, args.iters, args.amp, args.channels_last)
+        print(json.dumps(result))
         return
     if args.quick:
-        args.models, args.crops, args.batch, args.iters = (
-            ["deeplabv3plus_mobilenetv2"], [321], 2, 2)  # fmt: skip
+        args.models, args.crops = ["deeplabv3plus_mobilenetv2"], [321]
+        args.batch, args.iters = 2, 2
     rows = []
     for name in args.models:
         for crop in args.crops:
-            cmd = [sys.executable, __file__, "--one", f"{name}:{crop}", "--batch",
-                   str(args.batch), "--iters", str(args.iters), "--amp", args.amp,
-                   "--threads", str(args.threads)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--one", f"{name}:{crop}"]
+            cmd += ["--batch", str(args.batch), "--iters", str(args.iters)]
+            cmd += ["--amp", args.amp, "--threads", str(args.threads)]
             if args.channels_last:
                 cmd.append("--channels-last")
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -111,13 +113,20 @@ def main() -> None:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"  {name} crop {crop}: {r['images_per_s']:.2f} img/s", file=sys.stderr)
-    print(f"\ntraining step (fwd+loss+bwd+SGD), batch {args.batch}, median of {args.iters} "
-          f"timed iterations, amp={args.amp}, channels_last={args.channels_last}")  # fmt: skip
-    print(f"{'model':<30} {'crop':>5} {'img/s':>8} {'s/iter':>8} {'max s':>7} "
-          f"{'peak RSS MB':>12} {'thr':>4}")  # fmt: skip
+    print(
+        f"\ntraining step (fwd+loss+bwd+SGD), batch {args.batch}, median of {args.iters} "
+        f"timed iterations, amp={args.amp}, channels_last={args.channels_last}"
+    )
+    print(
+        f"{'model':<30} {'crop':>5} {'img/s':>8} {'s/iter':>8} {'max s':>7} "
+        f"{'peak RSS MB':>12} {'thr':>4}"
+    )
     for r in rows:
-        print(f"{r['model']:<30} {r['crop']:>5} {r['images_per_s']:>8.2f} "
-              f"{r['s_per_iter']:>8.2f} {r['s_per_iter_max']:>7.2f} {r['peak_rss_mb']:>12.0f} {r['threads']:>4}")  # fmt: skip
+        print(
+            f"{r['model']:<30} {r['crop']:>5} {r['images_per_s']:>8.2f} "
+            f"{r['s_per_iter']:>8.2f} {r['s_per_iter_max']:>7.2f} "
+            f"{r['peak_rss_mb']:>12.0f} {r['threads']:>4}"
+        )
 
 
 if __name__ == "__main__":

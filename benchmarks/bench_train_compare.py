@@ -59,8 +59,9 @@ LR = 0.01
 
 def tv_model(seg: Any, spec: dict[str, Any]) -> Any:
     """torchvision's model of a case, untrained (``seg``: its segmentation module)."""
-    return getattr(seg, spec["tv"])(weights=None, weights_backbone=None,
-                                    num_classes=NUM_CLASSES, aux_loss=spec["aux"])  # fmt: skip
+    return getattr(seg, spec["tv"])(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=spec["aux"]
+    )
 
 
 def initial_weights(case: str, path: Path, tv_dir: str | None) -> bool:
@@ -83,8 +84,15 @@ def initial_weights(case: str, path: Path, tv_dir: str | None) -> bool:
     return seg is not None
 
 
-def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_dir: str | None,
-            out_dir: str) -> dict[str, Any]:  # fmt: skip
+def run_one(
+    case: str,
+    variant: str,
+    weights: str,
+    steps: int,
+    threads: int,
+    tv_dir: str | None,
+    out_dir: str,
+) -> dict[str, Any]:
     """One fresh process: the variant's steps on one fixed random batch."""
     import itertools
 
@@ -131,14 +139,26 @@ def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_
         if any(k.startswith("classifier.") for k in sd):  # torchvision's names and options
             sd = convert(sd, "torchvision", case)
             model_options = source_config("torchvision", case)
-        cfg = TrainConfig(model=case, num_classes=NUM_CLASSES, aux=spec["aux"],
-                          model_options=model_options,
-                          allow_num_classes_mismatch=True,
-                          dataset="synthetic", dataset_options={"size": 64, "length": 16},
-                          val_split=None, crop_size=crop, batch_size=batch, num_workers=0,
-                          iterations=1000, optimizer="sgd", lr=LR, tensorboard=False,
-                          amp=opts["amp"], channels_last=opts["channels_last"],
-                          compile=opts["compile"])  # fmt: skip
+        cfg = TrainConfig(
+            model=case,
+            num_classes=NUM_CLASSES,
+            aux=spec["aux"],
+            model_options=model_options,
+            allow_num_classes_mismatch=True,
+            dataset="synthetic",
+            dataset_options={"size": 64, "length": 16},
+            val_split=None,
+            crop_size=crop,
+            batch_size=batch,
+            num_workers=0,
+            iterations=1000,
+            optimizer="sgd",
+            lr=LR,
+            tensorboard=False,
+            amp=opts["amp"],
+            channels_last=opts["channels_last"],
+            compile=opts["compile"],
+        )
         trainer = Trainer(cfg, out_dir, progress=False)
         missing, unexpected = trainer.model.load_state_dict(sd, strict=False)
         if [k for k in missing + unexpected if not k.endswith("num_batches_tracked")]:
@@ -157,10 +177,18 @@ def run_one(case: str, variant: str, weights: str, steps: int, threads: int, tv_
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"case": case, "variant": variant, "first_s": first, "first_loss": first_loss,
-            "s_per_step": statistics.median(times), "s_max": max(times), "steps": steps,
-            "images_per_s": batch / statistics.median(times), "peak_rss_mb": peak_rss_mb(),
-            "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "case": case,
+        "variant": variant,
+        "first_s": first,
+        "first_loss": first_loss,
+        "s_per_step": statistics.median(times),
+        "s_max": max(times),
+        "steps": steps,
+        "images_per_s": batch / statistics.median(times),
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -170,23 +198,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per process")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved repeats; fastest kept")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--torchvision", default=str(ROOT / ".bench" / "torchvision"),
-                    help="where torchvision is installed (pip install --no-deps --target)")  # fmt: skip
+    ap.add_argument(
+        "--torchvision",
+        default=str(ROOT / ".bench" / "torchvision"),
+        help="where torchvision is installed (pip install --no-deps --target)",
+    )
     ap.add_argument("--out", help="write the markdown table and JSON here (no suffix)")
-    ap.add_argument("--one", nargs=3, metavar=("CASE", "VARIANT", "WEIGHTS"),
-                    help=argparse.SUPPRESS)  # fmt: skip
+    ap.add_argument(
+        "--one", nargs=3, metavar=("CASE", "VARIANT", "WEIGHTS"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(run_one(*args.one, args.steps, args.threads, args.torchvision, tmp)))
         return
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    pythonpath = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    lines = [f"# training step side by side, {args.threads} threads, {args.steps} timed steps "
-             f"per process after one untimed, fastest of {args.rounds} interleaved round(s)",
-             "", "| model | crop | batch | variant | s/step | img/s | vs baseline | first step s "
-             "| peak RSS MB | loss at step 1 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    title = (
+        f"# training step side by side, {args.threads} threads, {args.steps} timed steps "
+        f"per process after one untimed, fastest of {args.rounds} interleaved round(s)"
+    )
+    header = (
+        "| model | crop | batch | variant | s/step | img/s | vs baseline | first step s "
+        "| peak RSS MB | loss at step 1 |"
+    )
+    lines = [title, "", header, "|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         weights = {}
         for case in args.cases:
@@ -199,16 +236,20 @@ def main() -> None:
                 for variant in args.variants:
                     if variant == "torchvision" and not from_tv:
                         continue
-                    cmd = [sys.executable, __file__, "--one", case, variant, w, "--steps",
-                           str(args.steps), "--threads", str(args.threads), "--torchvision",
-                           args.torchvision]  # fmt: skip
+                    cmd = [sys.executable, __file__, "--one", case, variant, w]
+                    cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
+                    cmd += ["--torchvision", args.torchvision]
                     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if r.returncode != 0:
                         print(f"{case} {variant} failed:\n{r.stderr[-3000:]}", file=sys.stderr)
                         continue
                     res = json.loads(r.stdout.strip().splitlines()[-1])
-                    print(f"  {case} {variant}: {res['s_per_step']:.2f} s/step, "
-                          f"peak {res['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"  {case} {variant}: {res['s_per_step']:.2f} s/step, "
+                        f"peak {res['peak_rss_mb']:.0f} MB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     old = rows.get((case, variant))
                     if old is None or res["s_per_step"] < old["s_per_step"]:
                         res["peak_rss_mb"] = max(
@@ -224,16 +265,18 @@ def main() -> None:
                 continue
             ratio = base["s_per_step"] / r["s_per_step"] if base else float("nan")
             mem = r["peak_rss_mb"] / base["peak_rss_mb"] if base else float("nan")
-            lines.append(f"| {case} | {spec['crop']} | {spec['batch']} | {variant} | "
-                         f"{r['s_per_step']:.2f} | {r['images_per_s']:.2f} | {ratio:.2f}x speed, "
-                         f"{mem:.2f}x memory | {r['first_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-                         f"{r['first_loss']:.4f} |")  # fmt: skip
+            lines.append(
+                f"| {case} | {spec['crop']} | {spec['batch']} | {variant} | "
+                f"{r['s_per_step']:.2f} | {r['images_per_s']:.2f} | {ratio:.2f}x speed, "
+                f"{mem:.2f}x memory | {r['first_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['first_loss']:.4f} |"
+            )
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).with_suffix(".md").write_text(text + "\n")
-        Path(args.out).with_suffix(".json").write_text(
-            json.dumps([{**v} for v in rows.values()], indent=1))  # fmt: skip
+        records = [{**v} for v in rows.values()]
+        Path(args.out).with_suffix(".json").write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":

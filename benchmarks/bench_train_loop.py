@@ -29,8 +29,9 @@ def one(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
 
     from atrous.training import Trainer, load_config
 
-    cfg = load_config(config, [*overrides, "val_split=null", "time_limit=null",
-                               f"iterations={steps + warmup + 1}", "tensorboard=false"])  # fmt: skip
+    settings = [*overrides, "val_split=null", "time_limit=null"]
+    settings += [f"iterations={steps + warmup + 1}", "tensorboard=false"]
+    cfg = load_config(config, settings)
     with tempfile.TemporaryDirectory() as out:
         t = Trainer(cfg, out, progress=False)
         times: list[float] = []
@@ -59,8 +60,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], help="key=value for every variant")
-    ap.add_argument("--variant", action="append", required=True,
-                    help="name=key=value,key=value (name= alone: the config as is)")  # fmt: skip
+    ap.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="name=key=value,key=value (name= alone: the config as is)",
+    )
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
@@ -77,32 +82,39 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, sets in variants.items():
-            cmd = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--variant", "x=", "--child",
-                   json.dumps([*args.set, *sets])]  # fmt: skip
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                            text=True).stdout.strip().splitlines()[-1])  # fmt: skip
+            cmd = [sys.executable, __file__, "--config", args.config]
+            cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+            cmd += ["--variant", "x=", "--child", json.dumps([*args.set, *sets])]
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
             runs[name].append(res)
-            print(f"round {r + 1} {name}: {res['s_per_step']:.3f} s/step "
-                  f"({res['img_per_s']:.2f} img/s), peak {res['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1} {name}: {res['s_per_step']:.3f} s/step "
+                f"({res['img_per_s']:.2f} img/s), peak {res['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     base = next(iter(variants))
     base_s = statistics.median(x["s_per_step"] for x in runs[base])
-    print(f"\n| variant | settings | s/step (median of {args.rounds} runs) | img/s | vs {base} "
-          "| spread s/step | peak RSS MB |")  # fmt: skip
+    print(
+        f"\n| variant | settings | s/step (median of {args.rounds} runs) | img/s | vs {base} "
+        "| spread s/step | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|")
     summary = {}
     for name, sets in variants.items():
         s = [x["s_per_step"] for x in runs[name]]
         med = statistics.median(s)
         summary[name] = {"settings": sets, "runs": runs[name], "s_per_step": med}
-        print(f"| {name} | {', '.join(sets) or 'config'} | {med:.3f} | "
-              f"{runs[name][0]['batch'] / med:.2f} | "
-              f"{base_s / med:.2f}× | {min(s):.3f}-{max(s):.3f} | "
-              f"{max(x['peak_rss_mb'] for x in runs[name]):.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {', '.join(sets) or 'config'} | {med:.3f} | "
+            f"{runs[name][0]['batch'] / med:.2f} | "
+            f"{base_s / med:.2f}× | {min(s):.3f}-{max(s):.3f} | "
+            f"{max(x['peak_rss_mb'] for x in runs[name]):.0f} |"
+        )
     if args.out:
+        record = {"config": args.config, "set": args.set, "steps": args.steps, "variants": summary}
         with open(args.out, "w") as f:
-            json.dump({"config": args.config, "set": args.set, "steps": args.steps,
-                       "variants": summary}, f, indent=2)  # fmt: skip
+            json.dump(record, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -65,26 +65,35 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, str(seed), str(t), str(args.iterations), str(run_dir)],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             sys.exit(f"run seed={seed} threads={t} failed:\n{proc.stderr[-2000:]}")
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         runs.append(rec)
-        print(f"seed {seed} threads {t}: mIoU {100 * rec['miou']:.1f}%  ({rec['seconds']} s)",
-              flush=True)  # fmt: skip
+        print(
+            f"seed {seed} threads {t}: mIoU {100 * rec['miou']:.1f}%  ({rec['seconds']} s)",
+            flush=True,
+        )
     summary = {}
     for t in threads:
         vals = [100 * r["miou"] for r in runs if r["threads"] == t][: len(seeds)]
         summary[t] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
-        print(f"threads {t}: {len(vals)} seeds, mIoU median {summary[t]['median']:.1f}%, "
-              f"min {summary[t]['min']:.1f}%, max {summary[t]['max']:.1f}%")  # fmt: skip
+        print(
+            f"threads {t}: {len(vals)} seeds, mIoU median {summary[t]['median']:.1f}%, "
+            f"min {summary[t]['min']:.1f}%, max {summary[t]['max']:.1f}%"
+        )
     if args.repeat_first:
         for t in threads:
             same = [r["miou"] for r in runs if r["threads"] == t and r["seed"] == seeds[0]]
-            print(f"threads {t}, seed {seeds[0]} twice: {[round(100 * m, 2) for m in same]} "
-                  f"({'identical' if len(set(same)) == 1 else 'differ'})")  # fmt: skip
+            print(
+                f"threads {t}, seed {seeds[0]} twice: {[round(100 * m, 2) for m in same]} "
+                f"({'identical' if len(set(same)) == 1 else 'differ'})"
+            )
     (out / "results.json").write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
 
 

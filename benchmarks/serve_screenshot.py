@@ -39,9 +39,15 @@ def main() -> None:
         raise SystemExit("needs chromium and chromium-driver (apt-get install ...)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={args.size}", "--force-color-profile=srgb",
-                "--hide-scrollbars"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={args.size}",
+        "--force-color-profile=srgb",
+        "--hide-scrollbars",
+    ):
         opts.add_argument(arg)
     server = Server(args.weights, 8, 2)
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
@@ -71,8 +77,10 @@ def main() -> None:
             Image.open(io.BytesIO(png)).convert("RGB").save(args.out, quality=88, optimize=True)
         else:
             Path(args.out).write_bytes(png)
-        print(f"{args.out}: {driver.find_element(By.ID, 'status-text').text} "
-              f"{driver.find_element(By.ID, 'hover').text}")  # fmt: skip
+        print(
+            f"{args.out}: {driver.find_element(By.ID, 'status-text').text} "
+            f"{driver.find_element(By.ID, 'hover').text}"
+        )
     finally:
         driver.quit()
         server.stop()

@@ -70,17 +70,26 @@ def write_checkpoint_corpus(folder: Path) -> dict[str, str]:
     (folder / "truncated.pth").write_bytes(data[: len(data) // 2])
     torch.save(Evil(marker), folder / "evil.pth")
     (folder / "evil_raw.pth").write_bytes(pickle.dumps(Evil(marker)))
-    torch.save({"args": argparse.Namespace(lr=0.01, epochs=30), "model": sd},
-               folder / "namespace.pth")  # fmt: skip
+    torch.save(
+        {"args": argparse.Namespace(lr=0.01, epochs=30), "model": sd}, folder / "namespace.pth"
+    )
 
     cfg = json.dumps(model.config)
     _safetensors(folder / "bad_json.safetensors", model, config=cfg.replace(", ", " ", 1))
     cfg_arch = {**model.config, "arch": "deeplabv3_mobilenetv4"}
-    _safetensors(folder / "unknown_arch.safetensors", model, arch="deeplabv3_mobilenetv4",
-                 config=json.dumps(cfg_arch))  # fmt: skip
+    _safetensors(
+        folder / "unknown_arch.safetensors",
+        model,
+        arch="deeplabv3_mobilenetv4",
+        config=json.dumps(cfg_arch),
+    )
     cfg_classes = {**model.config, "num_classes": 0}
-    _safetensors(folder / "bad_num_classes.safetensors", model, num_classes="0",
-                 config=json.dumps(cfg_classes))  # fmt: skip
+    _safetensors(
+        folder / "bad_num_classes.safetensors",
+        model,
+        num_classes="0",
+        config=json.dumps(cfg_classes),
+    )
     (folder / "garbage.safetensors").write_bytes(b"\x07garbage!" * 64)
 
     return {

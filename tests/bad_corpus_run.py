@@ -98,11 +98,10 @@ def run_checkpoints(tmp: Path) -> tuple[list[Run], dict[str, str]]:
     runs = []
     for name in expected:
         path = tmp / "ckpt" / name
-        for command, args in (
-            ("predict", ["predict", str(path), str(image), "-o", str(tmp / "o"), "--no-progress"]),
-            ("eval", ["eval", str(path), "--format", "synthetic", "--limit", "2",
-                      "--no-progress", "--trimap-widths", "none"]),
-        ):  # fmt: skip
+        predict = ["predict", str(path), str(image), "-o", str(tmp / "o"), "--no-progress"]
+        evaluate = ["eval", str(path), "--format", "synthetic", "--limit", "2", "--no-progress"]
+        evaluate += ["--trimap-widths", "none"]
+        for command, args in (("predict", predict), ("eval", evaluate)):
             rc, o, e = cli(args)
             lines = [ln for ln in e.splitlines() if ln.strip()]
             outcome = f"error: {lines[-1].split(': error: ', 1)[-1]}" if lines else "no error"
@@ -151,12 +150,22 @@ def run_train(tmp: Path) -> tuple[Run, dict[str, str]]:
     folder = tmp / "data" / FOLDER
     n_pairs = len(list((folder / "images").iterdir()))
     config = {
-        "model": "deeplabv3_mobilenetv2", "model_options": {"norm": "gn", "width_mult": 0.25},
-        "dataset": "folder", "data_root": str(folder), "train_split": "", "val_split": "",
-        "crop_size": 17, "batch_size": 2, "iterations": 2 * n_pairs, "num_workers": 0,
-        "deterministic": True, "log_every": 1000, "val_every": 100000, "ckpt_every": 100000,
+        "model": "deeplabv3_mobilenetv2",
+        "model_options": {"norm": "gn", "width_mult": 0.25},
+        "dataset": "folder",
+        "data_root": str(folder),
+        "train_split": "",
+        "val_split": "",
+        "crop_size": 17,
+        "batch_size": 2,
+        "iterations": 2 * n_pairs,
+        "num_workers": 0,
+        "deterministic": True,
+        "log_every": 1000,
+        "val_every": 100000,
+        "ckpt_every": 100000,
         "device": "cpu",
-    }  # fmt: skip
+    }
     cfg = tmp / "train.json"
     cfg.write_text(json.dumps(config))
     run_dir = tmp / "run"

@@ -110,8 +110,11 @@ def write_dataset_corpus(root: Path) -> dict[str, str]:
     for i, name in enumerate(names):
         _image(voc / "JPEGImages" / f"{name}.jpg", 40 + i)
         h, w = (12, 16) if name == "cvat_size" else (H, W)
-        _index(voc / "SegmentationClass" / f"{name}.png", _labels(40 + i, (0, 1, 2), h, w),
-               _TOOL_PALETTE)  # fmt: skip
+        _index(
+            voc / "SegmentationClass" / f"{name}.png",
+            _labels(40 + i, (0, 1, 2), h, w),
+            _TOOL_PALETTE,
+        )
         expected[f"{name}.png"] = 'palette_check="off"'
     expected["cvat_size.png"] = f"mask size 16x12 differs from image {W}x{H}"
     (sets / "train.txt").write_text("\n".join(names[:2] + names[3:]) + "\n")

@@ -50,9 +50,12 @@ def cross_entropy(
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
     return F.cross_entropy(
-        logits, target, weight=weight, ignore_index=ignore_index,
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
         label_smoothing=label_smoothing,
-    )  # fmt: skip
+    )
 
 
 def ohem_cross_entropy(
@@ -73,9 +76,13 @@ def ohem_cross_entropy(
     if weight is not None:
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     losses = F.cross_entropy(
-        logits, target, weight=weight, ignore_index=ignore_index, reduction="none",
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="none",
         label_smoothing=label_smoothing,
-    ).flatten()  # fmt: skip
+    ).flatten()
     valid = target.flatten() != ignore_index
     losses = losses[valid]
     if losses.numel() == 0:
@@ -225,9 +232,13 @@ class SegmentationLoss(nn.Module):
             )
         if self.ohem_top_k is not None:
             loss = ohem_cross_entropy(
-                logits, target, self.ohem_top_k, self.weight, self.ignore_index,
+                logits,
+                target,
+                self.ohem_top_k,
+                self.weight,
+                self.ignore_index,
                 label_smoothing=self.label_smoothing,
-            )  # fmt: skip
+            )
         else:
             loss = cross_entropy(
                 logits, target, self.weight, self.ignore_index, self.label_smoothing

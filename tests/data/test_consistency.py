@@ -40,9 +40,16 @@ def _layouts(tmp_path: Path, voc_root: Path) -> dict[str, tuple[str, Path, str, 
 
 @pytest.mark.parametrize(
     "key",
-    ["voc", "cityscapes", "ade20k", "camvid", "folder_classes_file", "folder_num_classes",
-     "synthetic"],
-)  # fmt: skip
+    [
+        "voc",
+        "cityscapes",
+        "ade20k",
+        "camvid",
+        "folder_classes_file",
+        "folder_num_classes",
+        "synthetic",
+    ],
+)
 def test_every_dataset_exposes_classes_and_palette(tmp_path: Path, voc_root: Path, key) -> None:
     fmt, root, split, kw = _layouts(tmp_path, voc_root)[key]
     ds = build_dataset(fmt, root, split, **kw)
