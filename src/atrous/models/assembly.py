@@ -33,22 +33,28 @@ def _vgg16(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
     return VGG16(output_stride)  # DeepLab v1 has no normalization layers
 
 
+def _backbone_norm(norm: str, opts: Mapping[str, Any], eps: float = 1e-5, **kw: Any) -> NormLayer:
+    """The backbone's norm factory, with the ``backbone_eps`` option over its usual ``eps``."""
+    return make_norm(norm, eps=opts.get("backbone_eps") or eps, **kw)
+
+
 def _resnet(depth: int, output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return ResNet(depth, output_stride, opts["multi_grid"], make_norm(norm))
+    return ResNet(depth, output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
 
 def _xception65(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return Xception65(output_stride, opts["multi_grid"], make_norm(norm))
+    return Xception65(output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
 
 def _mobilenetv2(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return MobileNetV2(output_stride, opts["width_mult"], make_norm(norm), opts["padding"])
+    norm_layer = _backbone_norm(norm, opts)
+    return MobileNetV2(output_stride, opts["width_mult"], norm_layer, opts["padding"])
 
 
 def _mobilenetv3_large(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
     # torchvision's MobileNetV3 BatchNorm: eps 0.001, momentum 0.01.
     batch_stats = {"momentum": 0.01} if norm in ("bn", "syncbn") else {}
-    return MobileNetV3Large(output_stride, make_norm(norm, eps=0.001, **batch_stats))
+    return MobileNetV3Large(output_stride, _backbone_norm(norm, opts, 0.001, **batch_stats))
 
 
 BACKBONE_BUILDERS: dict[str, BackboneBuilder] = {
@@ -143,6 +149,7 @@ def _decoder(
         low_level_channels=opts["low_level_channels"],
         decoder_convs=opts["decoder_convs"],
         norm_layer=norm_layer,
+        align_corners=opts["align_corners"],
     )
 
 
