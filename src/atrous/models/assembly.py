@@ -21,6 +21,7 @@ from .layers import NormLayer, make_norm
 from .mobilenetv2 import MobileNetV2
 from .mobilenetv3 import MobileNetV3Large
 from .resnet import ResNet
+from .resnet_beta import ResNetBeta
 from .vgg import VGG16
 from .xception import Xception65
 
@@ -42,6 +43,10 @@ def _resnet(depth: int, output_stride: int, norm: str, opts: Mapping[str, Any]) 
     return ResNet(depth, output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
 
+def _resnet_beta(depth: int, output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
+    return ResNetBeta(depth, output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
+
+
 def _xception65(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
     return Xception65(output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
@@ -61,6 +66,8 @@ BACKBONE_BUILDERS: dict[str, BackboneBuilder] = {
     "vgg16": _vgg16,
     "resnet50": partial(_resnet, 50),
     "resnet101": partial(_resnet, 101),
+    "resnet50_beta": partial(_resnet_beta, 50),
+    "resnet101_beta": partial(_resnet_beta, 101),
     "xception65": _xception65,
     "mobilenetv2": _mobilenetv2,
     "mobilenetv3_large": _mobilenetv3_large,

@@ -33,6 +33,8 @@ BACKBONE_OPTIONS: dict[str, dict[str, Any]] = {
     "resnet50": {"multi_grid": None},
     "resnet101": {"multi_grid": None},
     "xception65": {"multi_grid": None},
+    "resnet50_beta": {"multi_grid": None},
+    "resnet101_beta": {"multi_grid": None},
     "mobilenetv2": {"width_mult": 1.0, "padding": "zeros"},
     "mobilenetv3_large": {},
     "vgg16": {},

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.models.resnet import DEPTHS
+
 from .errors import CheckpointError
 
 # The input normalization of every TF DeepLab variant: (2/255) x - 1
@@ -57,7 +59,7 @@ class TFModel:
     """What a TF DeepLab checkpoint holds: the atrous architecture and its head."""
 
     arch: str
-    backbone: str  # "xception65" | "mobilenetv2"
+    backbone: str  # "xception65" | "mobilenetv2" | "resnet50_beta" | "resnet101_beta"
     num_classes: int
     decoder: bool
     aspp_branches: int  # atrous (3×3) ASPP branches: 3 for Xception v3+, 0 in the MNv2 zoo
@@ -77,8 +79,11 @@ def detect_tf(names: Mapping[str, tuple[int, ...]] | Any, where: str = "checkpoi
         )
     num_classes = int(shapes["logits/semantic/biases"][0])
     decoder = "decoder/feature_projection0/weights" in shapes
+    resnet = re.compile(r"resnet_v1_(50|101)/conv1_1/weights")
     if any(k.startswith("xception_65/") for k in shapes):
         backbone = "xception65"
+    elif beta := next((m.group(1) for k in shapes if (m := resnet.fullmatch(k))), None):
+        backbone = f"resnet{beta}_beta"
     elif any(k.startswith("MobilenetV2/") for k in shapes):
         backbone = "mobilenetv2"
         if decoder:
@@ -92,10 +97,10 @@ def detect_tf(names: Mapping[str, tuple[int, ...]] | Any, where: str = "checkpoi
     branches = sum(1 for k in shapes if re.fullmatch(r"aspp[1-9]_depthwise/depthwise_weights", k))
     if any(re.fullmatch(r"aspp[1-9]/weights", k) for k in shapes):
         raise CheckpointError(f"{where}: ASPP without separable convs is not supported")
-    if backbone == "xception65" and not decoder:
-        raise CheckpointError(f"{where}: Xception-65 without the v3+ decoder is not supported")
-    if backbone == "xception65" and branches != 3:
-        raise CheckpointError(f"{where}: Xception-65 with {branches} ASPP branches (atrous: 3)")
+    if backbone != "mobilenetv2" and not decoder:
+        raise CheckpointError(f"{where}: {backbone} without the v3+ decoder is not supported")
+    if backbone != "mobilenetv2" and branches != 3:
+        raise CheckpointError(f"{where}: {backbone} with {branches} ASPP branches (atrous: 3)")
     arch = f"deeplabv3{'plus' if decoder else ''}_{backbone}"
     pooling = "image_pooling/weights" in shapes
     return TFModel(arch, backbone, num_classes, decoder, branches, pooling)
@@ -107,9 +112,10 @@ def tf_build_options(model: TFModel, output_stride: int = 16) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "output_stride": output_stride,
         "align_corners": True,
-        "backbone_eps": 1e-3,
         "image_pooling": model.image_pooling,
     }
+    if model.backbone in ("xception65", "mobilenetv2"):
+        opts["backbone_eps"] = 1e-3  # slim's batch_norm default; resnet_v1_beta sets 1e-5
     if model.backbone == "mobilenetv2":
         opts.update(padding="same", atrous_rates=(), separable=False, head_conv=False)
     else:
@@ -217,6 +223,20 @@ def _map_xception(m: _Mapper) -> None:
             )
 
 
+def _map_resnet_beta(m: _Mapper, depth: int) -> None:
+    root = f"resnet_v1_{depth}"
+    for i in range(3):
+        m.conv_bn(f"{root}/conv1_{i + 1}", f"backbone.stem.{i}.0", f"backbone.stem.{i}.1")
+    for b, n in enumerate(DEPTHS[depth]):
+        for u in range(n):
+            scope = f"{root}/block{b + 1}/unit_{u + 1}/bottleneck_v1"
+            key = f"backbone.layer{b + 1}.{u}"
+            for j in (1, 2, 3):
+                m.conv_bn(f"{scope}/conv{j}", f"{key}.conv{j}", f"{key}.bn{j}")
+            if f"{scope}/shortcut/weights" in m.tf:
+                m.conv_bn(f"{scope}/shortcut", f"{key}.downsample.0", f"{key}.downsample.1")
+
+
 def _map_mobilenetv2(m: _Mapper) -> None:
     m.conv_bn("MobilenetV2/Conv", "backbone.features.0.0", "backbone.features.0.1")
     for k in range(17):
@@ -260,6 +280,12 @@ def convert_tf(
     dict for ``target`` (the state dict of the model :func:`tf_build_options` builds)."""
     model = detect_tf({k: np.shape(v) for k, v in tensors.items()}, where)
     m = _Mapper(tensors, target)
-    {"xception65": _map_xception, "mobilenetv2": _map_mobilenetv2}[model.backbone](m)
+    mappers = {
+        "xception65": _map_xception,
+        "mobilenetv2": _map_mobilenetv2,
+        "resnet50_beta": lambda m: _map_resnet_beta(m, 50),
+        "resnet101_beta": lambda m: _map_resnet_beta(m, 101),
+    }
+    mappers[model.backbone](m)
     _map_head(m, model)
     return m.finish(where)
