@@ -215,8 +215,8 @@ def _check_entry(label: str, header: BundleHeader, name: str, e: BundleEntry) ->
         raise CheckpointError(f"{what} has a shape with an unknown size {list(e.shape)}")
     if not 0 <= e.shard_id < header.num_shards or e.offset < 0:
         raise CheckpointError(
-            f"{what} is in shard {e.shard_id} at offset {e.offset}, "
-            f"outside the checkpoint's {header.num_shards} shards"
+            f"{what} is in shard {e.shard_id} at offset {e.offset}, but the header counts "
+            f"{header.num_shards} shard{'s' if header.num_shards != 1 else ''} from 0"
         )
     dtype = np.dtype(DTYPES[e.dtype][1])
     expected = math.prod(e.shape) * dtype.itemsize
@@ -270,7 +270,9 @@ def _prefix(path: Path) -> Path:
         indexes = sorted(p for p in path.glob("*.index") if p.is_file())
         if len(indexes) != 1:
             names = [p.name for p in indexes]
-            raise CheckpointError(f"{path}: {_count_indexes(names, 'file in this folder')}")
+            raise CheckpointError(
+                f"{path}: {_count_indexes(names, 'file', 'give the prefix of one')}"
+            )
         return indexes[0].with_name(indexes[0].name[: -len(".index")])
     if path.name.endswith(".index"):
         return path.with_name(path.name[: -len(".index")])
@@ -286,10 +288,10 @@ def _prefix(path: Path) -> Path:
     raise FileNotFoundError(f"{path}: no such file, and no {path.name}.index beside it")
 
 
-def _count_indexes(names: list[str], kind: str) -> str:
+def _count_indexes(names: list[str], kind: str, fix: str) -> str:
     if not names:
         return f"no .index {kind}: not a TensorFlow checkpoint"
-    return f"{len(names)} checkpoints (.index {kind}s: {', '.join(names)}): give one prefix"
+    return f"{len(names)} checkpoints (.index {kind}s: {', '.join(names)}): {fix}"
 
 
 def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
@@ -297,7 +299,9 @@ def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
     members = _tar_members(path, want_data=want_data, max_bytes=max_bytes)
     indexes = [name for name in members if name.endswith(".index")]
     if len(indexes) != 1:
-        raise CheckpointError(f"{path}: {_count_indexes(indexes, 'member')}")
+        raise CheckpointError(
+            f"{path}: {_count_indexes(indexes, 'member', 'unpack it and give the prefix of one')}"
+        )
     index = indexes[0]
     return _Bundle(
         f"{path}, member {index}", members[index], index[: -len(".index")], path, members
