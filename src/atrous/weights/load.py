@@ -27,6 +27,8 @@ from .exported import EXPORTED_SUFFIXES, load_exported
 from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
+from .tf_checkpoint import read_tf_checkpoint
+from .tf_deeplab import TF_MEAN, TF_STD, convert_tf, detect_tf, is_tf_checkpoint, tf_build_options
 
 
 def load(
@@ -40,8 +42,11 @@ def load(
     """Build the model a checkpoint belongs to, load it, and return it in eval mode.
 
     Args:
-        checkpoint: a ``.safetensors``/``.pth`` file, or an in-memory state dict.
-        source: ``auto`` (detect from the keys), ``atrous``, ``torchvision`` or ``vainf``.
+        checkpoint: a ``.safetensors``/``.pth`` file, an in-memory state dict, or a
+            TensorFlow DeepLab checkpoint (the prefix ``.../model.ckpt``, its ``.index``, its
+            folder or the model zoo's ``.tar.gz``; see :func:`load_tf`).
+        source: ``auto`` (detect from the keys), ``atrous``, ``torchvision``, ``vainf`` or
+            ``tf``.
         arch: the architecture (atrous name or alias); detected when omitted.
         strict: require every weight of the model to be in the checkpoint.
         **overrides: build arguments that replace the source's, e.g. ``output_stride=8``
@@ -58,6 +63,10 @@ def load(
                 f"({sorted(overrides)}) apply to weights files only"
             )
         return load_exported(checkpoint, backend)  # type: ignore[return-value]
+    if isinstance(checkpoint, (str, os.PathLike)) and is_tf_checkpoint(checkpoint):
+        if source not in ("auto", "tf"):
+            raise ValueError(f"{checkpoint}: a TensorFlow checkpoint, not a {source} one")
+        return load_tf(checkpoint, arch, strict, overrides)
     if backend not in (None, "eager"):
         raise ValueError(
             f"{checkpoint_name(checkpoint)}: backend {backend!r} runs exported files; a "
@@ -98,6 +107,38 @@ def _load(
     model.metadata.update(
         {"source": source, "weights": where, "reinitialized": reinit + extension_reinit,
          "missing_keys": missing, "unexpected_keys": unexpected}
+    )  # fmt: skip
+    return model.eval()
+
+
+def load_tf(
+    checkpoint: str | os.PathLike,
+    arch: str | None = None,
+    strict: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> DeepLab:
+    """A TensorFlow DeepLab checkpoint (:mod:`.tf_checkpoint`) as the atrous model that
+    computes what the official graph computes (:mod:`.tf_deeplab`), at output stride 16
+    unless ``output_stride`` is overridden (the atrous rates scale with it)."""
+    overrides = dict(overrides or {})
+    where = str(checkpoint)
+    tensors = read_tf_checkpoint(checkpoint)
+    found = detect_tf({k: v.shape for k, v in tensors.items()}, where)
+    if arch is not None and get_spec(arch).name != found.arch:
+        raise CheckpointError(f"{where}: holds a {found.arch}, not a {get_spec(arch).name}")
+    kwargs = tf_build_options(found, int(overrides.get("output_stride", 16)))
+    reinit_ok = "num_classes" in overrides
+    try:
+        model = build_checkpoint_model(found.arch, kwargs, overrides, recorded=False)
+        sd = convert_tf(tensors, model.state_dict(), where, reshape_ok=reinit_ok)
+        reinit = drop_mismatched_tensors(model, sd) if reinit_ok else []
+        missing, _ = load_tensors(model, sd, strict and not reinit)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    model.metadata.update(
+        {"mean": TF_MEAN, "std": TF_STD, "source": "tf", "weights": where,
+         "reinitialized": reinit, "missing_keys": [k for k in missing if k not in reinit],
+         "unexpected_keys": []}
     )  # fmt: skip
     return model.eval()
 

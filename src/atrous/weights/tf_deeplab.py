@@ -22,9 +22,11 @@ module says what network the variables describe and turns them into an atrous st
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ import torch
 from atrous.models.resnet import DEPTHS
 
 from .errors import CheckpointError
+from .tf_checkpoint import _DATA_FILE, TAR_SUFFIXES
 
 # The input normalization of every TF DeepLab variant: (2/255) x - 1
 # (``preprocess_utils`` / ``feature_extractor._preprocess_zero_mean_unit_range``).
@@ -64,6 +67,19 @@ class TFModel:
     decoder: bool
     aspp_branches: int  # atrous (3×3) ASPP branches: 3 for Xception v3+, 0 in the MNv2 zoo
     image_pooling: bool
+
+
+def is_tf_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a TensorFlow checkpoint in a form :mod:`.tf_checkpoint` reads:
+    a prefix with a ``.index`` beside it, the ``.index`` or a ``.data-*`` file, a folder
+    holding a ``.index``, or a ``.tar.gz``/``.tgz``/``.tar``."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(TAR_SUFFIXES) or name.endswith(".index") or _DATA_FILE.search(name):
+        return True
+    if p.is_dir():
+        return any(p.glob("*.index"))
+    return Path(f"{p}.index").is_file()
 
 
 def detect_tf(names: Mapping[str, tuple[int, ...]] | Any, where: str = "checkpoint") -> TFModel:
@@ -127,9 +143,15 @@ class _Mapper:
     """Fills an atrous state dict from TF tensors, one layer at a time, and remembers which
     TF variables were used, so that nothing is silently dropped or left unset."""
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], target: Mapping[str, torch.Tensor]):
+    def __init__(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        target: Mapping[str, torch.Tensor],
+        reshape_ok: bool = False,
+    ) -> None:
         self.tf = tensors
         self.target = target
+        self.reshape_ok = reshape_ok
         self.out: dict[str, torch.Tensor] = {}
         self.used: set[str] = set()
 
@@ -143,7 +165,7 @@ class _Mapper:
         if key not in self.target:
             raise CheckpointError(f"{tf_name}: no atrous parameter {key!r} to hold it")
         t = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-        if tuple(t.shape) != tuple(self.target[key].shape):
+        if tuple(t.shape) != tuple(self.target[key].shape) and not self.reshape_ok:
             raise CheckpointError(
                 f"{tf_name}: shape {tuple(value.shape)} does not fit {key} "
                 f"{tuple(self.target[key].shape)}"
@@ -184,13 +206,10 @@ class _Mapper:
         if unused:
             more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
             raise CheckpointError(f"{where}: variables atrous does not know: {unused[:5]}{more}")
-        out = dict(self.out)
-        for key, value in self.target.items():
-            if key not in out:
-                if not key.endswith("num_batches_tracked"):
-                    raise CheckpointError(f"{where}: nothing in the checkpoint sets {key}")
-                out[key] = torch.zeros_like(value)
-        return out
+        unset = [k for k in self.target if k not in self.out and "num_batches" not in k]
+        if unset:
+            raise CheckpointError(f"{where}: nothing in the checkpoint sets {unset[:5]}")
+        return dict(self.out)
 
 
 def _roll(total: int, first: int) -> np.ndarray:
@@ -274,12 +293,17 @@ def _map_head(m: _Mapper, model: TFModel) -> None:
 
 
 def convert_tf(
-    tensors: Mapping[str, np.ndarray], target: Mapping[str, torch.Tensor], where: str = "checkpoint"
+    tensors: Mapping[str, np.ndarray],
+    target: Mapping[str, torch.Tensor],
+    where: str = "checkpoint",
+    reshape_ok: bool = False,
 ) -> dict[str, torch.Tensor]:
     """TF DeepLab variables (``global_step`` and optimizer slots already dropped) → a state
-    dict for ``target`` (the state dict of the model :func:`tf_build_options` builds)."""
+    dict for ``target`` (the state dict of the model :func:`tf_build_options` builds).
+    ``reshape_ok`` lets tensors whose shape differs from the target's through (a model
+    built with another ``num_classes``, whose classifier the caller re-initializes)."""
     model = detect_tf({k: np.shape(v) for k, v in tensors.items()}, where)
-    m = _Mapper(tensors, target)
+    m = _Mapper(tensors, target, reshape_ok)
     mappers = {
         "xception65": _map_xception,
         "mobilenetv2": _map_mobilenetv2,
