@@ -120,8 +120,9 @@ def read_tf_checkpoint(
     """The tensors of a TF V2 checkpoint, by name (index order), as writable NumPy arrays.
 
     ``model_only`` drops optimizer slots, moving averages and ``global_step`` (see
-    :func:`is_model_tensor`); ``False`` returns every tensor. Raises :class:`CheckpointError`
-    naming the file and the problem for anything damaged or unsupported.
+    :func:`is_model_tensor`); ``False`` returns every tensor. A tarball may unpack to at most
+    ``max_tar_bytes`` (4 GiB by default). Raises :class:`CheckpointError` naming the file and
+    the problem for anything damaged or unsupported (:class:`FileNotFoundError` for no file).
     """
     bundle = _open_bundle(Path(path), want_data=True, max_tar_bytes=max_tar_bytes)
     header, entries = _parse_index(bundle)
@@ -336,7 +337,7 @@ def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, by
 
 def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
     """Refuse what a checkpoint tarball never holds: links, devices, unsafe names."""
-    name = member.name
+    name = member.name if member.name.isprintable() else repr(member.name)  # keep one line
     if count > MAX_TAR_MEMBERS:
         raise CheckpointError(f"{path}: more than {MAX_TAR_MEMBERS} members: not a checkpoint")
     if name.startswith("/") or ".." in PurePosixPath(name).parts:
@@ -344,7 +345,7 @@ def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
     if member.issym() or member.islnk():
         kind = "symbolic" if member.issym() else "hard"
         raise CheckpointError(
-            f"{path}: member {name} is a {kind} link (to {member.linkname}): refused"
+            f"{path}: member {name} is a {kind} link (to {member.linkname!r}): refused"
         )
     if not (member.isfile() or member.isdir()):
         raise CheckpointError(f"{path}: member {name} is a device or FIFO: refused")
