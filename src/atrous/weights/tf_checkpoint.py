@@ -17,19 +17,22 @@ partitioned (sliced) variables are refused with the tensor's name.
 
 ``path`` is the prefix (``.../model.ckpt``, ``.../model.ckpt-30000``), its ``.index`` or a
 ``.data-*`` file, a folder holding one checkpoint, or a ``.tar.gz``/``.tgz``/``.tar`` as the
-TF model zoo ships them. Tarballs are read in one pass in memory, never unpacked to disk: only
-plain files and folders with relative names, at most ``max_tar_bytes`` unpacked in all.
+TF model zoo ships them. Tarballs are read in one pass, their checkpoint members into memory,
+never unpacked to disk: only plain files and folders with relative names, at most
+``max_tar_bytes`` unpacked in all.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import math
 import os
 import re
 import tarfile
 import zlib
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -314,7 +317,7 @@ def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, by
     out: dict[str, bytes] = {}
     total = 0
     try:
-        with tarfile.open(path, mode="r|*", bufsize=1 << 20) as tar:
+        with _open_tar(path) as tar:
             for count, member in enumerate(tar, 1):
                 _check_member(path, member, count)
                 total += member.size if member.isfile() else 0
@@ -335,12 +338,26 @@ def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, by
     return out
 
 
+@contextmanager
+def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """A tarball read as a stream, gzip (known by its magic bytes) decompressed on the way at
+    most a buffer ahead: neither a gzip bomb nor a skipped member costs memory."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        with (
+            gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else nullcontext(raw) as file,
+            tarfile.open(fileobj=file, mode="r|", bufsize=1 << 20) as tar,
+        ):
+            yield tar
+
+
 def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
     """Refuse what a checkpoint tarball never holds: links, devices, unsafe names."""
     name = member.name if member.name.isprintable() else repr(member.name)  # keep one line
     if count > MAX_TAR_MEMBERS:
         raise CheckpointError(f"{path}: more than {MAX_TAR_MEMBERS} members: not a checkpoint")
-    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
         raise CheckpointError(f"{path}: member {name} has an unsafe path (absolute or '..')")
     if member.issym() or member.islnk():
         kind = "symbolic" if member.issym() else "hard"
