@@ -25,7 +25,6 @@ never unpacked to disk: only plain files and folders with relative names, at mos
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import os
 import re
@@ -143,9 +142,19 @@ def read_tf_checkpoint(
 
 @dataclass
 class _Shard:
-    label: str  # the data file, as messages name it
-    file: BinaryIO
+    """A data file: on disk (``file``) or a tarball member in memory (``data``)."""
+
+    label: str  # as messages name it
     size: int
+    file: BinaryIO | None = None
+    data: memoryview | None = None
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self.data is not None:
+            return bytes(self.data[offset : offset + size])
+        assert self.file is not None
+        self.file.seek(offset)
+        return self.file.read(size)
 
 
 @dataclass
@@ -156,7 +165,7 @@ class _Bundle:
     index: bytes
     prefix: str
     tarball: Path | None = None
-    members: dict[str, bytes] = field(default_factory=dict)
+    members: dict[str, bytearray] = field(default_factory=dict)
 
     def open_shard(self, entry: BundleEntry, num_shards: int, stack: ExitStack) -> _Shard:
         name = f"{self.prefix}.data-{entry.shard_id:05d}-of-{num_shards:05d}"
@@ -165,7 +174,7 @@ class _Bundle:
             if name not in self.members:
                 raise CheckpointError(f"{self.tarball}: no member {name} ({which}): incomplete")
             data = self.members[name]
-            return _Shard(f"{self.tarball}, member {name}", io.BytesIO(data), len(data))
+            return _Shard(f"{self.tarball}, member {name}", len(data), data=memoryview(data))
         try:
             file = stack.enter_context(open(name, "rb"))  # noqa: SIM115
         except FileNotFoundError:
@@ -174,7 +183,7 @@ class _Bundle:
             ) from None
         except OSError as e:
             raise CheckpointError(f"{name}: cannot be read ({e.strerror})") from None
-        return _Shard(name, file, os.fstat(file.fileno()).st_size)
+        return _Shard(name, os.fstat(file.fileno()).st_size, file=file)
 
 
 def _parse_index(bundle: _Bundle) -> tuple[BundleHeader, dict[str, BundleEntry]]:
@@ -236,8 +245,7 @@ def _read_tensor(shard: _Shard, name: str, e: BundleEntry, dtype: np.dtype) -> n
     end = e.offset + e.size
     data = b""
     if end <= shard.size:
-        shard.file.seek(e.offset)
-        data = shard.file.read(e.size)
+        data = shard.read(e.offset, e.size)
     if len(data) != e.size:
         raise CheckpointError(
             f"{shard.label}: truncated: tensor {name!r} is at bytes [{e.offset}, {end}), "
@@ -307,12 +315,11 @@ def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
             f"{path}: {_count_indexes(indexes, 'member', 'unpack it and give the prefix of one')}"
         )
     index = indexes[0]
-    return _Bundle(
-        f"{path}, member {index}", members[index], index[: -len(".index")], path, members
-    )
+    label, prefix = f"{path}, member {index}", index[: -len(".index")]
+    return _Bundle(label, bytes(members[index]), prefix, path, members)
 
 
-def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, bytes]:
+def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, bytearray]:
     """The ``.index`` members (and ``.data-*`` ones if ``want_data``) of a tarball, by name."""
     out: dict[str, bytes] = {}
     total = 0
@@ -368,11 +375,18 @@ def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
         raise CheckpointError(f"{path}: member {name} is a device or FIFO: refused")
 
 
-def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytearray:
+    """A member's bytes, read in 1 MiB pieces (one big read copies it several times over)."""
     file = tar.extractfile(member)
-    data = file.read(member.size) if file is not None else b""
-    if len(data) != member.size:
+    data = bytearray(member.size)
+    view, pos = memoryview(data), 0
+    while file is not None and pos < member.size:
+        n = file.readinto(view[pos : pos + (1 << 20)])
+        if not n:
+            break
+        pos += n
+    if pos != member.size:
         raise CheckpointError(
-            f"{path}: member {member.name} is truncated ({len(data)} of {member.size} bytes)"
+            f"{path}: member {member.name} is truncated ({pos} of {member.size} bytes)"
         )
     return data
