@@ -18,32 +18,28 @@ partitioned (sliced) variables are refused with the tensor's name.
 ``path`` is the prefix (``.../model.ckpt``, ``.../model.ckpt-30000``), its ``.index`` or a
 ``.data-*`` file, a folder holding one checkpoint, or a ``.tar.gz``/``.tgz``/``.tar`` as the
 TF model zoo ships them. Tarballs are read in one pass, their checkpoint members into memory,
-never unpacked to disk: only plain files and folders with relative names, at most
-``max_tar_bytes`` unpacked in all.
+never unpacked to disk (:mod:`._tarball`: only plain files and folders with relative names,
+at most ``max_tar_bytes`` unpacked in all).
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
-import tarfile
-import zlib
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from ._protobuf import BundleEntry, BundleHeader, ProtoError, decode_entry, decode_header
 from ._sstable import TableError, masked_crc32c, table_entries
+from ._tarball import read_members
 from .errors import CheckpointError
 
 DEFAULT_MAX_TAR_BYTES = 4 << 30  # unpacked bytes a tarball may hold (the zoo's are < 1 GiB)
-MAX_TAR_MEMBERS = 10_000
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TENSOR_BUNDLE_VERSION = 1  # kTensorBundleVersion: what a reader of this format can consume
 
@@ -191,7 +187,10 @@ def _parse_index(bundle: _Bundle) -> tuple[BundleHeader, dict[str, BundleEntry]]
     try:
         for key, value in table_entries(bundle.index):
             if not key:
-                header = decode_header(value)
+                try:
+                    header = decode_header(value)
+                except ProtoError as e:
+                    raise TableError(f"a bad BundleHeaderProto ({e})") from None
             elif key[0] != 0:  # keys from byte 0 are the slices of a partitioned variable
                 name = key.decode("utf-8", errors="backslashreplace")
                 try:
@@ -308,7 +307,11 @@ def _count_indexes(names: list[str], kind: str, fix: str) -> str:
 
 def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
     """The one checkpoint in a tarball, its index (and data files) read into memory."""
-    members = _tar_members(path, want_data=want_data, max_bytes=max_bytes)
+
+    def wanted(name: str) -> bool:
+        return name.endswith(".index") or (want_data and bool(_DATA_FILE.search(name)))
+
+    members = read_members(path, wanted, max_bytes=max_bytes)
     indexes = [name for name in members if name.endswith(".index")]
     if len(indexes) != 1:
         raise CheckpointError(
@@ -317,76 +320,3 @@ def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
     index = indexes[0]
     label, prefix = f"{path}, member {index}", index[: -len(".index")]
     return _Bundle(label, bytes(members[index]), prefix, path, members)
-
-
-def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, bytearray]:
-    """The ``.index`` members (and ``.data-*`` ones if ``want_data``) of a tarball, by name."""
-    out: dict[str, bytes] = {}
-    total = 0
-    try:
-        with _open_tar(path) as tar:
-            for count, member in enumerate(tar, 1):
-                _check_member(path, member, count)
-                total += member.size if member.isfile() else 0
-                if total > max_bytes:
-                    raise CheckpointError(
-                        f"{path}: member {member.name} takes the unpacked size past the limit "
-                        f"of {max_bytes} bytes (max_tar_bytes)"
-                    )
-                wanted = member.name.endswith(".index") or (
-                    want_data and _DATA_FILE.search(member.name)
-                )
-                if member.isfile() and wanted:
-                    out[member.name] = _read_member(path, tar, member)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise CheckpointError(
-            f"{path}: not a tarball, or a damaged or truncated one ({e})"
-        ) from None
-    return out
-
-
-@contextmanager
-def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
-    """A tarball read as a stream, gzip (known by its magic bytes) decompressed on the way at
-    most a buffer ahead: neither a gzip bomb nor a skipped member costs memory."""
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
-        with (
-            gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else nullcontext(raw) as file,
-            tarfile.open(fileobj=file, mode="r|", bufsize=1 << 20) as tar,
-        ):
-            yield tar
-
-
-def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
-    """Refuse what a checkpoint tarball never holds: links, devices, unsafe names."""
-    name = member.name if member.name.isprintable() else repr(member.name)  # keep one line
-    if count > MAX_TAR_MEMBERS:
-        raise CheckpointError(f"{path}: more than {MAX_TAR_MEMBERS} members: not a checkpoint")
-    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
-        raise CheckpointError(f"{path}: member {name} has an unsafe path (absolute or '..')")
-    if member.issym() or member.islnk():
-        kind = "symbolic" if member.issym() else "hard"
-        raise CheckpointError(
-            f"{path}: member {name} is a {kind} link (to {member.linkname!r}): refused"
-        )
-    if not (member.isfile() or member.isdir()):
-        raise CheckpointError(f"{path}: member {name} is a device or FIFO: refused")
-
-
-def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytearray:
-    """A member's bytes, read in 1 MiB pieces (one big read copies it several times over)."""
-    file = tar.extractfile(member)
-    data = bytearray(member.size)
-    view, pos = memoryview(data), 0
-    while file is not None and pos < member.size:
-        n = file.readinto(view[pos : pos + (1 << 20)])
-        if not n:
-            break
-        pos += n
-    if pos != member.size:
-        raise CheckpointError(
-            f"{path}: member {member.name} is truncated ({pos} of {member.size} bytes)"
-        )
-    return data
