@@ -238,9 +238,15 @@ def tar_absolute_member(d: Path):
 
 
 @case
+def tar_member_name_with_newline(d: Path):
+    path = _hostile_tar(d, _member("/ckpt/x\n/evil"))
+    return path, path, ["member '/ckpt/x\\n/evil'", "unsafe path"]
+
+
+@case
 def tar_symlink(d: Path):
     path = _hostile_tar(d, _member("ckpt/link", tarfile.SYMTYPE, "/etc/passwd"))
-    return path, path, ["member ckpt/link", "symbolic link", "/etc/passwd"]
+    return path, path, ["member ckpt/link", "symbolic link (to '/etc/passwd')"]
 
 
 @case

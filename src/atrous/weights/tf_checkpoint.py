@@ -17,31 +17,29 @@ partitioned (sliced) variables are refused with the tensor's name.
 
 ``path`` is the prefix (``.../model.ckpt``, ``.../model.ckpt-30000``), its ``.index`` or a
 ``.data-*`` file, a folder holding one checkpoint, or a ``.tar.gz``/``.tgz``/``.tar`` as the
-TF model zoo ships them. Tarballs are read in one pass in memory, never unpacked to disk: only
-plain files and folders with relative names, at most ``max_tar_bytes`` unpacked in all.
+TF model zoo ships them. Tarballs are read in one pass, their checkpoint members into memory,
+never unpacked to disk (:mod:`._tarball`: only plain files and folders with relative names,
+at most ``max_tar_bytes`` unpacked in all).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
-import tarfile
-import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from ._protobuf import BundleEntry, BundleHeader, ProtoError, decode_entry, decode_header
 from ._sstable import TableError, masked_crc32c, table_entries
+from ._tarball import read_members
 from .errors import CheckpointError
 
 DEFAULT_MAX_TAR_BYTES = 4 << 30  # unpacked bytes a tarball may hold (the zoo's are < 1 GiB)
-MAX_TAR_MEMBERS = 10_000
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TENSOR_BUNDLE_VERSION = 1  # kTensorBundleVersion: what a reader of this format can consume
 
@@ -120,8 +118,9 @@ def read_tf_checkpoint(
     """The tensors of a TF V2 checkpoint, by name (index order), as writable NumPy arrays.
 
     ``model_only`` drops optimizer slots, moving averages and ``global_step`` (see
-    :func:`is_model_tensor`); ``False`` returns every tensor. Raises :class:`CheckpointError`
-    naming the file and the problem for anything damaged or unsupported.
+    :func:`is_model_tensor`); ``False`` returns every tensor. A tarball may unpack to at most
+    ``max_tar_bytes`` (4 GiB by default). Raises :class:`CheckpointError` naming the file and
+    the problem for anything damaged or unsupported (:class:`FileNotFoundError` for no file).
     """
     bundle = _open_bundle(Path(path), want_data=True, max_tar_bytes=max_tar_bytes)
     header, entries = _parse_index(bundle)
@@ -139,9 +138,19 @@ def read_tf_checkpoint(
 
 @dataclass
 class _Shard:
-    label: str  # the data file, as messages name it
-    file: BinaryIO
+    """A data file: on disk (``file``) or a tarball member in memory (``data``)."""
+
+    label: str  # as messages name it
     size: int
+    file: BinaryIO | None = None
+    data: memoryview | None = None
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self.data is not None:
+            return bytes(self.data[offset : offset + size])
+        assert self.file is not None
+        self.file.seek(offset)
+        return self.file.read(size)
 
 
 @dataclass
@@ -152,7 +161,7 @@ class _Bundle:
     index: bytes
     prefix: str
     tarball: Path | None = None
-    members: dict[str, bytes] = field(default_factory=dict)
+    members: dict[str, bytearray] = field(default_factory=dict)
 
     def open_shard(self, entry: BundleEntry, num_shards: int, stack: ExitStack) -> _Shard:
         name = f"{self.prefix}.data-{entry.shard_id:05d}-of-{num_shards:05d}"
@@ -161,7 +170,7 @@ class _Bundle:
             if name not in self.members:
                 raise CheckpointError(f"{self.tarball}: no member {name} ({which}): incomplete")
             data = self.members[name]
-            return _Shard(f"{self.tarball}, member {name}", io.BytesIO(data), len(data))
+            return _Shard(f"{self.tarball}, member {name}", len(data), data=memoryview(data))
         try:
             file = stack.enter_context(open(name, "rb"))  # noqa: SIM115
         except FileNotFoundError:
@@ -170,7 +179,7 @@ class _Bundle:
             ) from None
         except OSError as e:
             raise CheckpointError(f"{name}: cannot be read ({e.strerror})") from None
-        return _Shard(name, file, os.fstat(file.fileno()).st_size)
+        return _Shard(name, os.fstat(file.fileno()).st_size, file=file)
 
 
 def _parse_index(bundle: _Bundle) -> tuple[BundleHeader, dict[str, BundleEntry]]:
@@ -178,7 +187,10 @@ def _parse_index(bundle: _Bundle) -> tuple[BundleHeader, dict[str, BundleEntry]]
     try:
         for key, value in table_entries(bundle.index):
             if not key:
-                header = decode_header(value)
+                try:
+                    header = decode_header(value)
+                except ProtoError as e:
+                    raise TableError(f"a bad BundleHeaderProto ({e})") from None
             elif key[0] != 0:  # keys from byte 0 are the slices of a partitioned variable
                 name = key.decode("utf-8", errors="backslashreplace")
                 try:
@@ -232,8 +244,7 @@ def _read_tensor(shard: _Shard, name: str, e: BundleEntry, dtype: np.dtype) -> n
     end = e.offset + e.size
     data = b""
     if end <= shard.size:
-        shard.file.seek(e.offset)
-        data = shard.file.read(e.size)
+        data = shard.read(e.offset, e.size)
     if len(data) != e.size:
         raise CheckpointError(
             f"{shard.label}: truncated: tensor {name!r} is at bytes [{e.offset}, {end}), "
@@ -296,65 +307,16 @@ def _count_indexes(names: list[str], kind: str, fix: str) -> str:
 
 def _open_tarball(path: Path, *, want_data: bool, max_bytes: int) -> _Bundle:
     """The one checkpoint in a tarball, its index (and data files) read into memory."""
-    members = _tar_members(path, want_data=want_data, max_bytes=max_bytes)
+
+    def wanted(name: str) -> bool:
+        return name.endswith(".index") or (want_data and bool(_DATA_FILE.search(name)))
+
+    members = read_members(path, wanted, max_bytes=max_bytes)
     indexes = [name for name in members if name.endswith(".index")]
     if len(indexes) != 1:
         raise CheckpointError(
             f"{path}: {_count_indexes(indexes, 'member', 'unpack it and give the prefix of one')}"
         )
     index = indexes[0]
-    return _Bundle(
-        f"{path}, member {index}", members[index], index[: -len(".index")], path, members
-    )
-
-
-def _tar_members(path: Path, *, want_data: bool, max_bytes: int) -> dict[str, bytes]:
-    """The ``.index`` members (and ``.data-*`` ones if ``want_data``) of a tarball, by name."""
-    out: dict[str, bytes] = {}
-    total = 0
-    try:
-        with tarfile.open(path, mode="r|*", bufsize=1 << 20) as tar:
-            for count, member in enumerate(tar, 1):
-                _check_member(path, member, count)
-                total += member.size if member.isfile() else 0
-                if total > max_bytes:
-                    raise CheckpointError(
-                        f"{path}: member {member.name} takes the unpacked size past the limit "
-                        f"of {max_bytes} bytes (max_tar_bytes)"
-                    )
-                wanted = member.name.endswith(".index") or (
-                    want_data and _DATA_FILE.search(member.name)
-                )
-                if member.isfile() and wanted:
-                    out[member.name] = _read_member(path, tar, member)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise CheckpointError(
-            f"{path}: not a tarball, or a damaged or truncated one ({e})"
-        ) from None
-    return out
-
-
-def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
-    """Refuse what a checkpoint tarball never holds: links, devices, unsafe names."""
-    name = member.name
-    if count > MAX_TAR_MEMBERS:
-        raise CheckpointError(f"{path}: more than {MAX_TAR_MEMBERS} members: not a checkpoint")
-    if name.startswith("/") or ".." in PurePosixPath(name).parts:
-        raise CheckpointError(f"{path}: member {name} has an unsafe path (absolute or '..')")
-    if member.issym() or member.islnk():
-        kind = "symbolic" if member.issym() else "hard"
-        raise CheckpointError(
-            f"{path}: member {name} is a {kind} link (to {member.linkname}): refused"
-        )
-    if not (member.isfile() or member.isdir()):
-        raise CheckpointError(f"{path}: member {name} is a device or FIFO: refused")
-
-
-def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    file = tar.extractfile(member)
-    data = file.read(member.size) if file is not None else b""
-    if len(data) != member.size:
-        raise CheckpointError(
-            f"{path}: member {member.name} is truncated ({len(data)} of {member.size} bytes)"
-        )
-    return data
+    label, prefix = f"{path}, member {index}", index[: -len(".index")]
+    return _Bundle(label, bytes(members[index]), prefix, path, members)
