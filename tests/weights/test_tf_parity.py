@@ -192,3 +192,32 @@ def test_fine_tune_from_a_checkpoint_with_another_class_count(tmp_path: Path) ->
     assert model.metadata["reinitialized"] == ["head.classifier.weight", "head.classifier.bias"]
     with pytest.raises(CheckpointError, match="not a deeplabv3plus_xception65"):
         weights.load(prefix, arch="deeplabv3plus_xception65")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["mobilenetv2_v3_os16", "resnet50beta_v3plus_os16"])
+def test_converted_model_exports_and_segments_the_same(case: str, tmp_path: Path) -> None:
+    """TF SAME padding and align_corners survive ONNX export at odd and even sizes, and the
+    Segmenter runs the exported file with the weights' own (TF) normalization."""
+    from atrous import weights
+    from atrous.export import export
+    from atrous.inference import Segmenter
+
+    model = tf_model(case)
+    model.metadata.update(mean=TF_MEAN, std=TF_STD)
+    path = tmp_path / f"{case}.onnx"
+    export(model, path)
+    exported = weights.load(path)
+    for hw in IMAGES:
+        x = image_input(hw)
+        with torch.no_grad():
+            want, got = model(x)["out"], exported(x)["out"]
+        assert float((want - got).abs().max() / want.abs().max()) < TOLERANCE
+    h, w, seed = IMAGES["128x96"]
+    img = tf_recipe.image(h, w, seed)
+    eager = Segmenter.from_model(model, scales=(1.0,)).predict_proba(img)
+    onnx = Segmenter.from_model(exported, scales=(1.0,)).predict_proba(img)
+    ref = np.load(FIXTURES / f"{case}.npz")["logits_up_128x96"][0]  # every 3rd pixel
+    official = torch.from_numpy(ref).softmax(-1).permute(2, 0, 1).numpy()
+    for proba in (eager, onnx):
+        assert np.abs(proba[:, ::3, ::3] - official).max() < 1e-4

@@ -173,9 +173,13 @@ def same_padding(size: Any, kernel: int, stride: int, dilation: int = 1) -> tupl
 
     The output has ``ceil(size / stride)`` positions and the padding is split with the odd
     pixel after: a stride-2 3×3 conv on an even size pads 0 before and 1 after, where
-    PyTorch's symmetric ``padding=1`` would sample the grid one pixel earlier."""
+    PyTorch's symmetric ``padding=1`` would sample the grid one pixel earlier. Written with
+    ``%`` and ``//`` only where the kernel spans the stride, so that ``torch.export`` keeps
+    the size symbolic."""
     effective = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+    total = (-size) % stride + effective - stride  # = (ceil(size/stride) - 1) * stride + ...
+    if effective < stride:  # e.g. a strided 1×1: TF pads nothing
+        total = max(total, 0)
     return total // 2, total - total // 2
 
 
