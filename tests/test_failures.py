@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from atrous.cli import main
-from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK, FailFast, FailureLog
+from atrous.failures import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    BadSamples,
+    FailFast,
+    FailureLog,
+    TrainingError,
+)
 
 
 def test_failure_log_reports_once_and_summarizes():
@@ -15,8 +22,10 @@ def test_failure_log_reports_once_and_summarizes():
     log.add("a.png", "not an image file")
     log.add("a.png", "not an image file")
     log.add("b.png", "truncated")
-    assert lines == ["atrous predict: error: a.png: not an image file",
-                     "atrous predict: error: b.png: truncated"]  # fmt: skip
+    assert lines == [
+        "atrous predict: error: a.png: not an image file",
+        "atrous predict: error: b.png: truncated",
+    ]
     assert log.exit_status == EXIT_ITEMS_FAILED and len(log) == 2
     assert "5 image(s): 3 done, 2 failed: a.png: not an image file; b.png" in log.summary(
         3, "image"
@@ -24,6 +33,26 @@ def test_failure_log_reports_once_and_summarizes():
     assert log.to_list()[1] == {"item": "b.png", "problem": "truncated"}
     with pytest.raises(FailFast, match=r"c\.png: bad"):
         FailureLog("eval", fail_fast=True, report=lines.append).add("c.png", "bad")
+
+
+def test_bad_training_samples_are_reported_once_or_stop_the_run():
+    from atrous.data import SkipReport
+
+    lines: list[str] = []
+    bad = BadSamples("skip", SkipReport(), report=lines.append)
+    bad.met([("a.png", "truncated"), ("a.png", "truncated"), ("b.png", "bad mask")])
+    assert lines == [
+        "atrous train: skipped a.png: truncated",
+        "atrous train: skipped b.png: bad mask",
+    ]
+    assert bad.summary("run/summary.json") == (
+        "atrous train: 2 bad sample(s) skipped (all in run/summary.json): "
+        "a.png: truncated; b.png: bad mask"
+    )
+    assert BadSamples("skip", SkipReport()).summary() == ""
+    with pytest.raises(TrainingError, match=r"c\.png: unreadable; training stopped \(on_error"):
+        BadSamples("raise", SkipReport(), report=lines.append).met([("c.png", "unreadable")])
+    assert len(lines) == 2  # a stopping sample is not reported as skipped
 
 
 def test_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):

@@ -13,22 +13,34 @@ samples) treats a bad item as the item's problem, not the run's:
 
 ``--fail-fast`` restores stopping at the first bad item (:class:`FailFast`, exit 1). No
 traceback reaches the user unless ``--debug`` is given.
+
+Training follows the same policy for its samples (:class:`BadSamples`): ``on_error: skip``
+reports each bad sample once and trains on; ``on_error: raise`` stops the run with a
+:class:`TrainingError`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
 
 __all__ = [
     "EXIT_CANNOT_START",
     "EXIT_ITEMS_FAILED",
     "EXIT_OK",
+    "BadSamples",
     "FailFast",
     "Failure",
     "FailureLog",
+    "SkipRecord",
+    "TrainingError",
     "list_failures",
+    "non_finite_loss",
+    "quiet_dataset_skips",
 ]
 
 EXIT_OK = 0
@@ -109,3 +121,80 @@ def list_failures(failures: Iterable[Failure | tuple[str, str]], limit: int = 20
     listed = "; ".join(str(f) for f in items[:limit])
     more = f"; and {len(items) - limit} more" if len(items) > limit else ""
     return listed + more
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (message says what and where)."""
+
+
+def non_finite_loss(
+    value: float, iteration: int, lr: float, last_good: object | None
+) -> TrainingError:
+    """The error that stops training at a non-finite loss at ``iteration``, before anything
+    is saved: it says what is intact (``last_good``, the last checkpoint) and what to try."""
+    where = (
+        f"the last good checkpoint {last_good} is intact"
+        if last_good
+        else "no checkpoint was written yet"
+    )
+    return TrainingError(
+        f"loss is {value} at iteration {iteration} (lr {lr:.3g}); stopped without saving: "
+        f"{where}. Lower lr, add warmup_iters, or check the data for bad labels."
+    )
+
+
+class SkipRecord(Protocol):
+    """Where skipped items are kept (``atrous.data.SkipReport``): path -> problem."""
+
+    skipped: dict[str, str]
+
+    def add(self, path: str, problem: str) -> bool:
+        """Record one item; False when it was already recorded."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+@contextmanager
+def quiet_dataset_skips() -> Iterator[None]:
+    """Silence the datasets' own "skipping ..." warnings (DataLoader workers forked inside
+    inherit the filter): the trainer reports each skipped sample itself, in one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skipping ", category=UserWarning)
+        yield
+
+
+@dataclass
+class BadSamples:
+    """The bad training samples of a run, under ``on_error``: ``"skip"`` records each in
+    ``record`` and reports it once (``atrous train: skipped PATH: PROBLEM``); ``"raise"``
+    stops at the first with a :class:`TrainingError` naming the file."""
+
+    on_error: str
+    record: SkipRecord
+    report: Callable[[str], None] = _stderr
+
+    def met(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Bad samples met, as ``(path, problem)`` pairs (e.g. a batch's ``skipped``)."""
+        for path, problem in pairs:
+            if self.on_error == "raise":
+                self.stop(path, problem)
+            if self.record.add(path, problem):
+                self.report(f"atrous train: skipped {path}: {problem}")
+
+    def stop(self, path: str, problem: str) -> NoReturn:
+        """Stop training at a bad sample (``on_error: raise``)."""
+        raise TrainingError(
+            f"{path}: {problem}; training stopped (on_error: raise): fix or remove the file, "
+            "or set on_error: skip to train without it"
+        )
+
+    def summary(self, listed_in: str | None = None) -> str:
+        """One line listing the skipped samples (at most 20), "" when none; ``listed_in``
+        names the file that holds them all."""
+        n = len(self.record)
+        if not n:
+            return ""
+        where = f" (all in {listed_in})" if listed_in else ""
+        listed = list_failures(self.record.skipped.items())
+        return f"atrous train: {n} bad sample(s) skipped{where}: {listed}"

@@ -37,6 +37,14 @@ def test_folder_wrong_size_and_bad_values_reports_the_size(tmp_path: Path) -> No
         FolderDataset(tmp_path, num_classes=2)[0]
 
 
+def test_missing_folder_root_is_the_first_error(tmp_path: Path) -> None:
+    # Not "give class_names, classes_file or num_classes": the folder itself is missing.
+    with pytest.raises(FileNotFoundError, match=r"nope: dataset folder not found"):
+        build_dataset("folder", tmp_path / "nope", "train")
+    with pytest.raises(FileNotFoundError, match=r"nope: dataset folder not found"):
+        FolderDataset(tmp_path / "nope", num_classes=2)
+
+
 def test_cityscapes_wrong_size_and_undefined_ids_reports_the_size(tmp_path: Path) -> None:
     save_rgb(tmp_path / "leftImg8bit" / "val" / "c" / "c_0_0_leftImg8bit.png")
     save_index(tmp_path / "gtFine" / "val" / "c" / "c_0_0_gtFine_labelIds.png", np.full((4, 4), 60))

@@ -17,8 +17,15 @@ from atrous.training import TrainConfig, Trainer, apply_overrides
 
 
 def _folder_config(root: Path, **overrides) -> TrainConfig:
-    return tiny_config(dataset="folder", data_root=str(root), train_split="", val_split="",
-                       dataset_options={}, crop_size=17, **overrides)  # fmt: skip
+    return tiny_config(
+        dataset="folder",
+        data_root=str(root),
+        train_split="",
+        val_split="",
+        dataset_options={},
+        crop_size=17,
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +35,11 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_typo_suggests_the_nearest_setting(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown setting 'num_clases' \(did you mean "
-                       r"'num_classes'\?\)$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"unknown setting 'num_clases' \(did you mean "
+        r"'num_classes'\?\)$",
+    ):
         TrainConfig.from_dict({"num_clases": 3}, "c.json")
     with pytest.raises(ValueError, match=r"'learning_rate' \(did you mean 'lr'\?\)"):
         TrainConfig.from_dict({"learning_rate": 0.1})
@@ -42,18 +52,24 @@ def test_typo_suggests_the_nearest_setting(tmp_path: Path) -> None:
 
 def test_num_classes_disagreeing_with_the_dataset_is_an_error(tmp_path, corpus) -> None:
     root, _ = corpus
-    with pytest.raises(ValueError, match=r"num_classes=21 but the folder dataset at .* has 3 "
-                       r"classes \(background, cat, dog\).*allow_num_classes_mismatch"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"num_classes=21 but the folder dataset at .* has 3 "
+        r"classes \(background, cat, dog\).*allow_num_classes_mismatch",
+    ):
         Trainer(_folder_config(root, num_classes=21), tmp_path / "a", progress=False)
-    tr = Trainer(_folder_config(root, num_classes=5, allow_num_classes_mismatch=True),
-                 tmp_path / "b", progress=False)  # fmt: skip
+    tr = Trainer(
+        _folder_config(root, num_classes=5, allow_num_classes_mismatch=True),
+        tmp_path / "b",
+        progress=False,
+    )
     assert tr.num_classes == 5 and tr.class_names[:3] == ["background", "cat", "dog"]
     with pytest.raises(ValueError, match=r"num_classes=2 \(allow_num_classes_mismatch\)"):
         Trainer(
             _folder_config(root, num_classes=2, allow_num_classes_mismatch=True),
             tmp_path / "c",
             progress=False,
-        )  # fmt: skip  (labels 2 exist)
+        )  # labels 2 exist
 
 
 def test_bad_samples_are_skipped_listed_and_exit_1(tmp_path, corpus, capsys) -> None:
@@ -75,8 +91,18 @@ def test_bad_samples_are_skipped_listed_and_exit_1(tmp_path, corpus, capsys) -> 
     assert f"{len(names)} bad sample(s) skipped" in cap.out
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
-    rc = main(["train", "--config", str(cfg), "--out", str(tmp_path / "run2"), "--no-progress",
-               "--set", "on_error=raise"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "run2"),
+            "--no-progress",
+            "--set",
+            "on_error=raise",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "training stopped (on_error: raise)" in err and "Traceback" not in err
 
@@ -89,8 +115,7 @@ def test_good_data_exits_0_with_an_empty_skip_list(tmp_path: Path) -> None:
 
 
 def test_validation_cost_is_logged_before_the_first_validation(tmp_path, capsys) -> None:
-    tr = Trainer(tiny_config(iterations=8, val_split="val", val_every=7), tmp_path,
-                 progress=False)  # fmt: skip
+    tr = Trainer(tiny_config(iterations=8, val_split="val", val_every=7), tmp_path, progress=False)
     tr.train()
     out = capsys.readouterr().out.splitlines()
     (i,) = [k for k, ln in enumerate(out) if ln.startswith("validation: ~2 images every 7")]
@@ -102,8 +127,9 @@ def test_validation_cost_is_logged_before_the_first_validation(tmp_path, capsys)
 def test_time_limit_progress_bar_counts_the_budget_seconds(tmp_path, capsys) -> None:
     """Under ``time_limit`` the bar shows seconds of the budget and the re-planned iteration
     count (``it 12/873``), not ``0/100000`` iterations."""
-    tr = Trainer(tiny_config(iterations=100000, time_limit=0.05, log_every=2), tmp_path,
-                 progress=True)  # fmt: skip
+    tr = Trainer(
+        tiny_config(iterations=100000, time_limit=0.05, log_every=2), tmp_path, progress=True
+    )
     tr.train()
     err = capsys.readouterr().err
     frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("train:")]

@@ -7,12 +7,17 @@ from atrous.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-TINY = [
-    "--set", "model=deeplabv3_mobilenetv2", "--set", "crop_size=33",
-    "--set", "batch_size=2", "--set", 'dataset_options={"length": 4, "size": 40}',
-    "--set", "val_max_images=1", "--set", "val_every=2", "--set", "ckpt_every=1",
-    "--set", "device=cpu", "--no-progress",
-]  # fmt: skip
+TINY_SETTINGS = [
+    "model=deeplabv3_mobilenetv2",
+    "crop_size=33",
+    "batch_size=2",
+    'dataset_options={"length": 4, "size": 40}',
+    "val_max_images=1",
+    "val_every=2",
+    "ckpt_every=1",
+    "device=cpu",
+]
+TINY = [*(a for s in TINY_SETTINGS for a in ("--set", s)), "--no-progress"]
 
 
 def test_train_end_to_end_and_resume(tmp_path, capsys):

@@ -20,11 +20,20 @@ import torch
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_demo.json"
 SETTINGS = [
-    "model=deeplabv3_mobilenetv2", 'model_options={"norm": "gn", "width_mult": 0.5, '
-    '"aspp_dropout": 0.0}', 'dataset_options={"length": 8, "size": 33}', "crop_size=33",
-    "scale_range=null", "val_split=null", "iterations=2", "warmup_iters=0", "log_every=1",
-    "ckpt_every=100", "device=cpu", "deterministic=true", "lr=0.005",
-]  # fmt: skip
+    "model=deeplabv3_mobilenetv2",
+    'model_options={"norm": "gn", "width_mult": 0.5, "aspp_dropout": 0.0}',
+    'dataset_options={"length": 8, "size": 33}',
+    "crop_size=33",
+    "scale_range=null",
+    "val_split=null",
+    "iterations=2",
+    "warmup_iters=0",
+    "log_every=1",
+    "ckpt_every=100",
+    "device=cpu",
+    "deterministic=true",
+    "lr=0.005",
+]
 
 
 def _losses(run: Path) -> list[float]:
@@ -32,23 +41,31 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in lines if "loss" in json.loads(x)]
 
 
+def _train_args(out: Path, batch_size: int) -> list[str]:
+    """``-m atrous train`` with :data:`SETTINGS`, writing into ``out``."""
+    sets = [a for s in SETTINGS for a in ("--set", s)]
+    head = ["-m", "atrous", "train", "--config", str(CONFIG), "--out", str(out), "--no-progress"]
+    return [*head, *sets, "--set", f"batch_size={batch_size}"]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(tmp_path):
-    sets = [a for s in SETTINGS for a in ("--set", s)]
     # Both runs single-threaded: with 2 threads, MKL/OpenMP may split sums differently
     # (and under load, dynamically), which moves the loss by ~1e-4 on its own.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
     one = tmp_path / "one"
-    cmd = [sys.executable, "-m", "atrous", "train", "--config", str(CONFIG), "--out", str(one),
-           "--no-progress", *sets, "--set", "batch_size=4"]  # fmt: skip
+    cmd = [sys.executable, *_train_args(one, batch_size=4)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
 
     two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "atrous", "train", "--config", str(CONFIG), "--out", str(two), "--no-progress",
-           *sets, "--set", "batch_size=2"]  # fmt: skip
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [sys.executable, *torchrun, *_train_args(two, batch_size=2)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _losses(one), _losses(two)

@@ -78,9 +78,16 @@ def test_overrides_and_errors(tmp_path):
     path.write_text(json.dumps({"model": "deeplabv3_mobilenetv2", "lr": 0.1}))
     cfg = load_config(
         path,
-        ["lr=0.5", "batch_size=2", "model_options.norm=gn", "scale_range=[0.5,1.0]",
-         "val_split=null", "dataset=synthetic", "weight_decay=0"],
-    )  # fmt: skip
+        [
+            "lr=0.5",
+            "batch_size=2",
+            "model_options.norm=gn",
+            "scale_range=[0.5,1.0]",
+            "val_split=null",
+            "dataset=synthetic",
+            "weight_decay=0",
+        ],
+    )
     assert cfg.lr == 0.5 and cfg.batch_size == 2 and cfg.model_options == {"norm": "gn"}
     assert cfg.scale_range == [0.5, 1.0] and cfg.val_split is None
     assert isinstance(cfg.weight_decay, float)

@@ -170,10 +170,16 @@ def test_freeze_bn_and_options(tmp_path):
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert n > 0 and not bn.training and not bn.weight.requires_grad
     cfg = tiny_config(
-        iterations=1, model_options={"width_mult": 0.5}, freeze_bn=True, amp="bf16",
-        channels_last=True, loss="ohem", region_loss="dice", class_weights="inverse_log",
+        iterations=1,
+        model_options={"width_mult": 0.5},
+        freeze_bn=True,
+        amp="bf16",
+        channels_last=True,
+        loss="ohem",
+        region_loss="dice",
+        class_weights="inverse_log",
         aux=True,
-    )  # fmt: skip
+    )
     tr = Trainer(cfg, tmp_path, progress=False)
     before = {k: v.clone() for k, v in tr.model.state_dict().items() if "running_mean" in k}
     tr.train()
@@ -184,13 +190,13 @@ def test_freeze_bn_and_options(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, capsys, monkeypatch):
-    import atrous.training.trainer as trainer_module
+    import atrous.training.amp as amp_module  # where the trainer's mixed precision is set up
 
     cfg = tiny_config(iterations=1, model_options={"width_mult": 0.5}, amp="bf16")
-    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: False)
+    monkeypatch.setattr(amp_module, "bf16_supported", lambda: False)
     Trainer(cfg, tmp_path / "slow", progress=False)
     assert "no native bfloat16" in capsys.readouterr().out
-    monkeypatch.setattr(trainer_module, "bf16_supported", lambda: True)
+    monkeypatch.setattr(amp_module, "bf16_supported", lambda: True)
     Trainer(cfg, tmp_path / "fast", progress=False)
     assert "no native bfloat16" not in capsys.readouterr().out
 
@@ -339,8 +345,9 @@ def test_training_normalizes_with_the_weights_mean_std(tmp_path):
     mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
     src = build("deeplabv3_mobilenetv2", num_classes=6, norm="gn", width_mult=0.5)
     save(src, tmp_path / "src.safetensors", mean=mean, std=std)
-    tr = Trainer(tiny_config(weights=str(tmp_path / "src.safetensors")), tmp_path / "run",
-                 progress=False)  # fmt: skip
+    tr = Trainer(
+        tiny_config(weights=str(tmp_path / "src.safetensors")), tmp_path / "run", progress=False
+    )
     assert tuple(tr.model.metadata["mean"]) == mean
     x = tr.train_set[0]["image"]  # normalized (3, H, W)
     rgb = (x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)) * 255
@@ -387,8 +394,15 @@ def test_skipped_samples_reach_the_trainer_from_workers(tmp_path):
     (voc / "JPEGImages" / f"{names[3]}.jpg").write_bytes(b"not a jpeg")
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(names) + "\n")
-    cfg = tiny_config(dataset="voc", data_root=str(tmp_path / "VOCdevkit"), val_split=None, dataset_options={
-        "on_error": "skip"}, num_workers=2, iterations=3, ckpt_every=1)  # fmt: skip
+    cfg = tiny_config(
+        dataset="voc",
+        data_root=str(tmp_path / "VOCdevkit"),
+        val_split=None,
+        dataset_options={"on_error": "skip"},
+        num_workers=2,
+        iterations=3,
+        ckpt_every=1,
+    )
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     tr.train()
     assert list(tr.skips.skipped) == [str(voc / "JPEGImages" / f"{names[3]}.jpg")]

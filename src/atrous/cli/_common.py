@@ -25,7 +25,7 @@ PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 class FormatChoices(Sequence[str]):
-    """``--format`` choices: ``auto``, :data:`atrous.data.factory.FORMATS` and ``extra``
+    """``--format`` choices: ``auto``, :data:`atrous.data.DATASET_FORMATS` and ``extra``
     (e.g. ``synthetic``), looked up when argparse first needs them, so that building the
     parser does not import torch (pass ``metavar`` too: argparse would list them at once)."""
 
@@ -33,9 +33,9 @@ class FormatChoices(Sequence[str]):
         self.extra = extra
 
     def _names(self) -> tuple[str, ...]:
-        from atrous.data.factory import FORMATS
+        from atrous.data.factory import DATASET_FORMATS
 
-        return ("auto", *FORMATS, *self.extra)
+        return ("auto", *DATASET_FORMATS, *self.extra)
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         return self._names()[i]
@@ -161,8 +161,13 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     """The dataset options (``--data --format --split --classes --size``) that
     :func:`open_dataset` reads (``atrous eval`` and ``crf-search``)."""
     p.add_argument("--data", dest="root", default=None, help="dataset folder (not for synthetic)")
-    p.add_argument("--format", default="auto", choices=FormatChoices(("synthetic",)),
-                   metavar="FORMAT", help="dataset layout: %(choices)s (default: auto)")  # fmt: skip
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=FormatChoices(("synthetic",)),
+        metavar="FORMAT",  # argparse would list the choices here at once, importing torch
+        help="dataset layout: %(choices)s (default: auto)",
+    )
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--classes", default=None, help="class-names file (folder format)")
     p.add_argument(
@@ -176,7 +181,7 @@ def add_palette_check_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--palette-check",
         default="error",
-        choices=("off", "warn", "error"),
+        choices=("off", "warn", "error"),  # atrous.data.PALETTE_CHECKS, without importing torch
         help="palette PNG masks drawn with another palette than the format's (e.g. an "
         "annotation tool's): error (default), warn once and read the indices, or off",
     )
@@ -201,39 +206,31 @@ def warnings_as_lines(log: FailureLog, kind: str = "warning") -> Iterator[None]:
 
 
 def open_dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[str, Any]]:
-    """The dataset ``--data/--format/--split/--classes/--size`` name, and its description
-    (format, root, split) for the results' metadata."""
-    from atrous.data import build_dataset, detect_format
+    """The dataset ``--data/--format/--split/--classes/--size`` name (by
+    :func:`atrous.data.open_dataset`; ``--limit`` is the synthetic length), and its
+    description (format, root, split) for the results' metadata."""
+    from atrous.data import FormatOptionError
+    from atrous.data import open_dataset as open_data
 
-    if args.format == "synthetic":
-        # Synthetic data has no files: --limit sets its length (default 50 images).
-        length = args.limit or 50
-        try:
-            ds = build_dataset("synthetic", split=args.split, length=length, size=args.size)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        return ds, {"format": "synthetic", "root": None, "split": args.split}
-    if args.root is None:
+    if args.format != "synthetic" and args.root is None:
         raise CLIError(f"--data ROOT is required for --format {args.format}")
-    root = Path(args.root)
-    if not root.is_dir():
-        raise CLIError(f"{root}: dataset folder not found")
-    kwargs: dict[str, Any] = {}
     try:
-        fmt = detect_format(root) if args.format == "auto" else args.format
-        if fmt == "folder":
-            # A classes file in the root (or --classes) wins; without one the folder's
-            # masks are read as the model's class ids.
-            kwargs = {"classes_file": args.classes, "num_classes": num_classes}
-        elif args.classes:
-            raise CLIError(f"--classes is for the folder format, not {fmt}")
-        kwargs["palette_check"] = getattr(args, "palette_check", "error")
-        ds = build_dataset(fmt, root, args.split, **kwargs)
+        ds, fmt = open_data(
+            args.format,
+            args.root,
+            args.split,
+            num_classes=num_classes,
+            classes_file=args.classes,
+            palette_check=getattr(args, "palette_check", "error"),
+            length=args.limit,
+            size=args.size,
+        )
+    except FormatOptionError as e:
+        raise CLIError(f"--classes is for the {e.owner} format, not {e.fmt}") from None
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
-    if len(ds) == 0:
-        raise CLIError(f"{root}: split {args.split!r} of the {fmt} dataset has no images")
-    return ds, {"format": fmt, "root": str(root), "split": args.split}
+    root = None if fmt == "synthetic" else str(Path(args.root))
+    return ds, {"format": fmt, "root": root, "split": args.split}
 
 
 def resolve_device(name: str | None) -> Any:

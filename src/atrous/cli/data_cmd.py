@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from atrous.cli import CLIError
 from atrous.cli._common import FormatChoices, add_palette_check_arg
@@ -59,20 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from e
     if not splits:
         raise CLIError(f"{root}: no splits found for format {fmt}; pass --split")
-    kwargs: dict = {"palette_check": args.palette_check}
-    if fmt == "folder":
-        kwargs.update(classes_file=args.classes, num_classes=args.num_classes)
-        if args.palette:
-            kwargs["palette"] = args.palette
-        if args.map:
-            try:
-                kwargs["value_map"] = {
-                    int(a): int(b) for a, b in (m.split(":", 1) for m in args.map)
-                }
-            except ValueError as e:
-                raise CLIError(f"--map wants RAW:ID integer pairs, got {args.map}") from e
-    if fmt == "voc" and args.sbd_root:
-        kwargs["sbd_root"] = args.sbd_root
+    kwargs = _dataset_kwargs(args, fmt)
     n_problems = n_warnings = 0
     for split in splits:
         try:
@@ -90,3 +78,25 @@ def run(args: argparse.Namespace) -> int:
     if n_warnings:
         print(f"{n_warnings} warning(s) (exit status 0: warnings are not problems)")
     return 1 if n_problems else 0
+
+
+def _dataset_kwargs(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
+    """The dataset options the flags give for ``fmt``; flags of other formats are ignored."""
+    kwargs: dict[str, Any] = {"palette_check": args.palette_check}
+    if fmt == "folder":
+        kwargs.update(classes_file=args.classes, num_classes=args.num_classes)
+        if args.palette:
+            kwargs["palette"] = args.palette
+        if args.map:
+            kwargs["value_map"] = _value_map(args.map)
+    if fmt == "voc" and args.sbd_root:
+        kwargs["sbd_root"] = args.sbd_root
+    return kwargs
+
+
+def _value_map(pairs: list[str]) -> dict[int, int]:
+    """``--map RAW:ID`` flags -> ``{raw: id}``."""
+    try:
+        return {int(a): int(b) for a, b in (m.split(":", 1) for m in pairs)}
+    except ValueError as e:
+        raise CLIError(f"--map wants RAW:ID integer pairs, got {pairs}") from e

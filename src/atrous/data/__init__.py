@@ -3,33 +3,32 @@
 Every dataset yields ``dict(image, mask, path, name, skipped)`` with one ignore index (255)
 whatever the source's void label (``skipped``: the ``(path, problem)`` pairs of bad files
 passed over under ``on_error="skip"``); :func:`build_dataset` builds one by name,
-:func:`collate` batches (use it with DataLoader: it gathers the skip records),
+:func:`open_dataset` opens the one a command evaluates on (format detected, classes
+reconciled), :func:`collate` batches (use it with DataLoader: it gathers the skip records),
 :func:`train_transforms` / :func:`eval_transforms` are the DeepLab v3 (sec. 4) presets.
 """
 
 from __future__ import annotations
 
 from atrous.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from atrous.data.ade20k import ADE20K
 from atrous.data.base import DatasetError, Item, SegmentationDataset, SkipReport
+from atrous.data.batch import collate
+from atrous.data.camvid import CamVid, camvid_sequence
 from atrous.data.check import DatasetReport, scan_dataset
-from atrous.data.datasets import (
-    ADE20K,
-    CamVid,
-    Cityscapes,
-    FolderDataset,
-    VOCSegmentation,
-    camvid_sequence,
-    read_class_file,
-    read_palette_file,
-)
+from atrous.data.cityscapes import Cityscapes
+from atrous.data.class_files import read_class_file, read_palette_file
 from atrous.data.factory import (
+    DATASET_FORMATS,
     DATASETS,
     FORMATS,
+    FormatOptionError,
     available_splits,
     build_dataset,
-    collate,
     detect_format,
+    open_dataset,
 )
+from atrous.data.folder import FolderDataset
 from atrous.data.palettes import (
     ADE20K_CLASSES,
     ADE20K_PALETTE,
@@ -57,6 +56,7 @@ from atrous.data.transforms import (
     eval_transforms,
     train_transforms,
 )
+from atrous.data.voc import VOCSegmentation
 from atrous.imageio import read_image  # re-exported: the one image reader
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
     "DATASETS",
+    "DATASET_FORMATS",
     "FORMATS",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
@@ -83,6 +84,7 @@ __all__ = [
     "DatasetError",
     "DatasetReport",
     "FolderDataset",
+    "FormatOptionError",
     "Item",
     "Normalize",
     "PadToSize",
@@ -102,6 +104,7 @@ __all__ = [
     "colorize",
     "detect_format",
     "eval_transforms",
+    "open_dataset",
     "overlay",
     "palette_for",
     "read_class_file",

@@ -30,43 +30,75 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 VOC_PALETTE = voc_colormap(256)[: len(VOC_CLASSES)]
 
-# Cityscapes (cityscapesScripts labels.py): labelId -> trainId for the 19 evaluated classes.
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)  # fmt: skip
-CITYSCAPES_LABEL_IDS: tuple[int, ...] = (
-    7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33,
-)  # fmt: skip
-CITYSCAPES_PALETTE = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-        (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
+# Cityscapes (cityscapesScripts labels.py): the 19 evaluated classes in train-id order, as
+# (name, labelId, colour).
+_CITYSCAPES: tuple[tuple[str, int, tuple[int, int, int]], ...] = (
+    ("road", 7, (128, 64, 128)),
+    ("sidewalk", 8, (244, 35, 232)),
+    ("building", 11, (70, 70, 70)),
+    ("wall", 12, (102, 102, 156)),
+    ("fence", 13, (190, 153, 153)),
+    ("pole", 17, (153, 153, 153)),
+    ("traffic light", 19, (250, 170, 30)),
+    ("traffic sign", 20, (220, 220, 0)),
+    ("vegetation", 21, (107, 142, 35)),
+    ("terrain", 22, (152, 251, 152)),
+    ("sky", 23, (70, 130, 180)),
+    ("person", 24, (220, 20, 60)),
+    ("rider", 25, (255, 0, 0)),
+    ("car", 26, (0, 0, 142)),
+    ("truck", 27, (0, 0, 70)),
+    ("bus", 28, (0, 60, 100)),
+    ("train", 31, (0, 80, 100)),
+    ("motorcycle", 32, (0, 0, 230)),
+    ("bicycle", 33, (119, 11, 32)),
+)
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(name for name, _, _ in _CITYSCAPES)
+# labelId -> trainId: the labelId of each train id.
+CITYSCAPES_LABEL_IDS: tuple[int, ...] = tuple(label_id for _, label_id, _ in _CITYSCAPES)
+CITYSCAPES_PALETTE = np.array([colour for _, _, colour in _CITYSCAPES], dtype=np.uint8)
 
 # CamVid, the 11-class version of SegNet (Badrinarayanan et al.); raw label 11 is void.
-CAMVID_CLASSES: tuple[str, ...] = (
-    "sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence", "car",
-    "pedestrian", "bicyclist",
-)  # fmt: skip
-CAMVID_PALETTE = np.array(
-    [
-        (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-        (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
+# (name, colour) in train-id order.
+_CAMVID: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("sky", (128, 128, 128)),
+    ("building", (128, 0, 0)),
+    ("pole", (192, 192, 128)),
+    ("road", (128, 64, 128)),
+    ("pavement", (60, 40, 222)),
+    ("tree", (128, 128, 0)),
+    ("sign-symbol", (192, 128, 128)),
+    ("fence", (64, 64, 128)),
+    ("car", (64, 0, 128)),
+    ("pedestrian", (64, 64, 0)),
+    ("bicyclist", (0, 128, 192)),
+)
+CAMVID_CLASSES: tuple[str, ...] = tuple(name for name, _ in _CAMVID)
+CAMVID_PALETTE = np.array([colour for _, colour in _CAMVID], dtype=np.uint8)
 
 # ADE20K SceneParsing (objectInfo150.txt, "Name" column), index i = train id i = raw label i + 1.
 ADE20K_FULL_NAMES: tuple[str, ...] = (

@@ -146,9 +146,11 @@ class RandomCrop:
     their area. The pixel lands at a uniform position inside the crop."""
 
     def __init__(
-        self, size: int | Sequence[int], fill: Sequence[float] | float = 0,
+        self,
+        size: int | Sequence[int],
+        fill: Sequence[float] | float = 0,
         class_balance: float = 0.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if not 0.0 <= class_balance <= 1.0:
             raise ValueError(f"class_balance must be in [0, 1], got {class_balance}")
         self.size = _size_pair(size, "crop size")

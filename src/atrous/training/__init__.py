@@ -7,14 +7,9 @@ resumable, DDP-ready loop; see :class:`Trainer` and :class:`TrainConfig`.
 
 from __future__ import annotations
 
+from atrous.failures import TrainingError
 from atrous.training.batchnorm import freeze_batchnorm
-from atrous.training.checkpoint import (
-    TrainingError,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from atrous.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from atrous.training.config import TrainConfig, apply_overrides, load_config, packaged_configs
 from atrous.training.distributed import distributed_session
 from atrous.training.optim import PolyLR, build_optimizer, param_groups, poly_factor

@@ -15,14 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.failures import TrainingError  # re-exported: its home was this module
 from atrous.fileio import atomic_path
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "TrainingError",
+    "load_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 FORMAT = "atrous-train"
 VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """Training stopped for a reason the user must act on (message says what and where)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -31,10 +38,15 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(cached)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "torch": torch.get_rng_state(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

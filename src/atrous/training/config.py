@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,81 +130,12 @@ class TrainConfig:
     reference_miou: float | None = None
 
     def validate(self, where: str = "config") -> TrainConfig:
-        """Raise ValueError naming ``where`` and the field for a setting out of range."""
-
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"{where}: {name}={getattr(self, name)!r}: {why}")
-
-        for name in ("batch_size", "grad_accum", "iterations", "log_every",
-                     "val_every", "ckpt_every"):  # fmt: skip
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, "must be a positive integer")
-        crop = self.crop_size if isinstance(self.crop_size, list) else [self.crop_size]
-        if len(crop) not in (1, 2) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in crop
-        ):
-            raise bad("crop_size", "must be a positive integer or [height, width]")
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
-            raise bad("lr", "must be a positive number")
-        if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
-            raise bad("warmup_iters", "must be a non-negative integer")
-        if self.num_classes is not None and (
-            not isinstance(self.num_classes, int)
-            or isinstance(self.num_classes, bool)
-            or not 1 <= self.num_classes < IGNORE_INDEX
-        ):
-            raise bad("num_classes", f"must be 1..{IGNORE_INDEX - 1} ({IGNORE_INDEX} is the "
-                      "ignore label), or null for the dataset's")  # fmt: skip
-        if self.on_error not in ON_ERROR:
-            raise bad("on_error", f"must be one of {ON_ERROR}")
-        if self.amp not in AMP_MODES:
-            raise bad("amp", f"must be one of {AMP_MODES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"must be one of {OPTIMIZERS}")
-        if self.time_limit is not None and (
-            not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0
-        ):
-            raise bad("time_limit", "must be a positive number of minutes, or null")
-        if (
-            not isinstance(self.eval_scales, list)
-            or not self.eval_scales
-            or not all(isinstance(s, (int, float)) and s > 0 for s in self.eval_scales)
-        ):
-            raise bad("eval_scales", "must be a non-empty list of positive numbers")
-        if not isinstance(self.compile, (bool, str)):
-            raise bad("compile", "must be true, false or a torch.compile mode string")
-        if not isinstance(self.tb_images, int) or self.tb_images < 0:
-            raise bad("tb_images", "must be a non-negative integer")
-        if self.loss not in LOSSES:
-            raise bad("loss", f"must be one of {LOSSES}")
-        if not 0 < self.ohem_top_k <= 1:
-            raise bad("ohem_top_k", "must be in (0, 1]")
-        for name in ("crop_class_balance", "blur"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-                raise bad(name, "must be a probability in [0, 1]")
-        if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
-            raise bad("label_smoothing", "must be in [0, 1)")
-        if self.class_weight_cap is not None and (
-            not isinstance(self.class_weight_cap, (int, float)) or self.class_weight_cap < 1
-        ):
-            raise bad("class_weight_cap", "must be a number >= 1, or null")
-        if self.ema_decay is not None and (
-            not isinstance(self.ema_decay, (int, float)) or not 0 < self.ema_decay < 1
-        ):
-            raise bad("ema_decay", "must be in (0, 1), or null")
-        if self.region_loss not in (None, "lovasz", "dice"):
-            raise bad("region_loss", "must be null, 'lovasz' or 'dice'")
-        if isinstance(self.class_weights, str) and self.class_weights not in (
-            "inverse_log",
-            "median",
-        ):
-            raise bad("class_weights", "must be a list, 'inverse_log' or 'median'")
-        if self.scale_range is not None and (
-            len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]
-        ):
-            raise bad("scale_range", "must be [min, max] with 0 < min <= max, or null")
+        """Raise ValueError naming ``where`` and the field for a setting out of range (the
+        checks of :data:`_RULES`, in order)."""
+        for name, ok, why in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{where}: {name}={value!r}: {why}")
         if self.crf_rnn is not None:
             crf_rnn_options(self.crf_rnn, f"{where}: crf_rnn")
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
@@ -220,6 +152,109 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{where}: {unknown_settings(unknown)}")
         return cls(**data).validate(where)
+
+
+# ---------------------------------------------------------------------- validation rules
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
+def _non_negative_int(v: Any) -> bool:  # a bool passes, as 0 or 1
+    return isinstance(v, int) and v >= 0
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and v > 0
+
+
+def _probability(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+
+def _crop_size(v: Any) -> bool:
+    sides = v if isinstance(v, list) else [v]
+    return len(sides) in (1, 2) and all(_positive_int(x) for x in sides)
+
+
+def _num_classes(v: Any) -> bool:
+    return v is None or (_int(v) and 1 <= v < IGNORE_INDEX)
+
+
+def _eval_scales(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(s, (int, float)) and s > 0 for s in v)
+
+
+def _scale_range(v: Any) -> bool:
+    return v is None or (len(v) == 2 and 0 < v[0] <= v[1])
+
+
+def _optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or ok(v)
+
+
+def _one_of(choices: tuple[Any, ...]) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+# (setting, check, what a good value is), checked in this order by TrainConfig.validate.
+_COUNTS = ("batch_size", "grad_accum", "iterations", "log_every", "val_every", "ckpt_every")
+_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    *[(name, _positive_int, "must be a positive integer") for name in _COUNTS],
+    ("crop_size", _crop_size, "must be a positive integer or [height, width]"),
+    ("lr", _positive_number, "must be a positive number"),
+    ("warmup_iters", _non_negative_int, "must be a non-negative integer"),
+    (
+        "num_classes",
+        _num_classes,
+        f"must be 1..{IGNORE_INDEX - 1} ({IGNORE_INDEX} is the ignore label), or null for "
+        "the dataset's",
+    ),
+    ("on_error", _one_of(ON_ERROR), f"must be one of {ON_ERROR}"),
+    ("amp", _one_of(AMP_MODES), f"must be one of {AMP_MODES}"),
+    ("optimizer", _one_of(OPTIMIZERS), f"must be one of {OPTIMIZERS}"),
+    (
+        "time_limit",
+        _optional(_positive_number),
+        "must be a positive number of minutes, or null",
+    ),
+    ("eval_scales", _eval_scales, "must be a non-empty list of positive numbers"),
+    (
+        "compile",
+        lambda v: isinstance(v, (bool, str)),
+        "must be true, false or a torch.compile mode string",
+    ),
+    ("tb_images", _non_negative_int, "must be a non-negative integer"),
+    ("loss", _one_of(LOSSES), f"must be one of {LOSSES}"),
+    ("ohem_top_k", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("crop_class_balance", _probability, "must be a probability in [0, 1]"),
+    ("blur", _probability, "must be a probability in [0, 1]"),
+    (
+        "label_smoothing",
+        lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+        "must be in [0, 1)",
+    ),
+    (
+        "class_weight_cap",
+        _optional(lambda v: isinstance(v, (int, float)) and v >= 1),
+        "must be a number >= 1, or null",
+    ),
+    (
+        "ema_decay",
+        _optional(lambda v: isinstance(v, (int, float)) and 0 < v < 1),
+        "must be in (0, 1), or null",
+    ),
+    ("region_loss", _one_of((None, "lovasz", "dice")), "must be null, 'lovasz' or 'dice'"),
+    (
+        "class_weights",
+        lambda v: not isinstance(v, str) or v in ("inverse_log", "median"),
+        "must be a list, 'inverse_log' or 'median'",
+    ),
+    ("scale_range", _scale_range, "must be [min, max] with 0 < min <= max, or null"),
+]
 
 
 def setting_names() -> list[str]:

@@ -30,14 +30,24 @@ def plot_learning_curve(metrics: str | os.PathLike, png: str | os.PathLike) -> P
     val = [r for r in recs if "val_miou" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=0.8,
-                color="tab:blue", label="train loss")  # fmt: skip
+        ax.plot(
+            [r["iteration"] for r in train],
+            [r["loss"] for r in train],
+            lw=0.8,
+            color="tab:blue",
+            label="train loss",
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss", color="tab:blue")
     if val:
         ax2 = ax.twinx()
-        ax2.plot([r["iteration"] for r in val], [100 * r["val_miou"] for r in val], "o-",
-                 color="tab:red", label="val mIoU")  # fmt: skip
+        ax2.plot(
+            [r["iteration"] for r in val],
+            [100 * r["val_miou"] for r in val],
+            "o-",
+            color="tab:red",
+            label="val mIoU",
+        )
         ax2.set_ylabel("val mIoU (%)", color="tab:red")
         best = max(val, key=lambda r: r["val_miou"])
         ax.set_title(

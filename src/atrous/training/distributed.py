@@ -11,7 +11,13 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed_session", "gather_skipped", "global_mean", "rank_and_world"]
+__all__ = [
+    "distributed_session",
+    "gather_skipped",
+    "global_mean",
+    "rank_and_world",
+    "training_device",
+]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -19,6 +25,16 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def training_device(device: str, rank: int = 0, world: int = 1) -> torch.device:
+    """The device of this process: ``device`` (``"auto"``: CUDA where available, else CPU);
+    under torchrun each process takes the GPU of its ``LOCAL_RANK``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return torch.device(device)
 
 
 @contextmanager

@@ -1,13 +1,28 @@
 """DeepLab's optimization recipe: SGD with momentum, per-group learning rates and the
-"poly" learning-rate policy (DeepLab v2 §4.1, v3 §4), optionally after a linear warm-up."""
+"poly" learning-rate policy (DeepLab v2 §4.1, v3 §4), optionally after a linear warm-up; and
+the loss, optimizer and schedule a :class:`~atrous.training.TrainConfig` sets."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
+
+from atrous.losses import SegmentationLoss
+
+if TYPE_CHECKING:
+    from atrous.training.config import TrainConfig
+
+__all__ = [
+    "PolyLR",
+    "build_optimizer",
+    "loss_from_config",
+    "optimizer_and_schedule",
+    "param_groups",
+    "poly_factor",
+]
 
 # Modules whose parameters are normalization scales/shifts (not decayed on request).
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -115,3 +130,34 @@ def build_optimizer(
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {kind!r}")
+
+
+def optimizer_and_schedule(
+    model: nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, PolyLR]:
+    """The optimizer (:func:`build_optimizer`: SGD/AdamW with the head LR multiplier) and the
+    poly LR schedule with warm-up over ``cfg.iterations``, as a run's config sets them."""
+    optimizer = build_optimizer(
+        model,
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.head_lr_mult,
+        cfg.no_decay_norm_bias,
+        cfg.optimizer,
+    )
+    scheduler = PolyLR(optimizer, cfg.iterations, cfg.lr_power, cfg.warmup_iters, cfg.warmup_factor)
+    return optimizer, scheduler
+
+
+def loss_from_config(cfg: TrainConfig, weight: list[float] | None) -> SegmentationLoss:
+    """The configured loss (cross-entropy or OHEM, label smoothing, an optional region term,
+    the auxiliary head's weight) with the class weights ``weight``."""
+    return SegmentationLoss(
+        weight=weight,
+        ohem_top_k=cfg.ohem_top_k if cfg.loss == "ohem" else None,
+        region=cfg.region_loss,
+        region_weight=cfg.region_weight,
+        aux_weight=cfg.aux_weight,
+        label_smoothing=cfg.label_smoothing,
+    )

@@ -1,5 +1,6 @@
 """What a training run writes as it goes (rank 0 only): console lines, ``metrics.jsonl``
-records and their TensorBoard scalars, and image strips."""
+records and their TensorBoard scalars, image strips, and JSON files (``config.json``,
+``summary.json``), written atomically."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from atrous.fileio import atomic_write_text
 
 __all__ = ["RunLog", "tensorboard_tag"]
 
@@ -51,6 +54,12 @@ class RunLog:
                 if k != "iteration" and isinstance(v, (int, float)):
                     tb.add_scalar(tensorboard_tag(k), v, record["iteration"])
 
+    def write_json(self, name: str, data: Any) -> Path | None:
+        """Write ``data`` as ``<out>/<name>`` (indented JSON), atomically; None when disabled."""
+        if not self.enabled:
+            return None
+        return atomic_write_text(self.out / name, json.dumps(data, indent=2) + "\n")
+
     def image(self, tag: str, hwc: np.ndarray, iteration: int) -> None:
         tb = self.writer(iteration)
         if tb is not None:
@@ -77,7 +86,7 @@ class RunLog:
                     keep.append(line)
             except json.JSONDecodeError:  # a line cut by the crash
                 continue
-        self.metrics_path.write_text("".join(x + "\n" for x in keep))
+        atomic_write_text(self.metrics_path, "".join(x + "\n" for x in keep))
 
     def flush(self) -> None:
         if self._tb is not None:

@@ -1,9 +1,36 @@
-"""Fitting a run's length to a wall-clock budget (``time_limit`` minutes), so that the poly
-schedule decays to zero on time, validations included."""
+"""A run's wall-clock time (:class:`RunClock`, over all its resumed segments) and fitting its
+length to a budget (``time_limit`` minutes), so that the poly schedule decays to zero on time,
+validations included."""
 
 from __future__ import annotations
 
-__all__ = ["TimeBudget", "validation_share"]
+import time
+
+__all__ = ["RunClock", "TimeBudget", "validation_share"]
+
+
+class RunClock:
+    """Training wall time of a run: ``before`` seconds from earlier processes (checkpointed,
+    restored on resume), plus the running segment between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = float(before)
+        self._start: float | None = None  # perf_counter() when this segment began
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        """End the running segment; its seconds join ``before``."""
+        self.before, self._start = self.seconds(), None
+
+    def seconds(self) -> float:
+        """Training wall time so far, over all resumed segments."""
+        return self.before + self.segment()
+
+    def segment(self) -> float:
+        """Seconds of the running segment (0 when stopped)."""
+        return 0.0 if self._start is None else time.perf_counter() - self._start
 
 
 class TimeBudget:
