@@ -19,6 +19,7 @@ LAYERS = {
     "atrous": 0,  # the root package: lazy attribute access only
     "atrous.constants": 0,
     "atrous.fileio": 0,
+    "atrous.class_tables": 0,
     "atrous.imageio": 0,
     "atrous.models": 1,
     "atrous.weights": 2,

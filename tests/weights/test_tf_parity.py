@@ -178,6 +178,7 @@ def test_load_a_checkpoint_as_the_zoo_ships_it(tmp_path: Path) -> None:
         model = weights.load(form, output_stride=8)
         assert model.metadata["source"] == "tf" and model.metadata["mean"] == TF_MEAN
         assert model.config["output_stride"] == 8 and model.config["align_corners"]
+        assert model.metadata["class_names"][15] == "person"  # 21 classes: the zoo's VOC
         got = outputs(model, image_input("128x96"))["logits_up"]
         err = compare("mobilenetv2_v3_os8", "logits_up_128x96", got, ref["logits_up_128x96"])
         assert err < TOLERANCE
@@ -190,6 +191,7 @@ def test_fine_tune_from_a_checkpoint_with_another_class_count(tmp_path: Path) ->
     model = weights.load(prefix, num_classes=5)
     assert model.num_classes == 5
     assert model.metadata["reinitialized"] == ["head.classifier.weight", "head.classifier.bias"]
+    assert "class_names" not in model.metadata  # 5 new classes: the user names them
     with pytest.raises(CheckpointError, match="not a deeplabv3plus_xception65"):
         weights.load(prefix, arch="deeplabv3plus_xception65")
 
@@ -221,3 +223,26 @@ def test_converted_model_exports_and_segments_the_same(case: str, tmp_path: Path
     official = torch.from_numpy(ref).softmax(-1).permute(2, 0, 1).numpy()
     for proba in (eager, onnx):
         assert np.abs(proba[:, ::3, ::3] - official).max() < 1e-4
+
+
+def test_zoo_class_counts_name_their_dataset() -> None:
+    from atrous.weights.tf_deeplab import zoo_classes
+
+    assert zoo_classes(21)["dataset"] == "voc"
+    assert zoo_classes(19)["class_names"][0] == "road"
+    ade = zoo_classes(151)
+    assert ade["class_names"][:2] == ["other", "wall"] and len(ade["palette"]) == 151
+    assert zoo_classes(7) == {}
+
+
+def test_saved_conversion_reloads_with_its_configuration(tmp_path: Path) -> None:
+    from atrous import weights
+
+    prefix = write_fixture_checkpoint("mobilenetv2_v3_os16", tmp_path / "m")
+    model = weights.load(prefix)
+    saved = weights.load(weights.save(model, tmp_path / "m.safetensors"))
+    assert saved.config == model.config and saved.metadata["mean"] == TF_MEAN
+    assert saved.metadata["class_names"] == model.metadata["class_names"]
+    x = image_input("128x96")
+    with torch.no_grad():
+        assert torch.equal(saved(x)["out"], model(x)["out"])

@@ -28,7 +28,15 @@ from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
 from .tf_checkpoint import read_tf_checkpoint
-from .tf_deeplab import TF_MEAN, TF_STD, convert_tf, detect_tf, is_tf_checkpoint, tf_build_options
+from .tf_deeplab import (
+    TF_MEAN,
+    TF_STD,
+    convert_tf,
+    detect_tf,
+    is_tf_checkpoint,
+    tf_build_options,
+    zoo_classes,
+)
 
 
 def load(
@@ -135,8 +143,11 @@ def load_tf(
         missing, _ = load_tensors(model, sd, strict and not reinit)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
+    classes = zoo_classes(found.num_classes) if model.num_classes == found.num_classes else {}
+    if classes:
+        classes["palette"] = [tuple(int(c) for c in rgb) for rgb in classes["palette"]]
     model.metadata.update(
-        {"mean": TF_MEAN, "std": TF_STD, "source": "tf", "weights": where,
+        {**classes, "mean": TF_MEAN, "std": TF_STD, "source": "tf", "weights": where,
          "reinitialized": reinit, "missing_keys": [k for k in missing if k not in reinit],
          "unexpected_keys": []}
     )  # fmt: skip

@@ -32,6 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from atrous.class_tables import (
+    ADE20K_CLASSES,
+    ADE20K_PALETTE,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    VOC_CLASSES,
+    VOC_PALETTE,
+)
 from atrous.models.resnet import DEPTHS
 
 from .errors import CheckpointError
@@ -137,6 +145,22 @@ def tf_build_options(model: TFModel, output_stride: int = 16) -> dict[str, Any]:
     else:
         opts["atrous_rates"] = tuple(r * 16 // output_stride for r in TF_RATES_OS16)
     return opts
+
+
+def zoo_classes(num_classes: int) -> dict[str, Any]:
+    """The dataset, class names and palette of the model zoo's models with ``num_classes``
+    outputs (``research/deeplab/datasets/data_generator.py``): 21 Pascal VOC, 19 Cityscapes
+    train ids, 151 ADE20K (index 0 "other", ignored in training, then the 150 classes);
+    {} for any other count (names then come from the user)."""
+    if num_classes == len(VOC_CLASSES):
+        return {"dataset": "voc", "class_names": list(VOC_CLASSES), "palette": VOC_PALETTE}
+    if num_classes == len(CITYSCAPES_CLASSES):
+        names, palette = list(CITYSCAPES_CLASSES), CITYSCAPES_PALETTE
+        return {"dataset": "cityscapes", "class_names": names, "palette": palette}
+    if num_classes == len(ADE20K_CLASSES) + 1:
+        palette = np.concatenate([np.zeros((1, 3), np.uint8), ADE20K_PALETTE])
+        return {"dataset": "ade20k", "class_names": ["other", *ADE20K_CLASSES], "palette": palette}
+    return {}
 
 
 class _Mapper:
