@@ -17,7 +17,8 @@ partitioned (sliced) variables are refused with the tensor's name.
 
 ``path`` is the prefix (``.../model.ckpt``, ``.../model.ckpt-30000``), its ``.index`` or a
 ``.data-*`` file, a folder holding one checkpoint, or a ``.tar.gz``/``.tgz``/``.tar`` as the
-TF model zoo ships them. Tarballs are read in one pass, their checkpoint members into memory,
+TF model zoo ships them (a file with another name is read as a tarball when its first bytes
+are gzip's or tar's: a download's ``.partial``). Tarballs are read in one pass, their checkpoint members into memory,
 never unpacked to disk (:mod:`._tarball`: only plain files and folders with relative names,
 at most ``max_tar_bytes`` unpacked in all).
 """
@@ -264,7 +265,7 @@ def _read_tensor(shard: _Shard, name: str, e: BundleEntry, dtype: np.dtype) -> n
 
 def _open_bundle(path: Path, *, want_data: bool, max_tar_bytes: int) -> _Bundle:
     """The checkpoint at ``path``, in any of the forms :func:`read_tf_checkpoint` takes."""
-    if path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
+    if path.is_file() and _is_tarball(path):
         return _open_tarball(path, want_data=want_data, max_bytes=max_tar_bytes)
     prefix = _prefix(path)
     index = Path(f"{prefix}.index")
@@ -273,6 +274,19 @@ def _open_bundle(path: Path, *, want_data: bool, max_tar_bytes: int) -> _Bundle:
     except OSError as e:
         raise CheckpointError(f"{index}: cannot be read ({e.strerror})") from None
     return _Bundle(str(index), data, str(prefix))
+
+
+def _is_tarball(path: Path) -> bool:
+    """A tarball by its name, or, for a file not named as an index or data file (a download's
+    ``.partial``), by its first bytes: gzip's magic or tar's ``ustar``."""
+    name = path.name.lower()
+    if name.endswith(TAR_SUFFIXES):
+        return True
+    if name.endswith(".index") or _DATA_FILE.search(name):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(262)
+    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
 
 
 def _prefix(path: Path) -> Path:
