@@ -5,12 +5,19 @@ extensions (:mod:`.extensions`); parse atrous's metadata (:mod:`.metadata`); res
 source and architecture (given, recorded, or detected by :mod:`.detect`); the build
 arguments that source used, with the caller's overrides; build; load the tensors; rebuild
 the extensions around the model; record where the weights came from.
+
+A registry name (``tf:xception65_coco_voc_trainaug``, :mod:`.registry`) is fetched
+(:mod:`.hub`), converted once to an atrous safetensors file kept beside it in the cache, and
+loaded from that file with the entry's build options (the settings of its source's headline
+number) under the caller's overrides; a path that exists is always read as a path.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -20,13 +27,17 @@ from atrous.models import build, get_spec
 from atrous.models.deeplab import DeepLab
 from atrous.models.zoo import scale_rates
 
+from . import cache, hub
 from .convert import SOURCES, convert, source_config
 from .detect import detect, infer_atrous_options, infer_num_classes
+from .entry import Entry
 from .errors import CheckpointError
 from .exported import EXPORTED_SUFFIXES, load_exported
 from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
+from .registry import get_weights, looks_like_name
+from .save import save
 from .tf_checkpoint import read_tf_checkpoint
 from .tf_deeplab import (
     TF_MEAN,
@@ -40,7 +51,7 @@ from .tf_deeplab import (
 
 
 def load(
-    checkpoint: str | os.PathLike | Mapping[str, Tensor],
+    checkpoint: str | os.PathLike | Mapping[str, Tensor] | Entry,
     source: str = "auto",
     arch: str | None = None,
     strict: bool = True,
@@ -50,9 +61,10 @@ def load(
     """Build the model a checkpoint belongs to, load it, and return it in eval mode.
 
     Args:
-        checkpoint: a ``.safetensors``/``.pth`` file, an in-memory state dict, or a
+        checkpoint: a ``.safetensors``/``.pth`` file, an in-memory state dict, a
             TensorFlow DeepLab checkpoint (the prefix ``.../model.ckpt``, its ``.index``, its
-            folder or the model zoo's ``.tar.gz``; see :func:`load_tf`).
+            folder or the model zoo's ``.tar.gz``; see :func:`load_tf`), or a registry name
+            or entry (``tf:xception65_coco_voc_trainaug``; see :func:`load_registered`).
         source: ``auto`` (detect from the keys), ``atrous``, ``torchvision``, ``vainf`` or
             ``tf``.
         arch: the architecture (atrous name or alias); detected when omitted.
@@ -64,6 +76,11 @@ def load(
             (``onnxruntime`` for ONNX, ``eager`` for .pt2; None: the one that applies). Such
             a file gives an :class:`~.exported.ExportedModel` with the same forward contract.
     """
+    entry = registry_entry(checkpoint)
+    if entry is not None:
+        if source != "auto" or backend not in (None, "eager"):
+            raise ValueError(f"{entry.name}: a registry name takes no source or backend")
+        return load_registered(entry, arch, strict, **overrides)
     if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint).endswith(EXPORTED_SUFFIXES):
         if overrides or arch or source != "auto":
             raise ValueError(
@@ -86,6 +103,71 @@ def load(
         return _load(sd, meta, source, arch, strict, overrides, where)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def registry_entry(checkpoint: object) -> Entry | None:
+    """The registry entry ``checkpoint`` names, or None for a path or state dict. A path that
+    exists is a path; ``source:name`` text is a name (unknown ones raise, with suggestions);
+    a bare word without a suffix that is no file is looked up too."""
+    if isinstance(checkpoint, Entry):
+        return checkpoint
+    if not isinstance(checkpoint, str) or os.path.exists(checkpoint):
+        return None
+    if looks_like_name(checkpoint):
+        return get_weights(checkpoint)
+    if os.sep in checkpoint or "." in checkpoint:
+        return None
+    try:
+        return get_weights(checkpoint)
+    except CheckpointError:
+        return None
+
+
+def load_registered(
+    name: str | Entry, arch: str | None = None, strict: bool = True, **overrides: Any
+) -> DeepLab:
+    """A registry entry's model: its file fetched and checked (:func:`.hub.fetch`), converted
+    once to atrous safetensors (kept in the cache with its own SHA-256 record, so later loads
+    skip the conversion), built with the entry's options and the caller's ``overrides``."""
+    entry = get_weights(name)
+    if entry.kind != "segmentation":
+        raise CheckpointError(
+            f"{entry.name}: ImageNet backbone weights, not a segmentation model: start a model "
+            f"from them with build_pretrained(MODEL, pretrained_backbone={entry.name!r}), or "
+            "pretrained_backbone: imagenet in a training config"
+        )
+    path = converted_weights(entry)
+    model = load(path, arch=arch, strict=strict, **overrides)
+    if model.num_classes != entry.num_classes:  # fine-tuning: the entry's names no longer fit
+        for key in ("class_names", "palette"):
+            model.metadata.pop(key, None)
+    model.metadata.update(
+        {"source": entry.name.split(":", 1)[0], "registry": entry.name, "weights": entry.name,
+         "weights_file": str(path)}
+    )  # fmt: skip
+    return model
+
+
+def converted_weights(entry: Entry) -> Path:
+    """The entry's atrous safetensors file: the cached conversion when it matches its record
+    and the entry's build options, else converted now from the fetched source."""
+    target = hub.converted_path(entry)
+    build = json.dumps(dict(entry.build), sort_keys=True)
+    with hub.locked(target):
+        found = hub.cached_conversion(entry)
+        if found is not None and (cache.read_record(found) or {}).get("build") == build:
+            return found
+        source = hub.fetch(entry)
+        model = load(source, **dict(entry.build))
+        names = zoo_classes(model.num_classes) if model.num_classes == entry.num_classes else {}
+        extra = {"registry": entry.name}
+        if tuple(entry.inference_scales) != (1.0,):
+            extra["inference_scales"] = json.dumps(list(entry.inference_scales))
+        save(model, target, class_names=model.metadata.get("class_names", names.get("class_names")),
+             palette=model.metadata.get("palette", names.get("palette")), extra=extra)  # fmt: skip
+        cache.write_record(target, cache.sha256_file(target), converted_from=source.name,
+                           build=build)  # fmt: skip
+    return target
 
 
 def _load(
