@@ -25,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="wall-clock budget: the run length is fitted to it (poly LR ends on time)")  # fmt: skip
-    p.add_argument("--weights", help="fine-tune from this checkpoint (head re-initialized)")
-    p.add_argument("--pretrained-backbone", help="ImageNet backbone weights (torchvision naming)")
+    p.add_argument("--weights", help="fine-tune from this checkpoint or registry name "
+                   "(atrous weights list; head re-initialized)")  # fmt: skip
+    p.add_argument("--pretrained-backbone", help="ImageNet backbone weights: 'imagenet' (the "
+                   "registry's for the model's backbone), a registry name or a file")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's, auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
