@@ -67,6 +67,8 @@ def test_import_a_good_file_then_use_it_offline(tmp_path: Path, monkeypatch, cap
     Image.fromarray(np.full((40, 56, 3), 128, np.uint8)).save(image)
     assert main(["predict", MNV2_VOC, str(image), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "photo.png").is_file()
+    assert main(["weights", "verify", MNV2_VOC]) == 0
+    assert "converted file: SHA-256 as recorded" in capsys.readouterr().out
 
 
 def test_import_refuses_a_corrupt_or_wrong_file(tmp_path: Path, monkeypatch, capsys) -> None:

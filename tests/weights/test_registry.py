@@ -146,10 +146,19 @@ def test_torchvision_row_converts_and_reproduces_torchvision(tmp_path: Path, mon
 
 
 def test_fine_tuning_from_a_name_drops_the_class_names(tmp_path: Path, monkeypatch) -> None:
+    """``train --weights NAME`` (the config's ``weights:``) fine-tunes from the entry."""
+    from atrous.training.config import TrainConfig
+    from atrous.training.model_setup import build_training_model
+
     name = get_weights(MNV2_VOC).file_name
+    logged: list[str] = []
     with FileServer({name: tf_tarball()}) as server:
         isolate(monkeypatch, tmp_path, server.url)
         model = weights.load(MNV2_VOC, num_classes=5)
+        cfg = TrainConfig(model="deeplabv3_mobilenetv2", weights=MNV2_VOC)
+        trained = build_training_model(cfg, num_classes=5, log=logged.append)
+    assert trained.training and trained.num_classes == 5
+    assert f"fine-tuning from {MNV2_VOC} (tf format)" in logged[0]
     assert model.num_classes == 5 and "class_names" not in model.metadata
     assert sorted(model.metadata["reinitialized"]) == [
         "head.classifier.bias",

@@ -200,7 +200,25 @@ def verify(names: list[str] | None = None) -> list[CopyState]:
                 states.append(CopyState(entry, path, False, str(e)))
         if not copies and names:
             states.append(CopyState(entry, None, False, "not in the cache (atrous weights fetch)"))
+        states += _converted_state(entry)
     return states
+
+
+def _converted_state(entry: Entry) -> list[CopyState]:
+    """The converted file's state against its record (none when there is no such file)."""
+    path = converted_path(entry)
+    if not path.is_file():
+        return []
+    saved = cache.read_record(path)
+    if saved is None:
+        return [
+            CopyState(entry, path, False, "converted file without a record (load converts again)")
+        ]
+    ok = cache.sha256_file(path) == saved["sha256"]
+    message = (
+        "converted file: SHA-256 as recorded" if ok else "converted file differs from its record"
+    )
+    return [CopyState(entry, path, ok, message)]
 
 
 def identify(path: Path, name: str | None = None) -> Entry:
