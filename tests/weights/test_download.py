@@ -70,15 +70,26 @@ def test_torchvision_cache_is_reused_after_its_check(tmp_path: Path, monkeypatch
 
 
 def test_two_processes_fetch_one_file(tmp_path: Path, monkeypatch, tarball) -> None:
+    """Two processes, started together once both have imported atrous, ask for one file that
+    takes 2 s to download: one downloads, the other waits on the lock and finds it."""
     name, data = tarball
+    go = tmp_path / "go"
+    code = (
+        "import pathlib, sys, time\n"
+        "from atrous.weights import fetch\n"
+        "print('ready', flush=True)\n"
+        "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.01)\n"
+        f"print(fetch({MNV2_VOC!r}, progress=False))\n"
+    )
     with FileServer({name: data}) as server:
-        server.slow[name] = 2.0  # the first download takes 2 s: the second process waits
+        server.slow[name] = 2.0
         isolate(monkeypatch, tmp_path, server.url)
         env = {**os.environ, "PYTHONPATH": str(SRC)}
-        code = f"from atrous.weights import fetch; print(fetch({MNV2_VOC!r}, progress=False))"
-        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(go)], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(2)]  # fmt: skip
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        go.touch()
         outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     paths = {out.strip() for out, _ in outs}
