@@ -6,7 +6,8 @@ papers' protocol. Start with :func:`atrous.models.build` or the ``atrous`` comma
 
 Subpackages load on first use, as in torchvision: ``import atrous; atrous.models.build(...)``.
 The layering (each imports only those before it) is in ARCHITECTURE.md: ``models``,
-``weights``, ``crf``, ``data``, ``inference``, ``evaluation``, ``training``, ``cli``.
+``weights``, ``crf``, ``data``, ``inference`` and ``export``, ``evaluation``, ``training``,
+``cli``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SUBMODULES = (
     "crf",
     "data",
     "evaluation",
+    "export",
     "fileio",
     "imageio",
     "inference",

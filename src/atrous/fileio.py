@@ -1,16 +1,18 @@
-"""Atomic file writes, the one helper behind every checkpoint, weights file and report that
-atrous writes: a temporary file in the destination folder, flushed to disk, then
+"""Atomic file writes, the one helper behind every checkpoint, weights file, JSON result and
+report that atrous writes: a temporary file in the destination folder, flushed to disk, then
 ``os.replace``; a crash mid-write leaves the previous file intact and no partial file."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 @contextmanager
@@ -32,10 +34,19 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -48,3 +59,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(
+    path: str | os.PathLike, data: Any, *, indent: int | None = 2, **dumps_options: Any
+) -> Path:
+    """Write ``data`` as JSON (``json.dumps(data, indent=indent, **dumps_options)``, UTF-8,
+    one final newline) to ``path`` atomically; returns ``path``. Nothing is written when
+    ``data`` cannot be encoded."""
+    text = json.dumps(data, indent=indent, **dumps_options)
+    return atomic_write_text(path, text + "\n")

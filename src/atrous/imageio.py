@@ -58,17 +58,30 @@ __all__ = [
 
 # File suffixes (lower case) that folder scans treat as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
-)  # fmt: skip
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+)
 
 # The default pixel limit of read_image (checked from the header, before decoding).
 
 _DARK_16 = 65536 // 16  # a 16-bit image below this maximum reads dark
 _FORMATS = "JPEG, PNG, TIFF, BMP, WebP, GIF or PPM"
 _SIGNATURES = {
-    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF", b"BM": "BMP", b"RIFF": "WebP",
-}  # fmt: skip
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+    b"RIFF": "WebP",
+}
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
@@ -108,9 +121,11 @@ def read_image(
 
 
 def read_image_bytes(
-    data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
+    data: bytes,
+    name: str = "upload",
+    max_pixels: int = MAX_PIXELS,
     on_warning: OnWarning | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """:func:`read_image` of an encoded image held in memory (an HTTP upload), by the same
     policies; errors and warnings name ``name``."""
     if not data:
@@ -134,9 +149,12 @@ def image_kind(head: bytes) -> str | None:
 
 
 def _read(
-    src: str | os.PathLike | BinaryIO, name: str | os.PathLike, max_pixels: int | None,
-    head: bytes | None = None, on_warning: OnWarning | None = None,
-) -> np.ndarray:  # fmt: skip
+    src: str | os.PathLike | BinaryIO,
+    name: str | os.PathLike,
+    max_pixels: int | None,
+    head: bytes | None = None,
+    on_warning: OnWarning | None = None,
+) -> np.ndarray:
     try:
         with _open(src, max_pixels, name) as im:
             frames = getattr(im, "n_frames", 1)
@@ -244,8 +262,9 @@ def _warn_dark(
             f"{path}: 16-bit image with values only up to {top} of {full} (less than 1/16 of "
             "the range, e.g. 12-bit data): scaled by the full 16-bit range, it reads dark; "
             "rescale it to 0..65535 if that is not wanted",
-            on_warning, 5,
-        )  # fmt: skip
+            on_warning,
+            5,
+        )
 
 
 def _read_error(path: str | os.PathLike, e: Exception, head: bytes | None = None) -> ImageReadError:

@@ -92,9 +92,13 @@ def test_eval_folder_dataset_matches_recomputation(tmp_path: Path, model3: Path,
     assert meta["arch"] == "deeplabv3_mobilenetv2" and meta["output_stride"] == 16
     assert meta["weights_file"] == str(model3) and meta["atrous_rates"] == [6, 12, 18]
     assert meta["dataset"] == {
-        "format": "folder", "root": str(tmp_path / "data"), "split": "val",
-        "num_images": 3, "num_skipped": 0, "limit": None,
-    }  # fmt: skip
+        "format": "folder",
+        "root": str(tmp_path / "data"),
+        "split": "val",
+        "num_images": 3,
+        "num_skipped": 0,
+        "limit": None,
+    }
     assert meta["scales"] == [1.0] and meta["flip"] is False and meta["tile_size"] is None
     assert "crf" in meta and meta["crf"] is None
     assert res["trimap"]["width"] == [1, 2, 3, 4, 5]
@@ -105,9 +109,9 @@ def test_eval_folder_dataset_matches_recomputation(tmp_path: Path, model3: Path,
 
 def test_eval_synthetic_with_tta(tmp_path: Path, model6: Path, capsys) -> None:
     out = tmp_path / "out"
-    rc = main(["eval", str(model6), "--format", "synthetic", "--limit", "2", "--size", "40",
-               "--scales", "0.75,1", "--flip", "--tile-size", "32", "--out", str(out),
-               "--trimap-widths", "none", "--no-progress"])  # fmt: skip
+    flags = "--format synthetic --limit 2 --size 40 --scales 0.75,1 --flip --tile-size 32"
+    flags += " --trimap-widths none --no-progress"
+    rc = main(["eval", str(model6), *flags.split(), "--out", str(out)])
     assert rc == 0
     assert "synthetic val: 2 images" in capsys.readouterr().out
     ds = SyntheticSegmentation(length=2, size=40, split="val")
@@ -150,8 +154,8 @@ def test_eval_torchvision_pth_at_output_stride_8(tmp_path: Path, capsys) -> None
     pth = tmp_path / "tv.pth"
     torch.save(tv, pth)
     out = tmp_path / "out"
-    rc = main(["eval", str(pth), "--format", "synthetic", "--limit", "1", "--size", "40",
-               "--output-stride", "8", "--out", str(out), "--no-progress"])  # fmt: skip
+    flags = "--format synthetic --limit 1 --size 40 --output-stride 8 --no-progress"
+    rc = main(["eval", str(pth), *flags.split(), "--out", str(out)])
     assert rc == 0
     capsys.readouterr()
     meta = json.loads((out / "metrics.json").read_text())["metadata"]

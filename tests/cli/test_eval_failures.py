@@ -75,8 +75,8 @@ def test_bad_pairs_are_skipped_counted_and_the_rest_scored_as_without_them(
     for name in folder_bad:
         for p in clean.rglob(Path(name).stem + ".*"):
             p.unlink()
-    rc, _, _ = _eval([str(weights[3]), "--data", str(clean), "--split", "all",
-                      "--out", str(tmp_path / "ev_clean")], capsys)  # fmt: skip
+    clean_args = [str(weights[3]), "--data", str(clean), "--split", "all"]
+    rc, _, _ = _eval([*clean_args, "--out", str(tmp_path / "ev_clean")], capsys)
     assert rc == 0
     ref = json.loads((tmp_path / "ev_clean" / "metrics.json").read_text())
     assert ref["num_skipped"] == 0 and ref["skipped"] == []
@@ -141,8 +141,9 @@ def test_a_model_failure_on_one_item_skips_only_that_item() -> None:
     ]
     items[1] = (np.full((16, 20, 3), 255, np.uint8), items[1][1])
     items[3] = (items[3][0], np.zeros((8, 8), np.int64))  # label of the wrong size
-    r = evaluate(Segmenter(_FailsOnBright(net), batch_size=4), items, 3,
-                 trimap_widths=None, on_error="skip")  # fmt: skip
+    r = evaluate(
+        Segmenter(_FailsOnBright(net), batch_size=4), items, 3, trimap_widths=None, on_error="skip"
+    )
     assert r.num_images == 2
     assert [s["item"] for s in r.skipped] == ["dataset item 1", "dataset item 3"]
     assert r.skipped[0]["problem"] == "segmentation failed: RuntimeError: simulated kernel failure"

@@ -25,8 +25,12 @@ def test_models_lists_every_model_with_parameters(capsys) -> None:
 
 def test_convert_torchvision_checkpoint(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
-    ref = M.build("deeplabv3_mobilenetv3_large", 21, aux=True,
-                  **W.source_config("torchvision", "deeplabv3_mobilenetv3_large")).eval()  # fmt: skip
+    ref = M.build(
+        "deeplabv3_mobilenetv3_large",
+        21,
+        aux=True,
+        **W.source_config("torchvision", "deeplabv3_mobilenetv3_large"),
+    ).eval()
     tv = to_reference_names(ref.state_dict(), "torchvision", "deeplabv3_mobilenetv3_large")
     src = tmp_path / "tv.pth"
     torch.save(tv, src)
@@ -60,8 +64,15 @@ def test_demo_trains_evaluates_predicts_and_reports(tmp_path: Path) -> None:
     assert 0.0 <= summary["miou"] <= 1.0 and summary["val_images"] == 4
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert abs(metrics["metrics"]["mIoU"] - summary["miou"]) < 1e-9
-    for f in ("report.md", "report.html", "learning_curve.png", "eval/trimap.png",
-              "eval/confusion.png", "predictions/0.png", "run/model.safetensors"):  # fmt: skip
+    for f in (
+        "report.md",
+        "report.html",
+        "learning_curve.png",
+        "eval/trimap.png",
+        "eval/confusion.png",
+        "predictions/0.png",
+        "run/model.safetensors",
+    ):
         assert (tmp_path / f).stat().st_size > 0, f
     assert "mIoU" in (tmp_path / "report.md").read_text()
     # A second run reuses the trained model instead of training again.

@@ -45,9 +45,9 @@ def test_predict_files_folder_glob_with_bad_inputs(tmp_path: Path, weights: Path
     (src / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # corrupt
     (src / "c" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    rc = main(["predict", str(weights), str(src / "a"), str(src / "b" / "*.png"),
-               str(src / "c" / "z.png"), str(src / "c" / "notes.txt"), "-o", str(out),
-               "--no-progress", "--device", "cpu"])  # fmt: skip
+    inputs = [src / "a", src / "b" / "*.png", src / "c" / "z.png", src / "c" / "notes.txt"]
+    flags = ["-o", str(out), "--no-progress", "--device", "cpu"]
+    rc = main(["predict", str(weights), *map(str, inputs), *flags])
     assert rc == 1
     cap = capsys.readouterr()
     errors = [ln for ln in cap.err.splitlines() if "error" in ln]
@@ -76,8 +76,8 @@ def test_predict_probs_and_palette_from_metadata(tmp_path: Path, capsys) -> None
     w = W.save(model, tmp_path / "p.safetensors", palette=PALETTE)
     img = _image(tmp_path / "in" / "q.jpg", 5, (31, 45))
     out = tmp_path / "out"
-    rc = main(["predict", str(w), str(tmp_path / "in"), "-o", str(out), "--probs",
-               "--overlay-alpha", "1", "--no-progress"])  # fmt: skip
+    flags = ["-o", str(out), "--probs", "--overlay-alpha", "1", "--no-progress"]
+    rc = main(["predict", str(w), str(tmp_path / "in"), *flags])
     assert rc == 0
     assert "1 segmented into" in (o := capsys.readouterr().out) and ", 0 failed" in o
     decoded = np.asarray(Image.open(tmp_path / "in" / "q.jpg").convert("RGB"))
@@ -99,14 +99,15 @@ def test_predict_probs_and_palette_from_metadata(tmp_path: Path, capsys) -> None
 
 def test_predict_nothing_found_and_bad_alpha(tmp_path: Path, weights: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
-    rc = main(["predict", str(weights), str(tmp_path / "empty"), str(tmp_path / "*.jpg"),
-               str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"), "--no-progress"])  # fmt: skip
+    inputs = [tmp_path / "empty", tmp_path / "*.jpg", tmp_path / "missing.png"]
+    flags = ["-o", str(tmp_path / "out"), "--no-progress"]
+    rc = main(["predict", str(weights), *map(str, inputs), *flags])
     assert rc == 2  # nothing to segment: the run could not start
     err = capsys.readouterr().err
     assert "no image files" in err and "no file matches" in err and "missing.png" in err
     assert len(err.splitlines()) == 3 and "no image to segment" in err
-    rc = main(["predict", str(weights), str(tmp_path), "-o", str(tmp_path / "o"),
-               "--overlay-alpha", "2"])  # fmt: skip
+    flags = ["-o", str(tmp_path / "o"), "--overlay-alpha", "2"]
+    rc = main(["predict", str(weights), str(tmp_path), *flags])
     assert rc == 2 and "--overlay-alpha" in capsys.readouterr().err
 
 
@@ -125,8 +126,8 @@ def test_predict_with_dense_crf(tmp_path: Path) -> None:
     img.parent.mkdir()
     Image.fromarray((np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)).save(img)
     out = tmp_path / "out"
-    assert main(["predict", str(weights), str(img), "-o", str(out), "--probs", "--crf",
-                 "--crf-iterations", "3", "--no-progress"]) == 0  # fmt: skip
+    flags = ["--probs", "--crf", "--crf-iterations", "3", "--no-progress"]
+    assert main(["predict", str(weights), str(img), "-o", str(out), *flags]) == 0
     probs = np.load(out / "a_probs.npy").astype(np.float32)
     assert probs.shape == (3, 30, 40)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=2e-3)

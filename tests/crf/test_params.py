@@ -13,8 +13,8 @@ import pytest
 from atrous.crf import CRFasRNN, CRFParams, DenseCRF, StageTimes, dense_crf
 from atrous.crf.rnn_model import CRF_RNN_DEFAULTS
 
-VOC_V2 = {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0,
-          "bi_rgb_std": 3.0}  # fmt: skip
+VOC_V2 = {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 1.0}
+VOC_V2.update(bi_w=4.0, bi_xy_std=67.0, bi_rgb_std=3.0)
 
 
 def _inputs(h: int = 12, w: int = 14, c: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +117,12 @@ def _write(path: Path, data: object) -> Path:
 def test_from_file_reads_crf_search_outputs(tmp_path: Path) -> None:
     # best_crf.json of `atrous crf-search` is SearchResult.best_params(): the fixed and the
     # searched parameters with "method"; crf_search.json nests it under "best_params"
-    best = {"method": "dense_crf", "iterations": 10, "pos_w": 3.0, "pos_xy_std": 3.0,
-            "bi_w": 5.0, "bi_xy_std": 60.0, "bi_rgb_std": 10.0}  # fmt: skip
+    fixed = {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 3.0}
+    best = {"method": "dense_crf", **fixed, "bi_w": 5.0, "bi_xy_std": 60.0, "bi_rgb_std": 10.0}
     expected = CRFParams(pos_xy_std=3.0, bi_w=5.0, bi_xy_std=60.0, bi_rgb_std=10.0)
     assert CRFParams.from_file(_write(tmp_path / "best_crf.json", best)) == expected
-    report = {"fixed": {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 3.0},
-              "best": {"index": 0, "params": {"bi_w": 5.0}, "miou": 0.5}, "best_params": best}  # fmt: skip
+    point = {"index": 0, "params": {"bi_w": 5.0}, "miou": 0.5}
+    report = {"fixed": fixed, "best": point, "best_params": best}
     assert CRFParams.from_file(str(_write(tmp_path / "crf_search.json", report))) == expected
     nested = _write(tmp_path / "nested.json", {"params": {"bi_w": 2.0}})
     assert CRFParams.from_file(nested) == CRFParams(bi_w=2.0)

@@ -22,12 +22,23 @@ from atrous.training import TrainConfig, Trainer, apply_overrides
 def tiny_config(**overrides: Any) -> TrainConfig:
     """A MobileNetV2-0.5 DeepLab v3 (GroupNorm) on 6 synthetic 40 px images, 33 px crops."""
     base: dict[str, Any] = dict(
-        model="deeplabv3_mobilenetv2", model_options={"norm": "gn", "width_mult": 0.5},
-        dataset="synthetic", dataset_options={"length": 6, "size": 40}, crop_size=33,
-        scale_range=[0.75, 1.25], batch_size=2, iterations=4, lr=0.01, num_workers=0,
-        deterministic=True, log_every=1, val_every=1000, val_max_images=2, ckpt_every=1000,
+        model="deeplabv3_mobilenetv2",
+        model_options={"norm": "gn", "width_mult": 0.5},
+        dataset="synthetic",
+        dataset_options={"length": 6, "size": 40},
+        crop_size=33,
+        scale_range=[0.75, 1.25],
+        batch_size=2,
+        iterations=4,
+        lr=0.01,
+        num_workers=0,
+        deterministic=True,
+        log_every=1,
+        val_every=1000,
+        val_max_images=2,
+        ckpt_every=1000,
         device="cpu",
-    )  # fmt: skip
+    )
     base.update(overrides)
     return TrainConfig(**base).validate()
 
@@ -196,8 +207,8 @@ def crf_weights(tmp_path) -> Path:
 
 
 def test_eval_cli_runs_learned_crf(crf_weights, tmp_path, capsys):
-    common = ["eval", str(crf_weights), "--format", "synthetic", "--size", "32", "--limit", "2",
-              "--trimap-widths", "none", "--no-progress"]  # fmt: skip
+    flags = "--format synthetic --size 32 --limit 2 --trimap-widths none --no-progress"
+    common = ["eval", str(crf_weights), *flags.split()]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     meta = json.loads((tmp_path / "a" / "metrics.json").read_text())["metadata"]
     assert meta["crf"]["method"] == "crf_rnn"
@@ -222,8 +233,8 @@ def test_crf_params_file(crf_weights, tmp_path, capsys):
     assert crf_hook(parse("--crf")) == DenseCRF()
     assert crf_hook(parse()) is None
     params.write_text(json.dumps({"bi_weight": 1}))
-    rc = main(["eval", str(crf_weights), "--format", "synthetic", "--size", "32", "--limit", "1",
-               "--crf-params", str(params), "--no-progress"])  # fmt: skip
+    flags = "--format synthetic --size 32 --limit 1 --no-progress"
+    rc = main(["eval", str(crf_weights), *flags.split(), "--crf-params", str(params)])
     assert rc == 2
     err = capsys.readouterr().err
     assert "--crf-params" in err and "unknown key(s) ['bi_weight']" in err
@@ -235,8 +246,8 @@ def test_predict_cli_runs_learned_crf(crf_weights, tmp_path):
     img = np.random.default_rng(1).integers(0, 256, (30, 34, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
     out = tmp_path / "pred"
-    assert main(["predict", str(crf_weights), str(tmp_path / "a.png"), "-o", str(out),
-                 "--probs", "--no-progress"]) == 0  # fmt: skip
+    args = ["predict", str(crf_weights), str(tmp_path / "a.png"), "-o", str(out)]
+    assert main([*args, "--probs", "--no-progress"]) == 0
     files = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert any(f.endswith(".png") for f in files), files
     # the saved labels are the learned CRF's, not the network's

@@ -67,16 +67,16 @@ def test_grid_search_scores_every_point_and_picks_argmax():
 
     cm = ConfusionMatrix(3)
     for s in samples:
-        q = dense_crf(s.image, s.probs32(), pos_xy_std=3.0, bi_w=5.0, bi_xy_std=10.0,
-                      bi_rgb_std=20.0, iterations=5, pos_w=1.0)  # fmt: skip
+        params = {"bi_w": 5.0, "bi_xy_std": 10.0, "bi_rgb_std": 20.0}
+        q = dense_crf(s.image, s.probs32(), pos_xy_std=3.0, iterations=5, pos_w=1.0, **params)
         cm.update(q.argmax(0), s.label)
     assert res.points[3]["miou"] == pytest.approx(cm.miou)
     # the colour-aware CRF fixes the smeared edges on this data
     assert res.best["miou"] > res.baseline["miou"]
     d = res.to_dict()
     assert d["best"]["index"] == res.best_index and len(d["points"]) == 4
-    assert d["best_params"] == {"method": "dense_crf", "iterations": 5, "pos_w": 1.0,
-                                "pos_xy_std": 3.0, **res.best["params"]}  # fmt: skip
+    fixed = {"iterations": 5, "pos_w": 1.0, "pos_xy_std": 3.0}
+    assert d["best_params"] == {"method": "dense_crf", **fixed, **res.best["params"]}
     json.dumps(d)  # JSON-serializable
     assert "no CRF" in res.table(2) and "best" in res.table(2)
 
@@ -126,9 +126,9 @@ def tiny_weights(tmp_path) -> Path:
 
 def test_cli_writes_json_and_best_params(tiny_weights, tmp_path, capsys):
     out = tmp_path / "search"
-    rc = main(["crf-search", str(tiny_weights), "--format", "synthetic", "--size", "32",
-               "--limit", "2", "--bi-w", "3,5", "--bi-xy-std", "20", "--bi-rgb-std", "3:2:5",
-               "--iterations", "3", "--out", str(out), "--no-progress"])  # fmt: skip
+    flags = "--format synthetic --size 32 --limit 2 --bi-w 3,5 --bi-xy-std 20 --bi-rgb-std 3:2:5"
+    flags += " --iterations 3 --no-progress"
+    rc = main(["crf-search", str(tiny_weights), *flags.split(), "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "no CRF" in text and "4 grid points on 2 images" in text
@@ -143,9 +143,9 @@ def test_cli_writes_json_and_best_params(tiny_weights, tmp_path, capsys):
     params = json.loads((out / "best_crf.json").read_text())
     assert params["bi_w"] == data["best"]["params"]["bi_w"] and params["iterations"] == 3
     # the file feeds atrous eval --crf-params
-    rc = main(["eval", str(tiny_weights), "--format", "synthetic", "--size", "32", "--limit",
-               "1", "--crf-params", str(out / "best_crf.json"), "--trimap-widths", "none",
-               "--out", str(tmp_path / "ev"), "--no-progress"])  # fmt: skip
+    flags = "--format synthetic --size 32 --limit 1 --trimap-widths none --no-progress"
+    files = ["--crf-params", str(out / "best_crf.json"), "--out", str(tmp_path / "ev")]
+    rc = main(["eval", str(tiny_weights), *flags.split(), *files])
     assert rc == 0
     meta = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metadata"]
     assert meta["crf"]["bi_w"] == params["bi_w"] and meta["crf"]["pos_xy_std"] == 3.0
@@ -186,9 +186,8 @@ def test_cli_skips_bad_pairs_and_exits_1(tmp_path, capsys):
     torch.manual_seed(0)
     net = build("deeplabv3_mobilenetv2", num_classes=3, norm="gn", width_mult=0.5)
     w = weights.save(net, tmp_path / "net.safetensors")
-    args = ["crf-search", str(w), "--data", str(tmp_path / "data" / FOLDER), "--split", "all",
-            "--bi-w", "3", "--bi-xy-std", "20", "--bi-rgb-std", "3", "--iterations", "2",
-            "--no-progress"]  # fmt: skip
+    flags = "--split all --bi-w 3 --bi-xy-std 20 --bi-rgb-std 3 --iterations 2 --no-progress"
+    args = ["crf-search", str(w), "--data", str(tmp_path / "data" / FOLDER), *flags.split()]
     rc = main([*args, "--out", str(tmp_path / "s")])
     cap = capsys.readouterr()
     assert rc == 1

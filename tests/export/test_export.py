@@ -31,8 +31,8 @@ def _model() -> torch.nn.Module:
     m = M.build("deeplabv3plus_mobilenetv2", num_classes=5, width_mult=0.25).eval()
     with torch.no_grad():  # well-separated logits, so argmax ties cannot decide a test
         m.head.classifier.weight.mul_(50.0)
-    m.metadata.update(class_names=NAMES, palette=PALETTE, mean=(0.5, 0.45, 0.4),
-                      std=(0.25, 0.2, 0.22))  # fmt: skip
+    m.metadata.update(class_names=NAMES, palette=PALETTE)
+    m.metadata.update(mean=(0.5, 0.45, 0.4), std=(0.25, 0.2, 0.22))
     return m
 
 
@@ -41,8 +41,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("export")
     m = _model()
     out = {"weights": W.save(m, d / "m.safetensors")}
-    for name, kw in (("onnx", {}), ("pt2", {}),
-                     ("labels", {"with_preprocess": True, "output": "labels"})):  # fmt: skip
+    labels = {"with_preprocess": True, "output": "labels"}
+    for name, kw in (("onnx", {}), ("pt2", {}), ("labels", labels)):
         path = d / (f"{name}.onnx" if name != "pt2" else "m.pt2")
         report = export(W.load(out["weights"]), path, **kw)
         assert all(c["ok"] for c in report.checks) and len(report.checks) == 2
@@ -112,8 +112,8 @@ def test_preprocess_and_labels_graph_reproduces_atrous_predict(files, tmp_path) 
     arrays = {f"im{i}.png": _rgb(i, *hw) for i, hw in enumerate([(60, 80), (97, 45), (33, 200)])}
     for name, a in arrays.items():
         Image.fromarray(a).save(images / name)
-    rc = main(["predict", str(files["weights"]), str(images), "-o", str(tmp_path / "o"),
-               "--no-progress"])  # fmt: skip
+    dest = str(tmp_path / "o")
+    rc = main(["predict", str(files["weights"]), str(images), "-o", dest, "--no-progress"])
     assert rc == 0
     for name, a in arrays.items():
         expected = np.asarray(Image.open(tmp_path / "o" / name))
@@ -138,8 +138,8 @@ def test_predict_and_eval_take_exported_files(files, tmp_path, capsys) -> None:
     Image.fromarray(_rgb(3, 48, 64)).save(tmp_path / "a.png")
     outs = {}
     for kind in ("weights", "onnx", "pt2"):
-        rc = main(["predict", str(files[kind]), str(tmp_path / "a.png"), "-o",
-                   str(tmp_path / kind), "--no-progress", "--flip"])  # fmt: skip
+        args = ["predict", str(files[kind]), str(tmp_path / "a.png"), "-o", str(tmp_path / kind)]
+        rc = main([*args, "--no-progress", "--flip"])
         assert rc == 0
         outs[kind] = np.asarray(Image.open(tmp_path / kind / "a.png"))
     assert _agreement(outs["onnx"], outs["weights"]) >= 0.9995
@@ -154,8 +154,9 @@ def test_predict_and_eval_take_exported_files(files, tmp_path, capsys) -> None:
         Image.fromarray(mask).save(data / "masks" / f"{i}.png")
     scores = {}
     for kind in ("weights", "onnx"):
-        rc = main(["eval", str(files[kind]), "--data", str(data), "--split", "all",
-                   "--no-progress", "--trimap-widths", "none", "--out", str(tmp_path / f"e{kind}")])  # fmt: skip
+        flags = "--split all --no-progress --trimap-widths none"
+        out = ["--out", str(tmp_path / f"e{kind}")]
+        rc = main(["eval", str(files[kind]), "--data", str(data), *flags.split(), *out])
         assert rc == 0
         scores[kind] = json.loads((tmp_path / f"e{kind}" / "metrics.json").read_text())[
             "confusion_matrix"
@@ -163,8 +164,8 @@ def test_predict_and_eval_take_exported_files(files, tmp_path, capsys) -> None:
     a, b = (np.array(scores[k]) for k in ("weights", "onnx"))
     assert np.abs(a - b).sum() / 2 <= 0.001 * a.sum()  # at most 0.1% of pixels moved
     capsys.readouterr()
-    rc = main(["predict", str(files["labels"]), str(tmp_path / "a.png"), "-o",
-               str(tmp_path / "x"), "--no-progress"])  # fmt: skip
+    args = ["predict", str(files["labels"]), str(tmp_path / "a.png"), "-o", str(tmp_path / "x")]
+    rc = main([*args, "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "exported with input uint8_nhwc and output labels" in err
     assert len(err.strip().splitlines()) == 1
@@ -176,15 +177,12 @@ def test_bad_exported_files_get_one_clear_error(files, tmp_path) -> None:
     corrupt.write_bytes(files["onnx"].read_bytes()[:5000])
     # A graph with an operator no runtime implements.
     node = onnx.helper.make_node("NoSuchOp", ["input"], ["logits"], domain="com.example")
-    graph = onnx.helper.make_graph(
-        [node], "g",
-        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 2, 8, 8])],
-    )  # fmt: skip
-    model = onnx.helper.make_model(
-        graph, opset_imports=[onnx.helper.make_opsetid("", 18),
-                              onnx.helper.make_opsetid("com.example", 1)],
-    )  # fmt: skip
+    value = onnx.helper.make_tensor_value_info
+    inputs = [value("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])]
+    outputs = [value("logits", onnx.TensorProto.FLOAT, [1, 2, 8, 8])]
+    graph = onnx.helper.make_graph([node], "g", inputs, outputs)
+    opsets = [onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid("com.example", 1)]
+    model = onnx.helper.make_model(graph, opset_imports=opsets)
     onnx.save(model, tmp_path / "op.onnx")
     (tmp_path / "text.pt2").write_text("not a zip")
     cases = {
@@ -214,12 +212,12 @@ def test_crf_rnn_model_is_refused_with_a_reason_or_exported_without(tmp_path) ->
 def test_static_export_and_bad_requests(tmp_path) -> None:
     m = _model()
     report = export(m, tmp_path / "s.pt2", dynamic=False, size=(1, 64, 80))
-    assert report.checks == [{"size": [1, 64, 80], **{k: report.checks[0][k]
-                              for k in ("ok", "max_abs", "max_rel")}}]  # fmt: skip
+    errors = {k: report.checks[0][k] for k in ("ok", "max_abs", "max_rel")}
+    assert report.checks == [{"size": [1, 64, 80], **errors}]
     fixed = W.load(tmp_path / "s.pt2")
     assert fixed(torch.randn(1, 3, 64, 80))["out"].shape == (1, 5, 64, 80)
-    with pytest.raises(ValueError, match=r"exported for a fixed input of batch 1, 64x80; got "
-                       r"batch 2, 64x80: export it with --dynamic"):  # fmt: skip
+    fixed_size = r"exported for a fixed input of batch 1, 64x80; got batch 2, 64x80: export it"
+    with pytest.raises(ValueError, match=fixed_size + " with --dynamic"):
         fixed(torch.randn(2, 3, 64, 80))
     with pytest.raises(ExportError, match=r"must end in \.onnx or \.pt2"):
         export(m, tmp_path / "m.bin")

@@ -112,8 +112,8 @@ def test_optimize_refuses_what_it_cannot_do(tmp_path) -> None:
 
 def test_quantize_and_precision_on_the_command_line(images, tmp_path, capsys) -> None:
     w = W.save(_model(), tmp_path / "m.safetensors")
-    rc = main(["quantize", str(w), "--calib", str(images), "--out", str(tmp_path / "q.onnx"),
-               "--calib-images", "3"])  # fmt: skip
+    flags = ["--calib", str(images), "--out", str(tmp_path / "q.onnx"), "--calib-images", "3"]
+    rc = main(["quantize", str(w), *flags])
     out = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out)
@@ -123,19 +123,22 @@ def test_quantize_and_precision_on_the_command_line(images, tmp_path, capsys) ->
     assert meta["export_precision"] == "int8" and meta["arch"] == "deeplabv3plus_mobilenetv2"
     img = images / "1.png"
     outs = {}
-    for name, extra in (("eager", []), ("fp32", ["--precision", "fp32"]),
-                        ("ort", ["--precision", "fp32", "--backend", "onnxruntime"]),
-                        ("q", [])):  # fmt: skip
+    for name, extra in (
+        ("eager", []),
+        ("fp32", ["--precision", "fp32"]),
+        ("ort", ["--precision", "fp32", "--backend", "onnxruntime"]),
+        ("q", []),
+    ):
         weights = tmp_path / "q.onnx" if name == "q" else w
-        rc = main(["predict", str(weights), str(img), "-o", str(tmp_path / name),
-                   "--no-progress", *extra])  # fmt: skip
+        flags = ["-o", str(tmp_path / name), "--no-progress", *extra]
+        rc = main(["predict", str(weights), str(img), *flags])
         assert rc == 0, capsys.readouterr().err
         outs[name] = np.asarray(Image.open(tmp_path / name / "1.png"))
     assert (outs["fp32"] == outs["eager"]).mean() > 0.999
     assert (outs["ort"] == outs["eager"]).mean() > 0.999
     assert (outs["q"] == outs["eager"]).mean() > 0.9
-    rc = main(["predict", str(w), str(img), "-o", str(tmp_path / "x"), "--no-progress",
-               "--precision", "int8"])  # fmt: skip
+    flags = ["-o", str(tmp_path / "x"), "--no-progress", "--precision", "int8"]
+    rc = main(["predict", str(w), str(img), *flags])
     err = capsys.readouterr().err
     assert rc == 2 and "--precision int8 needs --calib DATA" in err
 

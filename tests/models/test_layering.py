@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-LEVEL = {"constants": 0, "fileio": 0, "models": 1, "weights": 2, "crf": 3, "data": 4,
-         "inference": 5, "evaluation": 6, "training": 7, "cli": 8}  # fmt: skip
+LEVEL = {"constants": 0, "fileio": 0, "models": 1, "weights": 2, "crf": 3, "data": 4}
+LEVEL.update(inference=5, evaluation=6, training=7, cli=8)
 
 
 def _imported_atrous_parts(path: Path, root: Path = SRC) -> set[str]:
@@ -62,10 +62,10 @@ def test_checker_sees_relative_and_function_local_imports(tmp_path: Path) -> Non
 
 def _fresh_modules(code: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
+    code += "\nimport sys\nprint(' '.join(sorted(sys.modules)))"
     out = subprocess.run(
-        [sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.split()
 
 

@@ -36,8 +36,8 @@ def test_detect_sources(tv_mnv3) -> None:
 
 def test_convert_names_match_our_model(tv_mnv3) -> None:
     converted = W.convert(tv_mnv3, "torchvision", "deeplabv3_mobilenet_v3_large")
-    model = M.build("deeplabv3_mobilenetv3_large", 21, aux=True, **W.source_config(
-        "torchvision", "deeplabv3_mobilenetv3_large"))  # fmt: skip
+    options = W.source_config("torchvision", "deeplabv3_mobilenetv3_large")
+    model = M.build("deeplabv3_mobilenetv3_large", 21, aux=True, **options)
     assert set(converted) == set(model.state_dict())
 
 
@@ -153,8 +153,8 @@ def test_build_pretrained_loads_a_backbone_checkpoint(tmp_path: Path) -> None:
     assert model.config == M.build("deeplabv3_mobilenetv2", **kw).config
     assert "pretrained_backbone" not in model.config
     from_memory = W.build_pretrained("deeplabv3_mobilenetv2", pretrained_backbone=imagenet, **kw)
-    assert torch.equal(from_memory.backbone.features[3].conv[0][0].weight,
-                       imagenet["features.3.conv.0.0.weight"])  # fmt: skip
+    conv = from_memory.backbone.features[3].conv[0][0]
+    assert torch.equal(conv.weight, imagenet["features.3.conv.0.0.weight"])
     assert W.build_pretrained("deeplabv3_mobilenetv2", pretrained_backbone=None, **kw).config == (
         model.config
     )

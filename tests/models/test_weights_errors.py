@@ -66,8 +66,8 @@ def _recipe(message: str) -> str:
 
 
 def _run_recipe(message: str, cwd: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", _recipe(message)], cwd=cwd,
-                         capture_output=True, text=True)  # fmt: skip
+    code = _recipe(message)
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
@@ -126,9 +126,11 @@ def test_other_torch_load_failures_get_one_line_reasons(tmp_path: Path) -> None:
 def _edited(tmp_path: Path, **changes: str) -> Path:
     """A tiny model saved by atrous, with metadata entries replaced by ``changes``."""
     model = tiny_model()
-    path = W.save(model, tmp_path / "m.safetensors", class_names=["a", "b", "c"],
-                  palette=[(0, 0, 0), (9, 9, 9), (255, 255, 255)],
-                  extra={"inference_scales": "[1.0, 1.5]"})  # fmt: skip
+    palette = [(0, 0, 0), (9, 9, 9), (255, 255, 255)]
+    extra = {"inference_scales": "[1.0, 1.5]"}
+    path = W.save(
+        model, tmp_path / "m.safetensors", class_names=["a", "b", "c"], palette=palette, extra=extra
+    )
     with safe_open(str(path), "pt") as f:
         meta = {**f.metadata(), **changes}
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
@@ -147,8 +149,8 @@ def test_malformed_json_names_the_file_and_key(tmp_path: Path, key: str) -> None
 def test_safetensors_that_is_not_one(tmp_path: Path) -> None:
     good = _edited(tmp_path)
     data = good.read_bytes()
-    cases = {"garbage": b"\x07garbage!" * 64, "header": data[:100], "tensors": data[:-1000],
-             "empty": b""}  # fmt: skip
+    cases = {"garbage": b"\x07garbage!" * 64, "header": data[:100], "tensors": data[:-1000]}
+    cases["empty"] = b""
     for name, content in cases.items():
         path = tmp_path / f"{name}.safetensors"
         path.write_bytes(content)

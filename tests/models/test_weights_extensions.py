@@ -3,10 +3,12 @@ saved and loaded through hooks, in the file format atrous has always written."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,14 @@ import atrous.models as M
 import atrous.weights as W
 from atrous.weights import extensions
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+
+
+def _declared_in_pyproject() -> dict[str, str]:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return dict(project["entry-points"][extensions.ENTRY_POINT_GROUP])
 
 
 def _tiny(num_classes: int = 3) -> M.DeepLab:
@@ -35,14 +44,14 @@ def _file_as_written_before_the_extension_hooks(path: Path) -> dict[str, str]:
     with torch.no_grad():
         model.crf.pos_weight.fill_(0.25)
     cfg = model.config
-    meta = {
-        "format": "atrous", "arch": cfg["arch"], "num_classes": str(cfg["num_classes"]),
-        "output_stride": str(cfg["output_stride"]), "atrous_rates": json.dumps(cfg["atrous_rates"]),
-        "config": json.dumps(cfg), "mean": json.dumps(list(model.metadata["mean"])),
-        "std": json.dumps(list(model.metadata["std"])),
-        "crf_rnn": json.dumps(crf_rnn_options({"iterations": 2, "eval_iterations": 3,
-                                               "bi_xy_std": 10.0})),
-    }  # fmt: skip
+    crf = crf_rnn_options({"iterations": 2, "eval_iterations": 3, "bi_xy_std": 10.0})
+    meta = {"format": "atrous", "arch": cfg["arch"], "num_classes": str(cfg["num_classes"])}
+    meta["output_stride"] = str(cfg["output_stride"])
+    meta["atrous_rates"] = json.dumps(cfg["atrous_rates"])
+    meta["config"] = json.dumps(cfg)
+    meta["mean"] = json.dumps(list(model.metadata["mean"]))
+    meta["std"] = json.dumps(list(model.metadata["std"]))
+    meta["crf_rnn"] = json.dumps(crf)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
     return meta
 
@@ -86,10 +95,10 @@ def test_registered_hooks_are_called(tmp_path: Path, monkeypatch: pytest.MonkeyP
         model.metadata["probe"] = options["tag"]
         return model, []
 
-    W.register_extension(
-        "probe", tensor_prefix="probe.", save=lambda m: getattr(m, "probe_options", None),
-        load=attach,
-    )  # fmt: skip
+    def options(model):
+        return getattr(model, "probe_options", None)
+
+    W.register_extension("probe", tensor_prefix="probe.", save=options, load=attach)
     model = _tiny()
     model.probe_options = {"tag": "x"}
     path = W.save(model, tmp_path / "m.safetensors")
@@ -107,3 +116,27 @@ def test_extension_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         W.load(path)
     with pytest.raises(ValueError, match="tensor_prefix"):
         W.register_extension("bad", tensor_prefix="crf", save=lambda m: None, load=None)
+
+
+def test_each_declared_extension_module_registers_its_entry() -> None:
+    declared = _declared_in_pyproject()
+    assert declared == {"crf_rnn": "atrous.crf.rnn_model"}
+    for key, module in declared.items():
+        importlib.import_module(module)
+        assert extensions.extension(key).metadata_key == key
+
+
+def test_the_installed_entry_points_are_the_declared_ones() -> None:
+    installed = {ep.name: ep.value for ep in entry_points(group=extensions.ENTRY_POINT_GROUP)}
+    assert installed == _declared_in_pyproject(), (
+        "atrous's installed metadata is older than pyproject.toml: install it again "
+        "(pip install -e ., or make test)"
+    )
+
+
+def test_a_provider_that_registers_nothing_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extensions, "PROVIDERS", {"idle": "atrous.constants"})
+    with pytest.raises(W.CheckpointError, match=r"idle: atrous\.constants registers no extension"):
+        extensions.extension("idle")
+    with pytest.raises(W.CheckpointError, match="no installed package declares one"):
+        extensions.extension("unknown_entry")

@@ -29,8 +29,9 @@ def model(weights_file):
 
 @pytest.fixture(scope="module")
 def server(model):
-    settings = ServerSettings(max_batch=4, max_wait_ms=5, warmup_size=(64, 64),
-                              max_upload_mb=0.5, max_pixels=2_000_000)  # fmt: skip
+    settings = ServerSettings(
+        max_batch=4, max_wait_ms=5, warmup_size=(64, 64), max_upload_mb=0.5, max_pixels=2_000_000
+    )
     with running(create_app(model, settings)) as url:
         yield url
 
@@ -64,16 +65,20 @@ def test_health_ready_card_metrics_and_page(server, model) -> None:
 def test_curl_data_binary_is_read_by_its_bytes(server, model) -> None:
     # curl --data-binary @photo.png sends application/x-www-form-urlencoded
     image = rgb(8, 50, 60)
-    r = httpx.post(server + "/v1/segment", content=encode(image),
-                   headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    r = httpx.post(
+        server + "/v1/segment",
+        content=encode(image),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), _reference(model, image))
 
 
 def test_png_labels_equal_the_segmenter(server, model) -> None:
     image = rgb(1, 90, 120)
-    r = httpx.post(server + "/v1/segment", content=encode(image),
-                   headers={"content-type": "image/png"})  # fmt: skip
+    r = httpx.post(
+        server + "/v1/segment", content=encode(image), headers={"content-type": "image/png"}
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     got = Image.open(io.BytesIO(r.content))
     assert got.mode == "L"
@@ -111,8 +116,11 @@ def test_multipart_with_options_json_masks_and_overlay(server, model) -> None:
     image = rgb(2, 75, 101)
     ref = _reference(model, image, scales=(0.5, 1.0), flip=True)
     files = {"image": ("photo.jpg", encode(image, "PNG"), "image/png")}
-    r = httpx.post(server + "/v1/segment?format=json&masks=png", files=files,
-                   data={"scales": "0.5,1", "flip": "true"})  # fmt: skip
+    r = httpx.post(
+        server + "/v1/segment?format=json&masks=png",
+        files=files,
+        data={"scales": "0.5,1", "flip": "true"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["height"], body["width"]) == (75, 101)
@@ -125,8 +133,11 @@ def test_multipart_with_options_json_masks_and_overlay(server, model) -> None:
     for seg in body["segments"]:
         mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(seg["mask"]))))
         assert np.array_equal(mask > 0, ref == seg["id"])
-    r = httpx.post(server + "/v1/segment", params={"format": "json", "masks": "rle",
-                   "scales": "0.5,1", "flip": "1"}, content=encode(image))  # fmt: skip
+    r = httpx.post(
+        server + "/v1/segment",
+        params={"format": "json", "masks": "rle", "scales": "0.5,1", "flip": "1"},
+        content=encode(image),
+    )
     for seg in r.json()["segments"]:
         assert np.array_equal(coco_rle_decode(seg["rle"]).astype(bool), ref == seg["id"])
     r = httpx.post(server + "/v1/segment?format=overlay", content=encode(image))
@@ -191,8 +202,8 @@ def test_bad_requests_get_a_clear_4xx(server, case, status, code, message) -> No
     elif case == "crf":
         params = {"crf": "true"}
     elif case == "no_file":
-        kw = {"content": b"--b\r\nContent-Disposition: form-data; name=\"format\"\r\n\r\npng\r\n"
-              b"--b--\r\n", "headers": {"content-type": "multipart/form-data; boundary=b"}}  # fmt: skip
+        form = b'--b\r\nContent-Disposition: form-data; name="format"\r\n\r\npng\r\n--b--\r\n'
+        kw = {"content": form, "headers": {"content-type": "multipart/form-data; boundary=b"}}
     r = httpx.post(server + "/v1/segment", params=params, **kw)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -225,8 +236,9 @@ def test_concurrent_requests_share_a_batch_and_a_bad_one_does_not_hurt(model) ->
         metrics = httpx.get(url + "/metrics").text
     assert [r.status_code for r in replies] == [200, 200, 400]
     for image, r in zip(images, replies):
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))),
-                              _reference(model, image))  # fmt: skip
+        assert np.array_equal(
+            np.asarray(Image.open(io.BytesIO(r.content))), _reference(model, image)
+        )
     line = next(ln for ln in metrics.splitlines() if ln.startswith("atrous_batch_size_count"))
     assert float(line.split()[-1]) == 1.0  # both images in one batch
     assert 'atrous_batch_size_bucket{le="1.0"} 0.0' in metrics
@@ -300,8 +312,9 @@ def test_an_exported_onnx_model_is_served_like_weights(weights_file, tmp_path) -
         r = httpx.post(url + "/v1/segment", content=encode(image))
     assert card["source"] == "exported" and card["class_names"] == NAMES
     assert r.status_code == 200
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))),
-                          _reference(exported, image))  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(r.content))), _reference(exported, image)
+    )
 
 
 def test_memory_past_the_limit_is_trimmed_after_a_batch(model) -> None:

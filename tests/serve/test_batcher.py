@@ -27,9 +27,12 @@ def test_concurrent_jobs_of_one_key_share_a_batch_and_others_wait_their_turn() -
         b = DynamicBatcher(run_batch, max_batch=3, max_wait_ms=200, max_queue=10)
         b.start()
         results = await asyncio.gather(
-            b.submit("a1", "A"), b.submit("b1", "B"), b.submit("a2", "A"),
-            b.submit("a3", "A"), b.submit("a4", "A"),
-        )  # fmt: skip
+            b.submit("a1", "A"),
+            b.submit("b1", "B"),
+            b.submit("a2", "A"),
+            b.submit("a3", "A"),
+            b.submit("a4", "A"),
+        )
         await b.stop()
         return results
 
@@ -99,8 +102,9 @@ def test_one_failing_image_fails_alone() -> None:
     async def main():
         b = DynamicBatcher(run_batch, max_batch=4, max_wait_ms=100)
         b.start()
-        out = await asyncio.gather(b.submit("ok1", 0), b.submit("bad", 0), b.submit("ok2", 0),
-                                   return_exceptions=True)  # fmt: skip
+        out = await asyncio.gather(
+            b.submit("ok1", 0), b.submit("bad", 0), b.submit("ok2", 0), return_exceptions=True
+        )
         await b.stop()
         return out, b.batches
 

@@ -45,8 +45,13 @@ def test_json_body_fractions_and_masks() -> None:
     pal = np.array([[0, 0, 0], [1, 1, 1], [9, 8, 7]], np.uint8)
     body = json_body(labels, ["bg", "a", "b"], pal, masks="png")
     assert [c["name"] for c in body["classes"]] == ["bg", "b"]
-    assert body["classes"][1] == {"id": 2, "name": "b", "color": [9, 8, 7], "pixels": 4,
-                                  "fraction": round(4 / 6, 6)}  # fmt: skip
+    assert body["classes"][1] == {
+        "id": 2,
+        "name": "b",
+        "color": [9, 8, 7],
+        "pixels": 4,
+        "fraction": round(4 / 6, 6),
+    }
     seg = body["segments"][1]
     assert seg["label"] == "b" and seg["score"] is None
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(seg["mask"]))))

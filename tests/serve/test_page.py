@@ -34,8 +34,14 @@ def _driver():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--force-color-profile=srgb"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--force-color-profile=srgb",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
 
@@ -63,6 +69,13 @@ def _upload(driver, wait, photo: Path) -> None:
     )
 
 
+def _text(element, class_name: str) -> str:
+    """The text of ``element``'s child of class ``class_name``."""
+    from selenium.webdriver.common.by import By
+
+    return element.find_element(By.CLASS_NAME, class_name).text
+
+
 def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, tmp_path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -72,8 +85,11 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
     photo = tmp_path / "street.png"
     photo.write_bytes(encode(image))
     expected = Segmenter.from_model(model).predict(image)
-    present = {NAMES[k]: n / expected.size for k, n in enumerate(np.bincount(expected.ravel(),
-               minlength=5)) if n}  # fmt: skip
+    present = {
+        NAMES[k]: n / expected.size
+        for k, n in enumerate(np.bincount(expected.ravel(), minlength=5))
+        if n
+    }
     driver = _driver()
     try:
         with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
@@ -84,9 +100,7 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
             canvas = driver.find_element(By.ID, "overlay")
             assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("240", "180")
             rows = driver.find_elements(By.CSS_SELECTOR, "#legend li")
-            legend = {r.find_element(By.CLASS_NAME, "name").text:
-                      float(r.find_element(By.CLASS_NAME, "frac").text.rstrip("%")) / 100
-                      for r in rows}  # fmt: skip
+            legend = {_text(r, "name"): float(_text(r, "frac").rstrip("%")) / 100 for r in rows}
             assert set(legend) == set(present)
             for name, frac in present.items():
                 assert legend[name] == pytest.approx(frac, abs=0.0006)
@@ -108,8 +122,9 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
             bad = tmp_path / "broken.png"
             bad.write_bytes(encode(image)[:300])
             driver.find_element(By.ID, "file").send_keys(str(bad))
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-                       == "error")  # fmt: skip
+            wait.until(
+                lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error"
+            )
             assert "truncated" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
@@ -141,8 +156,7 @@ def test_page_reads_labels_above_255_exactly(tmp_path) -> None:
             _upload(driver, wait, photo)
             decoded = driver.execute_script("return Array.from(state.labels)")
             assert np.array_equal(np.asarray(decoded).reshape(96, 128), expected)
-            names = {r.find_element(By.CLASS_NAME, "name").text
-                     for r in driver.find_elements(By.CSS_SELECTOR, "#legend li")}  # fmt: skip
+            names = {_text(r, "name") for r in driver.find_elements(By.CSS_SELECTOR, "#legend li")}
             assert names == {f"c{k}" for k in np.unique(expected)}
     finally:
         driver.quit()

@@ -34,11 +34,14 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(weights_file) -> Non
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    serve = [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port),
-         "--threads", "1", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [*serve, "--threads", "1", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         _wait_ready(url, proc)
         card = httpx.get(url + "/v1/model").json()
@@ -48,8 +51,12 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(weights_file) -> Non
         result: dict = {}
 
         def slow() -> None:
-            result["r"] = httpx.post(url + "/v1/segment", params={"scales": "1,2",
-                                     "flip": "true"}, content=big, timeout=120)  # fmt: skip
+            result["r"] = httpx.post(
+                url + "/v1/segment",
+                params={"scales": "1,2", "flip": "true"},
+                content=big,
+                timeout=120,
+            )
 
         t = threading.Thread(target=slow)
         t.start()
@@ -81,8 +88,12 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(weights_file) -> Non
 def test_serve_refuses_a_bad_model_file_in_one_line(tmp_path) -> None:
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    out = subprocess.run([sys.executable, "-m", "atrous", "serve", str(bad)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "atrous", "serve", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in out.stderr
@@ -91,11 +102,14 @@ def test_serve_refuses_a_bad_model_file_in_one_line(tmp_path) -> None:
 def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    serve = [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port),
-         "--workers", "2", "--threads", "1", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        [*serve, "--workers", "2", "--threads", "1", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_ready(url, proc)
         # /readyz answered by one worker; the other may still be warming up and answer 503

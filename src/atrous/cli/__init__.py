@@ -74,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"atrous {args.command}: error: {e}", file=sys.stderr)
         return EXIT_CANNOT_START
     except FailFast as e:
-        print(f"atrous {args.command}: stopped at the first failure (--fail-fast): {e}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"atrous {args.command}: stopped at the first failure (--fail-fast): {e}",
+            file=sys.stderr,
+        )
         return EXIT_ITEMS_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

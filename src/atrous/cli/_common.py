@@ -1,7 +1,8 @@
-"""Pieces the commands share: parsing the dataset and inference options (scales, flip,
-tiles, batch, device, dense CRF) into calls of the package, loading weights with one-line
-errors. The policy itself (default scales, which CRF runs) is :meth:`Segmenter.from_model`'s;
-this module only translates flags."""
+"""Pieces the commands share: translating the dataset, inference and dense-CRF flags into
+calls of the package, loading weights, with user errors as one-line :class:`CLIError`. It
+holds no policy: the flags are declared by :class:`~atrous.inference.InferenceSettings` and
+:class:`~atrous.inference.CRFSettings`, and what they mean (default scales, which CRF runs,
+the device, the fast path) is decided by :mod:`atrous.inference.pipeline`."""
 
 from __future__ import annotations
 
@@ -14,14 +15,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atrous.cli import CLIError
+from atrous.inference.flags import positive_int
+from atrous.inference.settings import CRFSettings, InferenceSettings
 
 if TYPE_CHECKING:
     from atrous.failures import FailureLog
     from atrous.inference import CRFHook, Segmenter
     from atrous.models.deeplab import DeepLab
 
-# DeepLab v3 sec. 4.3: the multi-scale inputs of the test-time augmentation.
-PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+__all__ = [
+    "add_dataset_args",
+    "add_inference_args",
+    "add_palette_check_arg",
+    "build_segmenter",
+    "crf_hook",
+    "failure_log",
+    "inference_settings",
+    "load_model",
+    "model_summary",
+    "open_dataset",
+    "positive_int",
+    "resolve_device",
+    "warnings_as_lines",
+]
 
 
 class FormatChoices(Sequence[str]):
@@ -44,117 +60,16 @@ class FormatChoices(Sequence[str]):
         return len(self._names())
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
-    """``"1"``, ``"0.5,0.75,1,1.25,1.5,1.75"`` or ``"paper"`` (the v3 sec. 4.3 scales)."""
-    if text.strip().lower() in ("paper", "ms"):
-        return PAPER_SCALES
-    try:
-        scales = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--scales wants comma-separated positive numbers, got {text!r}"
-        ) from None
-    if not scales or any(not 0 < s < 100 for s in scales):
-        raise argparse.ArgumentTypeError(f"--scales wants positive numbers, got {text!r}")
-    return scales
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def megapixels(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected megapixels >= 0, got {text!r}")
-    return v
+# The dense-CRF flags' group (CRFSettings' flags; their defaults are CRFParams').
+CRF_GROUP = "dense CRF (DeepLab v1 §4, v2 §3.3; defaults: v2's VOC setting)"
 
 
 def add_inference_args(p: argparse.ArgumentParser, auto_tile: bool = False) -> None:
-    """Options of the test-time inference both commands share (``auto_tile``: also
+    """The inference and dense-CRF flags of eval and predict (``auto_tile``: also
     ``--auto-tile MP``, on by default)."""
-    g = p.add_argument_group("inference")
-    g.add_argument(
-        "--scales",
-        type=parse_scales,
-        default=None,
-        help="test-time scales, comma-separated; logits are averaged (v3 sec. 4.3 uses "
-        "0.5,0.75,1,1.25,1.5,1.75, also spelled 'paper'; default: the scales the model was "
-        "validated at when training saved them, else 1)",
-    )
-    g.add_argument("--flip", action="store_true", help="also average the left-right flip")
-    g.add_argument(
-        "--tile-size",
-        type=positive_int,
-        default=None,
-        help="sliding-window tile side in model pixels (bounds memory; default: whole image)",
-    )
-    if auto_tile:
-        from atrous.constants import AUTO_TILE_PIXELS
-
-        g.add_argument(
-            "--auto-tile",
-            type=megapixels,
-            default=AUTO_TILE_PIXELS / 1e6,
-            metavar="MP",
-            help="without --tile-size, images above this many megapixels (at the largest "
-            "scale) are segmented in 513-pixel tiles, said once, so that a large photo never "
-            "runs the machine out of memory; 0 never tiles (default %(default)g)",
-        )
-    g.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
-    g.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "int8"),
-        default=None,
-        help="run the fast CPU path (atrous.inference.optimize): fp32 (BatchNorm folded, "
-        "channels-last), bf16 (CPUs with AVX512-BF16/AMX), int8 (ONNX Runtime, calibrated on "
-        "--calib); default: the model as loaded",
-    )
-    g.add_argument(
-        "--backend",
-        choices=("eager", "onnxruntime"),
-        default=None,
-        help="with --precision: PyTorch (eager) or ONNX Runtime (int8 always; a .onnx file "
-        "always runs in ONNX Runtime)",
-    )
-    g.add_argument(
-        "--calib",
-        default=None,
-        metavar="DATA",
-        help="images to calibrate --precision int8 on: a folder or a dataset root",
-    )
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
-    from atrous.crf.params import CRFParams
-
-    defaults = CRFParams()
-    c = p.add_argument_group("dense CRF (DeepLab v1 §4, v2 §3.3; defaults: v2's VOC setting)")
-    c.add_argument("--crf", action="store_true", help="refine probabilities with a dense CRF")
-    # Flags from CRFParams' fields; defaults None so that --crf-params FILE < explicit flags.
-    for name in CRFParams.names():
-        kind = positive_int if name == "iterations" else float
-        c.add_argument(f"--crf-{name.replace('_', '-')}", type=kind, default=None,
-                       help=f"{CRFParams.help(name)} ({getattr(defaults, name):g})")  # fmt: skip
-    c.add_argument(
-        "--crf-params",
-        default=None,
-        metavar="JSON",
-        help="dense-CRF parameters from a file (e.g. best_crf.json of atrous crf-search); "
-        "implies --crf; explicit --crf-* flags win",
-    )
-    c.add_argument(
-        "--no-crf-rnn",
-        action="store_true",
-        help="ignore the learned CRF-as-RNN layer saved with the weights (network alone)",
-    )
+    skip = () if auto_tile else ("auto_tile",)
+    InferenceSettings.add_arguments(p.add_argument_group("inference"), skip=skip)
+    CRFSettings.add_arguments(p.add_argument_group(CRF_GROUP))
 
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -234,17 +149,13 @@ def open_dataset(args: argparse.Namespace, num_classes: int) -> tuple[Any, dict[
 
 
 def resolve_device(name: str | None) -> Any:
-    import torch
+    """``--device`` as a torch device (:func:`atrous.inference.pipeline.resolve_device`)."""
+    from atrous.inference.pipeline import resolve_device as resolve
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise CLIError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {name}: CUDA is not available on this machine")
-    return dev
+        return resolve(name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def load_model(path: str, **overrides: Any) -> DeepLab:
@@ -257,72 +168,34 @@ def load_model(path: str, **overrides: Any) -> DeepLab:
         raise CLIError(str(e)) from None
 
 
+def inference_settings(args: argparse.Namespace, **values: Any) -> InferenceSettings:
+    """The :class:`~atrous.inference.InferenceSettings` of the flags (``values`` win), the
+    device resolved now, so that a bad one is said before any work."""
+    try:
+        settings = InferenceSettings.from_args(args, **values)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    return settings.replace(device=str(resolve_device(settings.device)))
+
+
 def crf_hook(args: argparse.Namespace) -> CRFHook | None:
-    """The dense CRF to apply after the test-time augmentation, from the command line:
-    the one place a CRF enters inference for eval and predict. Parameters: the defaults,
-    then ``--crf-params FILE``, then explicit ``--crf-*`` flags
-    (:meth:`atrous.crf.DenseCRF.from_params`)."""
-    params_file = getattr(args, "crf_params", None)
-    if not getattr(args, "crf", False) and not params_file:
-        return None
-    from atrous.crf import CRFParams, DenseCRF
-
-    flags = {name: getattr(args, f"crf_{name}", None) for name in CRFParams.names()}
+    """The dense CRF the flags ask for (:meth:`~atrous.inference.CRFSettings.dense_crf`:
+    the defaults, then ``--crf-params FILE``, then explicit ``--crf-*`` flags), or None."""
     try:
-        where = f"--crf-params {params_file}" if params_file else "--crf"
-        return DenseCRF.from_params(params_file, where=where, **flags)
-    except (ValueError, TypeError) as e:
-        raise CLIError(str(e) if params_file else f"--crf: {e}") from None
-
-
-def _auto_tile(args: argparse.Namespace) -> int | None:
-    mp = getattr(args, "auto_tile", None)
-    return int(mp * 1e6) if mp else None
-
-
-def build_segmenter(model: Any, args: argparse.Namespace, device: Any) -> Segmenter:
-    """The Segmenter of eval/predict/crf-search, by :meth:`Segmenter.from_model`: a learned
-    CRF-as-RNN layer runs once on the TTA-averaged probabilities unless ``--crf`` replaces it
-    by the dense CRF or ``--no-crf-rnn`` drops it; ``--scales`` default to the weights'."""
-    from atrous.inference import Segmenter
-
-    hook = crf_hook(args)
-    crf: Any = (
-        hook if hook is not None else (None if getattr(args, "no_crf_rnn", False) else "auto")
-    )
-    precision = getattr(args, "precision", None)
-    if precision is not None:
-        model, crf = _optimized(model, crf, args)
-    try:
-        return Segmenter.from_model(
-            model,
-            scales=args.scales,
-            flip=args.flip,
-            crf=crf,
-            tile_size=args.tile_size,
-            auto_tile=_auto_tile(args),
-            batch_size=args.batch_size,
-            device=device,
-        )
-    except (ValueError, TypeError) as e:
+        return CRFSettings.from_args(args).dense_crf()
+    except ValueError as e:
         raise CLIError(str(e)) from None
 
 
-def _optimized(model: Any, crf: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    """``--precision``/``--backend``/``--calib``: the model through
-    :func:`atrous.inference.optimize`, its learned CRF (if any) kept as the CRF hook."""
-    from atrous.crf.rnn_model import split_crf
-    from atrous.export import ExportError
-    from atrous.inference import optimize
+def build_segmenter(model: Any, args: argparse.Namespace, settings: InferenceSettings) -> Segmenter:
+    """:func:`atrous.inference.build_segmenter` of ``model``, ``settings`` and the CRF the
+    flags choose (:meth:`~atrous.inference.CRFSettings.choice`: the dense CRF, or the learned
+    CRF-as-RNN layer unless ``--no-crf-rnn``)."""
+    from atrous.inference import build_segmenter as build
 
-    if args.precision == "int8" and not args.calib:
-        raise CLIError("--precision int8 needs --calib DATA (images of your data)")
-    net, learned = split_crf(model)
-    if crf == "auto":
-        crf = learned
     try:
-        return optimize(net, args.precision, calibration=args.calib, backend=args.backend), crf
-    except (ExportError, ValueError) as e:
+        return build(model, settings, crf=CRFSettings.from_args(args).choice())
+    except (ValueError, TypeError) as e:  # ExportError and CheckpointError too
         raise CLIError(str(e)) from None
 
 

@@ -19,14 +19,23 @@ from atrous.cli import CLIError
 from atrous.cli._common import (
     add_dataset_args,
     failure_log,
+    inference_settings,
     load_model,
     model_summary,
     open_dataset,
-    parse_scales,
     positive_int,
-    resolve_device,
 )
 from atrous.fileio import atomic_write_text
+from atrous.inference.settings import InferenceSettings
+
+# The network-inference flags crf-search takes, in its own words; its scales default to 1
+# (the search runs the network once per image), not to the weights' own.
+_INFERENCE_FLAGS = ("scales", "flip", "tile_size", "batch_size", "device")
+_INFERENCE_HELP = {
+    "scales": "test-time scales",
+    "tile_size": "sliding-window tile",
+    "device": "cpu, cuda... (the CRF runs on the CPU)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,12 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="best point by whole-image mIoU (default, as v1) or by the widest band's mIoU",
     )
     s.add_argument("--top", type=positive_int, default=10, help="grid points in the table")
-    n = p.add_argument_group("network inference (probabilities are computed once)")
-    n.add_argument("--scales", type=parse_scales, default=(1.0,), help="test-time scales")
-    n.add_argument("--flip", action="store_true", help="also average the left-right flip")
-    n.add_argument("--tile-size", type=positive_int, default=None, help="sliding-window tile")
-    n.add_argument("--batch-size", type=positive_int, default=4, help="model inputs per pass")
-    n.add_argument("--device", default=None, help="cpu, cuda... (the CRF runs on the CPU)")
+    InferenceSettings.add_arguments(
+        p.add_argument_group("network inference (probabilities are computed once)"),
+        only=_INFERENCE_FLAGS,
+        help=_INFERENCE_HELP,
+        defaults={"scales": (1.0,)},
+    )
     p.add_argument("--out", default=None, help="folder for crf_search.json and best_crf.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -113,9 +122,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"searching {npoints} grid points{more} on {len(samples)} images")
     try:
         result = grid_search(
-            samples, int(model.config["num_classes"]), grid, fixed, widths, args.select,
-            progress=not args.no_progress, refine=args.refine,
-        )  # fmt: skip
+            samples,
+            int(model.config["num_classes"]),
+            grid,
+            fixed,
+            widths,
+            args.select,
+            progress=not args.no_progress,
+            refine=args.refine,
+        )
     except ValueError as e:
         raise CLIError(str(e)) from None
     summary = model_summary(model)
@@ -166,16 +181,15 @@ def _network_samples(
     from atrous.data import DatasetError
     from atrous.evaluation import reconcile_class_names
     from atrous.evaluation.crf_search import collect_samples
-    from atrous.inference import Segmenter
+    from atrous.inference import build_segmenter
 
     num_classes = int(model.config["num_classes"])
     ds, info = open_dataset(args, num_classes)
+    settings = inference_settings(args)
     try:
         reconcile_class_names(None, ds.class_names, num_classes, f"{info['format']} dataset")
-        segmenter = Segmenter.from_model(
-            model, scales=args.scales, flip=args.flip, crf=None, tile_size=args.tile_size,
-            batch_size=args.batch_size, device=resolve_device(args.device),
-        )  # fmt: skip
+        # crf=None: the search is over the dense CRF on the network's own probabilities
+        segmenter = build_segmenter(model, settings, crf=None)
         samples = collect_samples(
             segmenter, ds, args.limit, progress=not args.no_progress, on_error=log.add
         )

@@ -88,16 +88,22 @@ def _evaluate(model: Any, out: Path, images: int, progress: bool) -> tuple[Any, 
     from atrous.data import build_dataset
     from atrous.data.palettes import palette_for
     from atrous.evaluation import evaluate_model
+    from atrous.inference import InferenceSettings, build_segmenter
     from atrous.training import load_config
     from atrous.training.curve import plot_learning_curve
 
     names = list(model.metadata.get("class_names") or map(str, range(model.num_classes)))
     size = load_config(DEMO_CONFIG_NAME).dataset_options["size"]
     val = build_dataset("synthetic", None, "val", length=images, size=size)
+    segmenter = build_segmenter(model, InferenceSettings(scales=(1.0,)), crf=None)
     result = evaluate_model(
-        model, val, class_names=names, scales=(1.0,), crf=None, progress=progress,
+        model,
+        val,
+        segmenter=segmenter,
+        class_names=names,
+        progress=progress,
         dataset_info={"format": "synthetic", "root": None, "split": "val"},
-    )  # fmt: skip
+    )
     result.metadata["command"] = "atrous demo"
     eval_dir = out / "eval"
     eval_dir.mkdir(exist_ok=True)
@@ -116,10 +122,10 @@ def _predict_new_images(model: Any, pred_dir: Path, palette: np.ndarray) -> list
 
     from atrous.data import build_dataset
     from atrous.data.palettes import overlay
-    from atrous.inference import Segmenter
+    from atrous.inference import InferenceSettings, build_segmenter
 
     pred_dir.mkdir(exist_ok=True)
-    tta = Segmenter.from_model(model, scales=(0.75, 1.0, 1.25), flip=True)
+    tta = build_segmenter(model, InferenceSettings(scales=(0.75, 1.0, 1.25), flip=True))
     fresh = build_dataset("synthetic", None, "test", length=4, size=160)
     overlays = []
     for i in range(len(fresh)):
@@ -168,19 +174,26 @@ def _write_report(out: Path, s: dict[str, Any], overlays: list[str]) -> None:
     ]
     (out / "report.md").write_text("\n".join(md))
     body = [f"<h1>atrous demo</h1><p>{html.escape(md[2])}</p>", "<table>"]
-    body += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in (
-        ("mIoU", f"{100 * s['miou']:.1f}"), ("pixel accuracy", f"{100 * s['pixel_accuracy']:.1f}"),
-        ("mean class accuracy", f"{100 * s['mean_class_accuracy']:.1f}"),
-        ("frequency-weighted IoU", f"{100 * s['fw_iou']:.1f}"))]  # fmt: skip
+    body += [
+        f"<tr><th>{k}</th><td>{v}</td></tr>"
+        for k, v in (
+            ("mIoU", f"{100 * s['miou']:.1f}"),
+            ("pixel accuracy", f"{100 * s['pixel_accuracy']:.1f}"),
+            ("mean class accuracy", f"{100 * s['mean_class_accuracy']:.1f}"),
+            ("frequency-weighted IoU", f"{100 * s['fw_iou']:.1f}"),
+        )
+    ]
     body.append("</table><table><tr><th>class</th><th>IoU</th></tr>")
     body += [f"<tr><td>{html.escape(n)}</td><td>{v}</td></tr>" for n, v in rows]
     body.append("</table>")
     body += ['<img src="learning_curve.png">', '<img src="eval/trimap.png">']
     body += [f'<div><img src="{p}"></div>' for p in overlays]
     body.append('<img src="eval/confusion.png" width="600">')
-    style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-             "padding:4px 10px;text-align:left}img{max-width:100%}")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:900px;margin:2em auto}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:4px 10px;text-align:left}img{max-width:100%}"
+    )
     (out / "report.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>atrous demo</title><style>{style}</style>"
         + "\n".join(body)

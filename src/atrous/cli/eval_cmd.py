@@ -13,10 +13,10 @@ from atrous.cli._common import (
     add_inference_args,
     build_segmenter,
     failure_log,
+    inference_settings,
     load_model,
     open_dataset,
     positive_int,
-    resolve_device,
     warnings_as_lines,
 )
 
@@ -88,19 +88,24 @@ def run(args: argparse.Namespace) -> int:
     from atrous.data import DatasetError
     from atrous.evaluation import evaluate_model
 
-    device = resolve_device(args.device)
+    settings = inference_settings(args)
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
     ds, info = open_dataset(args, int(model.config["num_classes"]))
-    segmenter = build_segmenter(model, args, device)
+    segmenter = build_segmenter(model, args, settings)
     log = failure_log("eval", args.fail_fast)
     try:
         with warnings_as_lines(log):  # e.g. --palette-check warn
             result = evaluate_model(
-                model, ds, segmenter=segmenter, dataset_info=info, on_error=log.add,
-                trimap_widths=args.trimap_widths, limit=args.limit,
+                model,
+                ds,
+                segmenter=segmenter,
+                dataset_info=info,
+                on_error=log.add,
+                trimap_widths=args.trimap_widths,
+                limit=args.limit,
                 progress=not args.no_progress,
-            )  # fmt: skip
+            )
     except DatasetError as e:  # names its file
         raise CLIError(str(e)) from None
     except ValueError as e:  # e.g. the weights' class count does not fit the dataset
@@ -110,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
     if result.num_images == 0:
         raise CLIError(f"no image was evaluated ({len(log)} item(s) failed)")
     meta = result.metadata
-    meta.update(command="atrous eval", weights_file=str(Path(args.weights)),
-                output_stride_override=args.output_stride)  # fmt: skip
+    meta.update(
+        command="atrous eval",
+        weights_file=str(Path(args.weights)),
+        output_stride_override=args.output_stride,
+    )
     title = (
         f"{meta['arch']} (OS {meta['output_stride']}, scales {meta['scales']}"
         f"{', flip' if meta['flip'] else ''}) on {info['format']} {args.split}: "

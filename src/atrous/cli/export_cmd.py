@@ -9,26 +9,37 @@ from atrous.cli import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    _add(sub, "export")
-    _add(sub, "quantize")
+    _add_export(sub)
+    _add_quantize(sub)
 
 
-def _add(sub: argparse._SubParsersAction, name: str) -> None:
-    if name == "quantize":
-        q = sub.add_parser(
-            "quantize",
-            help="int8 ONNX calibrated on your images (= export --precision int8)",
-            description="Export a model to an int8 ONNX file (ONNX Runtime, static QDQ "
-            "quantization, per-channel weights) calibrated on --calib images.",
-        )
-        q.add_argument("weights", help="model file (.safetensors, or a torchvision/VainF .pth)")
-        q.add_argument("--calib", required=True, metavar="DATA", help="a folder or dataset root")
-        q.add_argument("--out", required=True, dest="output", help="output .onnx file")
-        q.add_argument("--calib-images", type=int, default=32, help="calibration images taken")
-        q.set_defaults(func=run, precision="int8", opset=18, dynamic=True, size=None,
-                       with_preprocess=False, graph_output="logits", no_crf=True,
-                       no_simplify=False, no_check=False)  # fmt: skip
-        return
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    """``atrous quantize``: ``export --precision int8`` with the export's other defaults."""
+    q = sub.add_parser(
+        "quantize",
+        help="int8 ONNX calibrated on your images (= export --precision int8)",
+        description="Export a model to an int8 ONNX file (ONNX Runtime, static QDQ "
+        "quantization, per-channel weights) calibrated on --calib images.",
+    )
+    q.add_argument("weights", help="model file (.safetensors, or a torchvision/VainF .pth)")
+    q.add_argument("--calib", required=True, metavar="DATA", help="a folder or dataset root")
+    q.add_argument("--out", required=True, dest="output", help="output .onnx file")
+    q.add_argument("--calib-images", type=int, default=32, help="calibration images taken")
+    q.set_defaults(
+        func=run,
+        precision="int8",
+        opset=18,
+        dynamic=True,
+        size=None,
+        with_preprocess=False,
+        graph_output="logits",
+        no_crf=True,
+        no_simplify=False,
+        no_check=False,
+    )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a model to ONNX (.onnx) or torch.export (.pt2)",
@@ -39,6 +50,15 @@ def _add(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("weights", help="model file (.safetensors, or a torchvision/VainF .pth)")
     p.add_argument("output", help="output file: .onnx or .pt2")
+    _add_graph_args(p)
+    _add_precision_args(p)
+    p.add_argument("--no-simplify", action="store_true", help="keep the exporter's ONNX graph")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
+    p.set_defaults(func=run)
+
+
+def _add_graph_args(p: argparse.ArgumentParser) -> None:
+    """What the exported graph is: opset, shapes, its input and its output."""
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
     p.add_argument(
         "--dynamic",
@@ -72,6 +92,11 @@ def _add(sub: argparse._SubParsersAction, name: str) -> None:
         action="store_true",
         help="a CRF-as-RNN model: export its network alone (the CRF cannot be exported)",
     )
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    """The exported arithmetic (export's precisions, not those of ``--precision`` in
+    ``atrous predict``) and the int8 calibration."""
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
@@ -79,13 +104,18 @@ def _add(sub: argparse._SubParsersAction, name: str) -> None:
         help="fp16: half-precision weights and arithmetic, float32 input/output (for GPU "
         "runtimes; ONNX only); int8: static quantization calibrated on --calib (ONNX only)",
     )
-    p.add_argument("--calib", default=None, metavar="DATA",
-                   help="int8 calibration images: a folder or a dataset root")  # fmt: skip
-    p.add_argument("--calib-images", type=int, default=32,
-                   help="calibration images taken, evenly spread (default %(default)s)")  # fmt: skip
-    p.add_argument("--no-simplify", action="store_true", help="keep the exporter's ONNX graph")
-    p.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
-    p.set_defaults(func=run)
+    p.add_argument(
+        "--calib",
+        default=None,
+        metavar="DATA",
+        help="int8 calibration images: a folder or a dataset root",
+    )
+    p.add_argument(
+        "--calib-images",
+        type=int,
+        default=32,
+        help="calibration images taken, evenly spread (default %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,12 +127,20 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.weights}: already an exported model; export its weights file")
     try:
         report = export(
-            model, args.output, output=args.graph_output, with_preprocess=args.with_preprocess,
-            dynamic=args.dynamic, size=args.size, opset=args.opset,
-            simplify=not args.no_simplify, crf="drop" if args.no_crf else "error",
-            check=not args.no_check, precision=args.precision, calibration=args.calib,
+            model,
+            args.output,
+            output=args.graph_output,
+            with_preprocess=args.with_preprocess,
+            dynamic=args.dynamic,
+            size=args.size,
+            opset=args.opset,
+            simplify=not args.no_simplify,
+            crf="drop" if args.no_crf else "error",
+            check=not args.no_check,
+            precision=args.precision,
+            calibration=args.calib,
             calibration_images=args.calib_images,
-        )  # fmt: skip
+        )
     except ExportError as e:
         raise CLIError(f"{args.weights}: {e}") from None
     summary = report.to_dict()

@@ -11,8 +11,8 @@ from atrous.cli._common import (
     add_inference_args,
     build_segmenter,
     failure_log,
+    inference_settings,
     load_model,
-    resolve_device,
     warnings_as_lines,
 )
 from atrous.constants import MAX_PIXELS
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
         what, problem = problems[-1] if problems else ("inputs", "no image given")
         raise CLIError(f"{what}: {problem}; no image to segment")
-    device = resolve_device(args.device)
+    settings = inference_settings(args)
     model = load_model(args.weights)
-    segmenter = build_segmenter(model, args, device)
+    segmenter = build_segmenter(model, args, settings)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,12 +84,18 @@ def run(args: argparse.Namespace) -> int:
         log.add(what, problem)
     done = 0
     results = segment_files(
-        segmenter, files, out, model_palette(model),
-        overlay_alpha=args.overlay_alpha, probs=args.probs, max_pixels=int(args.max_pixels),
-    )  # fmt: skip
+        segmenter,
+        files,
+        out,
+        model_palette(model),
+        overlay_alpha=args.overlay_alpha,
+        probs=args.probs,
+        max_pixels=int(args.max_pixels),
+    )
     with warnings_as_lines(log, "note"):  # e.g. auto-tiling, said once
-        for result in tqdm(results, total=len(files), desc="predict", unit="img",
-                           disable=args.no_progress):  # fmt: skip
+        for result in tqdm(
+            results, total=len(files), desc="predict", unit="img", disable=args.no_progress
+        ):
             for w in result.warnings:
                 log.report(f"atrous predict: warning: {w}")
             if result.ok:

@@ -16,19 +16,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--set on_error=raise stops at it instead, exit 2).",
     )
     p.add_argument("--config", help="a JSON (or YAML) config, e.g. configs/synthetic_demo.json")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting (JSON value), e.g. --set lr=0.01 "
-                   "--set model_options.norm=gn; repeatable")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (JSON value), e.g. --set lr=0.01 "
+        "--set model_options.norm=gn; repeatable",
+    )
     p.add_argument("--out", help="run folder (default runs/<config name>)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                   help="continue from --out/last.pt (or the given checkpoint)")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue from --out/last.pt (or the given checkpoint)",
+    )
     p.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="wall-clock budget: the run length is fitted to it (poly LR ends on time)")  # fmt: skip
-    p.add_argument("--weights", help="fine-tune from this checkpoint or registry name "
-                   "(atrous weights list; head re-initialized)")  # fmt: skip
-    p.add_argument("--pretrained-backbone", help="ImageNet backbone weights: 'imagenet' (the "
-                   "registry's for the model's backbone), a registry name or a file")  # fmt: skip
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MINUTES",
+        help="wall-clock budget: the run length is fitted to it (poly LR ends on time)",
+    )
+    p.add_argument(
+        "--weights",
+        help="fine-tune from this checkpoint or registry name (atrous weights list; head "
+        "re-initialized)",
+    )
+    p.add_argument(
+        "--pretrained-backbone",
+        help="ImageNet backbone weights: 'imagenet' (the registry's for the model's backbone), "
+        "a registry name or a file",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's, auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -52,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"iterations={args.iterations}")
     if args.time_limit is not None:
         overrides.append(f"time_limit={args.time_limit}")
-    for key, value in (("weights", args.weights), ("pretrained_backbone",
-                       args.pretrained_backbone), ("device", args.device)):  # fmt: skip
+    for key, value in (
+        ("weights", args.weights),
+        ("pretrained_backbone", args.pretrained_backbone),
+        ("device", args.device),
+    ):
         if value:
             overrides.append(f"{key}={value}")
     try:

@@ -9,6 +9,7 @@ parameters (the ``crf`` hook of :class:`~atrous.inference.Segmenter`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,7 @@ def dense_crf(
         Refined probabilities with the same container type, layout and dtype as ``probs``.
 
     CPU memory freed during the call stays in the process heap for the next call (up to 1 GiB
-    by default; see :mod:`atrous.crf.heap`, ``set_heap_retention(0)`` turns it off).
+    by default; see :mod:`atrous.memory`, ``set_heap_retention(0)`` turns it off).
     """
     prm = CRFParams(iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std)
     stamp = _no_stamp if profile is None else profile.stamp
@@ -133,13 +134,35 @@ def dense_crf(
     img, p, batched = _check_inputs(image, probs)
     rss_start = rss_bytes() if p.device.type == "cpu" else None
     stamp("checked")
+    mu = None if compat is None else _compat_matrix(compat, p.shape[-1], p.device)
+    q0 = _label_major_probs(p)
+    stamp("unary")
+    kernels = _kernels(img, p.shape[:3], prm, method, stamp)
+    # a build that grew the process left its temporaries as fragmented free memory: returned
+    # now, the mean-field buffers reuse the pages instead of landing above them (first call,
+    # 500x375 textured frame: peak RSS growth 277 -> 221 MB, benchmarks/results/crf.md)
+    trim_if_grown(rss_start)
+    q = _mean_field(q0, kernels, prm.iterations, mu, method, p.shape, p.dtype, stamp)
+    if not batched:
+        q = q[0]
+    out = q.numpy() if isinstance(probs, np.ndarray) else q
+    stamp("end")
+    return out
+
+
+def _compat_matrix(compat: Any, c: int, device: torch.device) -> Tensor:
+    """The ``(C, C)`` label compatibility as float32 on ``device``."""
+    mu = _as_tensor(compat, "compat").to(device=device, dtype=torch.float32)
+    if mu.shape != (c, c):
+        raise ValueError(f"compat must have shape ({c}, {c}), got {tuple(mu.shape)}")
+    return mu
+
+
+def _label_major_probs(p: Tensor) -> Tensor:
+    """``p`` ``(B, H, W, C)`` (a view of the caller's layout) as a float32 ``(B*H*W, C)``
+    buffer, labels contiguous, clamped to the smallest normal float32 (-U = log p): one
+    transposing copy."""
     b, h, w, c = p.shape
-    mu = None
-    if compat is not None:
-        mu = _as_tensor(compat, "compat").to(device=p.device, dtype=torch.float32)
-        if mu.shape != (c, c):
-            raise ValueError(f"compat must have shape ({c}, {c}), got {tuple(mu.shape)}")
-    # one transposing copy to (B*H*W, C), labels contiguous; -U = log p
     q0 = torch.empty((b * h * w, c), dtype=torch.float32, device=p.device)
     tiny = torch.finfo(torch.float32).tiny
     if p.dtype == torch.float32:  # a clamp reading the transposed layout is a fast copy
@@ -147,33 +170,52 @@ def dense_crf(
     else:  # (the clamp must happen in float32: tiny is 0 in float16)
         q0.view(b, h, w, c).copy_(p)
         q0.clamp_min_(tiny)
-    stamp("unary")
+    return q0
+
+
+def _kernels(
+    img: Tensor,
+    bhw: tuple[int, int, int],
+    prm: CRFParams,
+    method: str,
+    stamp: Callable[[str], None],
+) -> list[tuple[GaussianKernel, float]]:
+    """The smoothness and appearance kernels with their weights (a zero weight leaves its
+    kernel out)."""
+    b, h, w = bhw
     kernels = []
     if prm.pos_w != 0:
-        kernels.append((positional_kernel(b, h, w, prm.pos_xy_std, p.device, method), prm.pos_w))
+        kernels.append((positional_kernel(b, h, w, prm.pos_xy_std, img.device, method), prm.pos_w))
         stamp("positional")
     if prm.bi_w != 0:
         feats = bilateral_features(img, prm.bi_xy_std, prm.bi_rgb_std)
         kernels.append((GaussianKernel(feats, method), prm.bi_w))
         stamp("bilateral")
-    # a build that grew the process left its temporaries as fragmented free memory: returned
-    # now, the mean-field buffers reuse the pages instead of landing above them (first call,
-    # 500x375 textured frame: peak RSS growth 277 -> 221 MB)
-    trim_if_grown(rss_start)
+    return kernels
+
+
+def _mean_field(
+    q0: Tensor,
+    kernels: list[tuple[GaussianKernel, float]],
+    iterations: int,
+    mu: Tensor | None,
+    method: str,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    stamp: Callable[[str], None],
+) -> Tensor:
+    """Q ``(B, C, H, W)`` in ``dtype`` from ``q0`` ``(B*H*W, C)`` (used as a work buffer):
+    the fused sparse products on the lattice, or the reference :func:`mean_field`."""
+    b, h, w, c = shape
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None, labels=c)
         stamp("built")
-        q = torch.empty((b, c, h, w), dtype=p.dtype, device=p.device)
-        fused.run(q0, prm.iterations, mu, out=q.view(b, c, h * w))
-    else:
-        stamp("built")
-        q = mean_field(q0.log_().neg_().view(b, h * w, c), kernels, prm.iterations, mu)
-        q = q.reshape(b, h, w, c).permute(0, 3, 1, 2).to(p.dtype).contiguous()
-    if not batched:
-        q = q[0]
-    out = q.numpy() if isinstance(probs, np.ndarray) else q
-    stamp("end")
-    return out
+        q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
+        fused.run(q0, iterations, mu, out=q.view(b, c, h * w))
+        return q
+    stamp("built")
+    q = mean_field(q0.log_().neg_().view(b, h * w, c), kernels, iterations, mu)
+    return q.reshape(b, h, w, c).permute(0, 3, 1, 2).to(dtype).contiguous()
 
 
 @dataclass(frozen=True, init=False)

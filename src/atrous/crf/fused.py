@@ -9,7 +9,7 @@ slice product that writes the logits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ __all__ = ["FusedMeanField"]
 # From this many labels, a kernel with d <= 2 (the positional one) blurs in one composite pass
 # and the softmax is torch's row kernel: both measured at 500x375 (blur: 64 labels 12 against
 # 15 ms, 21 labels 6.6 against 5.1; exp + sums + scale against softmax: 150 labels 21 against
-# 15 ms, 64 labels 3.8 against 6.3).
+# 15 ms, 64 labels 3.8 against 6.3; benchmarks/results/crf.md, item 6 of issue 14's log).
 COMPOSITE_BLUR_MIN_LABELS = 64
 ROW_SOFTMAX_MIN_LABELS = 128
 
@@ -107,52 +107,27 @@ class FusedMeanField:
         the last normalization, and returns ``out``.
         """
         bn, c = probs.shape
-        dev, dt = probs.device, probs.dtype
         if compat is not None and self.with_unary:
             raise ValueError("a compat matrix needs FusedMeanField(with_unary=False)")
-        m, top = self.m_total, self.m_total + self.scratch
-        g = torch.empty(top + (bn if self.with_unary else 0), c, dtype=dt, device=dev)
-        # -U = log p, written once (with_unary: into the rows of G that the slice reads)
-        neg_u = torch.log(probs, out=g[top:]) if self.with_unary else torch.log(probs)
+        g, neg_u = self._vertex_values(probs)
+        logits_into = self._logits_writer(g, neg_u, compat)
         q = probs
-        sums = torch.empty(bn, dtype=dt, device=dev)
-        ones = torch.ones(c, dtype=dt, device=dev)
+        ones = torch.ones(c, dtype=q.dtype, device=q.device)
         # Q0 = softmax(-U) = p / sum(p).  The softmax below is exp + row sums by a
         # matrix-vector product + multiply: a row-wise max over a few labels is slow (the label
         # dim is tiny).  No max is subtracted: -U = log p, so max_l exp(-U) >= 1/C, and with
         # non-negative messages the largest exp only grows (no underflow).  An iteration whose
         # sums are not in a safe range (huge or negative kernel weights, a compat matrix)
-        # falls back to the exact softmax.
+        # falls back to the exact softmax.  ``inv`` (1 / the row sums) is always ``sums``'s
+        # buffer.
+        sums = torch.empty(bn, dtype=q.dtype, device=q.device)
         torch.mv(q, ones, out=sums)
         inv = sums.reciprocal_()
-        msg = torch.empty_like(q) if compat is not None else None
-        mu_t = None if compat is None else -compat.to(dt).T.contiguous()
-
-        def logits_into(dst: Tensor) -> None:
-            if compat is None:
-                if self.with_unary:
-                    torch.addmm(dst, self.slice, g, beta=0, out=dst)
-                else:
-                    torch.addmm(neg_u, self.slice, g, out=dst)
-            else:
-                torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
-                torch.addmm(neg_u, msg, mu_t, out=dst)
-
         normalized = False
         for _ in range(iterations):
             if not normalized:
                 q.mul_(inv.unsqueeze(1))
-            for start, size, splat, blurs in zip(self.starts, self.sizes, self.splats, self.blurs):
-                src, dst = g[start : start + size], g[m : m + size]
-                if len(blurs) % 2:  # an odd number of passes: start in the scratch
-                    src, dst = dst, src
-                # one splat product per kernel: the sparse kernel splits rows evenly between
-                # threads, and stacked (many short positional rows, few long bilateral ones)
-                # they were split unevenly (1000x750: 34 ms stacked vs 25 ms apart)
-                torch.addmm(src, splat, q, beta=0, out=src)
-                for bm in blurs:
-                    torch.addmm(dst, bm, src, beta=0, out=dst)
-                    src, dst = dst, src
+            self._splat_and_blur(q, g)
             # Q has been splatted: the logits overwrite it (no separate logits buffer) and
             # are exponentiated in place
             logits_into(q)
@@ -162,27 +137,81 @@ class FusedMeanField:
                     inv.fill_(1.0)
                 normalized = True
                 continue
-            q.exp_()
-            torch.mv(q, ones, out=sums)
-            lo, hi = sums.amin(), sums.amax()
-            if bool((lo >= 1e-20) & (hi <= 1e30)):
-                inv = sums.reciprocal_()
-            else:  # recompute the logits (G is intact) for the exact softmax
-                logits_into(q)
-                q.copy_(torch.softmax(q, dim=-1))
-                inv.fill_(1.0)
+            inv = _exp_and_row_scales(q, ones, sums, logits_into)
         if out is None:
             return q.mul_(inv.unsqueeze(1))
         _scale_transposed(q, inv, out)
         return out
+
+    def _vertex_values(self, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """G, the buffer of every kernel's vertex values (rows 0..M), the blur's scratch
+        rows, then (with_unary) -U; and -U = log p, written once (with_unary: into the rows of
+        G that the slice reads)."""
+        bn, c = probs.shape
+        top = self.m_total + self.scratch
+        g = torch.empty(
+            top + (bn if self.with_unary else 0), c, dtype=probs.dtype, device=probs.device
+        )
+        neg_u = torch.log(probs, out=g[top:]) if self.with_unary else torch.log(probs)
+        return g, neg_u
+
+    def _logits_writer(
+        self, g: Tensor, neg_u: Tensor, compat: Tensor | None
+    ) -> Callable[[Tensor], None]:
+        """``logits_into(dst)``: the slice product of the blurred vertex values ``g``, plus
+        -U, through the compatibility when there is one, written into ``dst``."""
+        if compat is None:
+            if self.with_unary:  # the slice matrix's first column reads -U from G
+                return lambda dst: torch.addmm(dst, self.slice, g, beta=0, out=dst)
+            return lambda dst: torch.addmm(neg_u, self.slice, g, out=dst)
+        msg = torch.empty_like(neg_u)
+        mu_t = -compat.to(neg_u.dtype).T.contiguous()
+
+        def logits_into(dst: Tensor) -> None:
+            torch.addmm(neg_u, self.slice, g, beta=0, out=msg)
+            torch.addmm(neg_u, msg, mu_t, out=dst)
+
+        return logits_into
+
+    def _splat_and_blur(self, q: Tensor, g: Tensor) -> None:
+        """Each kernel's splat of ``q`` into its rows of ``g``, then its blur passes."""
+        m = self.m_total
+        for start, size, splat, blurs in zip(self.starts, self.sizes, self.splats, self.blurs):
+            src, dst = g[start : start + size], g[m : m + size]
+            if len(blurs) % 2:  # an odd number of passes: start in the scratch
+                src, dst = dst, src
+            # one splat product per kernel: the sparse kernel splits rows evenly between
+            # threads, and stacked (many short positional rows, few long bilateral ones)
+            # they were split unevenly (1000x750: 34 ms stacked vs 25 ms apart)
+            torch.addmm(src, splat, q, beta=0, out=src)
+            for bm in blurs:
+                torch.addmm(dst, bm, src, beta=0, out=dst)
+                src, dst = dst, src
+
+
+def _exp_and_row_scales(
+    q: Tensor, ones: Tensor, sums: Tensor, logits_into: Callable[[Tensor], None]
+) -> Tensor:
+    """Exponentiate the logits ``q`` in place and return 1 / their row sums (in ``sums``'s
+    buffer); where the sums leave the safe range, recompute the logits (G is intact) and
+    take the exact softmax instead, with scales of 1."""
+    q.exp_()
+    torch.mv(q, ones, out=sums)
+    lo, hi = sums.amin(), sums.amax()
+    if bool((lo >= 1e-20) & (hi <= 1e30)):
+        return sums.reciprocal_()
+    logits_into(q)
+    q.copy_(torch.softmax(q, dim=-1))
+    return sums.fill_(1.0)
 
 
 def _scale_transposed(q: Tensor, inv: Tensor, out: Tensor, block: int = 8192) -> None:
     """``out[b, :, i] = q[b*N + i, :] * inv[b*N + i]`` for ``out`` of shape ``(B, C, N)``.
 
     In row blocks that fit the L2 cache: a whole-array transposing write re-reads every cache
-    line of q once per label (1000x750, 21 labels: 25 ms blocked to 16 ms).
+    line of q once per label.
     """
+    # (1000x750, 21 labels: 25 ms whole, 16 ms blocked; measured with benchmarks/bench_crf.py)
     b, c, n = out.shape
     qv, iv = q.view(b, n, c), inv.view(b, n)
     for i in range(b):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -58,9 +59,10 @@ def _sort(x: Tensor, bound: int) -> tuple[Tensor, Tensor]:
 
     On CPU, where the values leave room, each value is packed with its index into one int64
     (value above, index below) and NumPy sorts the packed values: its SIMD sort of values is
-    3-4x faster than any argsort (600k keys: 7 against 23 ms for NumPy's quicksort argsort,
-    79 ms stable), and the index in the low bits makes the order stable.
+    3-4x faster than any argsort, and the index in the low bits makes the order stable.
     """
+    # (600k keys: 7 ms against 23 ms for NumPy's quicksort argsort and 79 ms stable:
+    # benchmarks/results/crf.md, item 5 of issue 14's log)
     n = x.numel()
     if x.device.type != "cpu":
         return torch.sort(x, stable=True)
@@ -83,7 +85,9 @@ def _index_dtype(n: int) -> torch.dtype:
 def _searchsorted(sorted_keys: Tensor, queries: Tensor) -> Tensor:
     """``torch.searchsorted`` (left) of 1-D int64 tensors. NumPy's on CPU: it starts each
     binary search from the previous answer when the queries ascend (they come in sorted
-    runs here): 36 ms against 58 ms for 1.2M queries into 210k keys."""
+    runs here), which makes it faster."""
+    # (1.2M queries into 210k keys: 36 ms against 58 ms for torch's; benchmarks/results/crf.md,
+    # item 2 of issue 14's log)
     if queries.device.type == "cpu":
         return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
     return torch.searchsorted(sorted_keys, queries)
@@ -98,6 +102,156 @@ def _scale_factors(d: int) -> Tensor:
     return torch.tensor(
         [1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std for i in range(d)], dtype=torch.float32
     )
+
+
+def _elevate(f: Tensor, d: int) -> Tensor:
+    """``(d+1, N)``: the points ``f`` ``(N, d)`` elevated onto the hyperplane sum(x) = 0 in
+    R^{d+1} (y = E p), coordinate by coordinate as in the original so that every float32
+    rounding is the same. Coordinates are rows here: every step is a contiguous elementwise
+    op."""
+    dev, n_total = f.device, f.shape[0]
+    scale = _scale_factors(d).to(dev)
+    ft = f.t()
+    elevated = torch.empty(d + 1, n_total, dtype=torch.float32, device=dev)
+    sm = torch.zeros(n_total, dtype=torch.float32, device=dev)
+    for j in range(d, 0, -1):
+        cf = ft[j - 1] * scale[j - 1]
+        torch.sub(sm, cf * float(j), out=elevated[j])
+        sm += cf
+    elevated[0] = sm
+    return elevated
+
+
+def _inv_d1(d: int) -> float:
+    """float32(1 / (d+1)), as the original computes it."""
+    return torch.tensor(1.0 / (d + 1), dtype=torch.float32).item()
+
+
+def _enclosing_simplex(elevated: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The simplex of each elevated point ``(d+1, N)``: the closest remainder-0 lattice point
+    ``v`` (coordinates / (d+1)), the ``wrap`` of points off the plane, ``rem0`` (that point,
+    wrapped) and the rank of each coordinate's residual (int64), all ``(d+1, N)``."""
+    d1, dev, n_total = d + 1, elevated.device, elevated.shape[1]
+    # Closest remainder-0 lattice point: round each coordinate to a multiple of d+1
+    # (round half to even, as the SSE rounding mode does).
+    v = torch.round(elevated * _inv_d1(d))
+    rem0 = v * float(d1)
+    coord_sum = v.sum(dim=0)  # integers, exact in float32
+
+    # Rank of each residual (its position in the sorted order), ties broken by index.
+    resid = elevated - rem0
+    # For i < j: resid_i < resid_j ranks i up, else j (as in the original loop).
+    count = torch.zeros(d1, n_total, dtype=torch.uint8, device=dev)
+    less = torch.empty(n_total, dtype=torch.bool, device=dev)
+    for i in range(d):
+        for j in range(i + 1, d1):
+            torch.lt(resid[i], resid[j], out=less)
+            count[i] += less
+            count[j] += ~less
+    # Points off the plane sum(x) = 0: move along the cyclic ranks and fix rem0.
+    rank = count + coord_sum  # float32
+    wrap = (rank < 0).to(torch.float32) - (rank >= d1).to(torch.float32)
+    rank += wrap * d1
+    rem0 += wrap * d1
+    return v, wrap, rem0, rank.to(torch.int64)
+
+
+def _barycentric(elevated: Tensor, rem0: Tensor, rank_i: Tensor, d: int) -> Tensor:
+    """``(N, d+1)`` barycentric coordinates of each point in its simplex (Adams et al. 2010,
+    p. 10).  The original accumulates, for every coordinate i, +resid_i at d - rank_i and
+    -resid_i at d - rank_i + 1; each slot gets exactly two terms, so with s_k the residual of
+    rank k this is bary[j] = s_{d-j} - s_{d+1-j} (bit-identical: a + (-b) and (-b) + a round
+    the same)."""
+    resid = (elevated - rem0) * _inv_d1(d)
+    s_rev = torch.empty_like(resid)
+    s_rev.scatter_(0, d - rank_i, resid)  # s_rev[j] = s_{d-j}
+    bary = torch.empty(elevated.shape[1], d + 1, dtype=torch.float32, device=elevated.device)
+    bary_t = bary.t()
+    torch.sub(s_rev[1:], s_rev[:-1], out=bary_t[1:])
+    torch.add(s_rev[0], 1.0 - s_rev[d], out=bary_t[0])
+    return bary
+
+
+@dataclass
+class _VertexKeys:
+    """How vertices are packed into int64 keys, and what each point needs to list its
+    simplex's vertices.
+
+    Vertex r of a simplex is rem0 + r in the coordinates ranked <= d - r, else
+    rem0 + r - (d+1).  Every coordinate of vertex r is = r (mod d+1), so a vertex is the pair
+    (r, k) with k = (coordinate - r) / (d+1): keys compressed (d+1)-fold per coordinate.
+    k_i = K_i - [rank_i > d - r] with K = rem0 / (d+1); only the first d coordinates are free
+    (they sum to zero).  A key is ``sum_i (k_i - k_lo_i) radix_i + r * r_radix`` (+ the image
+    index times ``(d+1) r_radix`` in a batch).
+    """
+
+    big_k: Tensor  # (N, d) K of each point (int64, a transposed view)
+    rank_i: Tensor  # (N, d+1) rank of each coordinate (int64, a transposed view)
+    k_lo: Tensor  # (d,) the smallest k minus 2
+    radix_t: Tensor  # (d,) the radix of each coordinate
+    r_radix: int  # the radix of r
+    n_keys: int  # the key range over the batch
+    # Key offsets of each direction's blur neighbours: ((minus, r >= 1), (minus, r == 0)),
+    # ((plus, r <= d-1), (plus, r == d)); and per direction, whether "minus" is the neighbour
+    # with the larger key in the original's uncompressed packing.
+    deltas: list[tuple[tuple[int, int], tuple[int, int]]]
+    minus_is_upper: list[bool]
+
+    @classmethod
+    def of(cls, big_k: Tensor, rank_i: Tensor, batch: int) -> _VertexKeys:
+        d = big_k.shape[1]
+        d1 = d + 1
+        k_lo = big_k.amin(dim=0) - 2  # blur neighbours move k by one, a vertex by one more
+        k_span = (big_k.amax(dim=0) + 2 - k_lo).tolist()
+        radix = [1]
+        for sp in k_span:
+            radix.append(radix[-1] * int(sp))
+        n_keys = radix[d] * d1 * batch
+        if n_keys >= _MAX_PACKED:
+            raise ValueError(
+                "features span too large a range for the permutohedral lattice keys "
+                f"({n_keys} keys); use larger standard deviations"
+            )
+        radix_t = torch.tensor(radix[:d], dtype=torch.int64, device=big_k.device)
+        return cls(
+            big_k,
+            rank_i,
+            k_lo,
+            radix_t,
+            radix[d],
+            n_keys,
+            _neighbour_deltas(radix, d),
+            _minus_is_upper(k_span, d),
+        )
+
+
+def _minus_is_upper(k_span: list[int], d: int) -> list[bool]:
+    """Per direction, which neighbour of a pair has the smaller key in the uncompressed
+    packing of the original (it decides the column order in the blur rows, hence the float
+    rounding)."""
+    d1 = d + 1
+    full_span = [d1 * sp + 1 for sp in k_span]
+    full_radix = [1]
+    for sp in full_span:
+        full_radix.append(full_radix[-1] * sp)
+    minus_is_upper = [d1 * full_radix[j] - sum(full_radix[:d]) > 0 for j in range(d)]
+    minus_is_upper.append(False)
+    return minus_is_upper
+
+
+def _neighbour_deltas(radix: list[int], d: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Key offsets of the blur neighbours of each direction j: "minus" moves every
+    coordinate by -1 except coordinate j by +d (j < d).  In (r, k): r -> r - 1 and k_j + 1, or
+    from r = 0 to r = d with k_i - 1 for i != j.  "plus" is the inverse map."""
+    r_radix = radix[d]
+    rk_sum = sum(radix[:d])
+    deltas = []
+    for j in range(d + 1):
+        rj = radix[j] if j < d else 0
+        minus = (-r_radix + rj, d * r_radix - (rk_sum - rj))  # (r >= 1, r == 0)
+        plus = (r_radix - rj, -d * r_radix + (rk_sum - rj))  # (r <= d - 1, r == d)
+        deltas.append((minus, plus))
+    return deltas
 
 
 class PermutohedralLattice:
@@ -169,119 +323,35 @@ class PermutohedralLattice:
 
     # ------------------------------------------------------------------ construction
     def _build(self, f: Tensor) -> None:
-        d, dev = self.d, self.device
-        n_total = f.shape[0]
-        d1 = d + 1
-        scale = _scale_factors(d).to(dev)
-        inv_d1 = torch.tensor(1.0 / d1, dtype=torch.float32).item()  # float32(1/(d+1))
-
-        # Elevate onto the hyperplane sum(x) = 0 in R^{d+1} (y = E p), coordinate by coordinate
-        # as in the original so that every float32 rounding is the same.  Coordinates are rows
-        # (d+1, N) here: every step below is a contiguous elementwise op.
-        ft = f.t()
-        elevated = torch.empty(d1, n_total, dtype=torch.float32, device=dev)
-        sm = torch.zeros(n_total, dtype=torch.float32, device=dev)
-        for j in range(d, 0, -1):
-            cf = ft[j - 1] * scale[j - 1]
-            torch.sub(sm, cf * float(j), out=elevated[j])
-            sm += cf
-        elevated[0] = sm
-
-        # Closest remainder-0 lattice point: round each coordinate to a multiple of d+1
-        # (round half to even, as the SSE rounding mode does).
-        v = torch.round(elevated * inv_d1)
-        rem0 = v * float(d1)
-        coord_sum = v.sum(dim=0)  # integers, exact in float32
-
-        # Rank of each residual (its position in the sorted order), ties broken by index.
-        resid = elevated - rem0
-        # For i < j: resid_i < resid_j ranks i up, else j (as in the original loop).
-        count = torch.zeros(d1, n_total, dtype=torch.uint8, device=dev)
-        less = torch.empty(n_total, dtype=torch.bool, device=dev)
-        for i in range(d):
-            for j in range(i + 1, d1):
-                torch.lt(resid[i], resid[j], out=less)
-                count[i] += less
-                count[j] += ~less
-        # Points off the plane sum(x) = 0: move along the cyclic ranks and fix rem0.
-        rank = count + coord_sum  # float32
-        wrap = (rank < 0).to(torch.float32) - (rank >= d1).to(torch.float32)
-        rank += wrap * d1
-        rem0 += wrap * d1
-        rank_i = rank.to(torch.int64)
-
-        # Barycentric coordinates (Adams et al. 2010, p. 10).  The original accumulates, for
-        # every coordinate i, +resid_i at d - rank_i and -resid_i at d - rank_i + 1; each slot
-        # gets exactly two terms, so with s_k the residual of rank k this is bary[j] =
-        # s_{d-j} - s_{d+1-j} (bit-identical: a + (-b) and (-b) + a round the same).
-        resid = (elevated - rem0) * inv_d1
-        s_rev = torch.empty_like(resid)
-        s_rev.scatter_(0, d - rank_i, resid)  # s_rev[j] = s_{d-j}
-        bary = torch.empty(n_total, d1, dtype=torch.float32, device=dev)
-        bary_t = bary.t()
-        torch.sub(s_rev[1:], s_rev[:-1], out=bary_t[1:])
-        torch.add(s_rev[0], 1.0 - s_rev[d], out=bary_t[0])
-        del s_rev, resid, elevated
-
-        # Vertex r of the simplex is rem0 + r in the coordinates ranked <= d - r, else
-        # rem0 + r - (d+1).  Every coordinate of vertex r is = r (mod d+1), so a vertex is the
-        # pair (r, k) with k = (coordinate - r) / (d+1): keys compressed (d+1)-fold per
-        # coordinate.  k_i = K_i - [rank_i > d - r] with K = rem0 / (d+1); only the first d
-        # coordinates are free (they sum to zero).
-        big_k = (v[:d] + wrap[:d]).to(torch.int64).t()
-        rank_i = rank_i.t()
-        del v, wrap, rem0
-        k_lo = big_k.amin(dim=0) - 2  # blur neighbours move k by one, a vertex by one more
-        k_span = (big_k.amax(dim=0) + 2 - k_lo).tolist()
-        radix = [1]
-        for sp in k_span:
-            radix.append(radix[-1] * int(sp))
-        n_keys = radix[d] * d1 * self.batch
-        if n_keys >= _MAX_PACKED:
-            raise ValueError(
-                "features span too large a range for the permutohedral lattice keys "
-                f"({n_keys} keys); use larger standard deviations"
-            )
-        radix_t = torch.tensor(radix[:d], dtype=torch.int64, device=dev)
-        r_radix = radix[d]
-        # Which neighbour of a pair has the smaller key in the uncompressed packing of the
-        # original (it decides the column order in the blur rows, hence the float rounding).
-        full_span = [d1 * sp + 1 for sp in k_span]
-        full_radix = [1]
-        for sp in full_span:
-            full_radix.append(full_radix[-1] * sp)
-        minus_is_upper = [d1 * full_radix[j] - sum(full_radix[:d]) > 0 for j in range(d)]
-        minus_is_upper.append(False)
-        # Key offsets of the blur neighbours of direction j: "minus" moves every coordinate by
-        # -1 except coordinate j by +d (j < d).  In (r, k): r -> r - 1 and k_j + 1, or from r = 0
-        # to r = d with k_i - 1 for i != j.  "plus" is the inverse map.
-        rk_sum = sum(radix[:d])
-        deltas = []
-        for j in range(d1):
-            rj = radix[j] if j < d else 0
-            minus = (-r_radix + rj, d * r_radix - (rk_sum - rj))  # (r >= 1, r == 0)
-            plus = (r_radix - rj, -d * r_radix + (rk_sum - rj))  # (r <= d - 1, r == d)
-            deltas.append((minus, plus))
-        self.num_keys = n_keys
-        if n_keys <= _DENSE_TABLE_FACTOR * (n_total * d1 + 1024):
-            self._build_dense(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
+        """The lattice of the points ``f`` ``(N, d)`` (float32): each point's simplex and
+        barycentric weights, then the distinct vertices, the splat order and the blur
+        neighbours (:meth:`_build_dense` or :meth:`_build_sorted`)."""
+        d = self.d
+        elevated = _elevate(f, d)
+        v, wrap, rem0, rank_i = _enclosing_simplex(elevated, d)
+        bary = _barycentric(elevated, rem0, rank_i, d)
+        del elevated, rem0
+        keys = _VertexKeys.of((v[:d] + wrap[:d]).to(torch.int64).t(), rank_i.t(), self.batch)
+        del v, wrap
+        self.num_keys = keys.n_keys
+        if keys.n_keys <= _DENSE_TABLE_FACTOR * (f.shape[0] * (d + 1) + 1024):
+            self._build_dense(keys)
         else:
-            self._build_sorted(big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper)
+            self._build_sorted(keys)
         self._bary = bary
         self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
 
-    def _vertex_keys(
-        self, big_k: Tensor, k_lo: Tensor, radix_t: Tensor, r_radix: int, rank_i: Tensor
-    ) -> Tensor:
-        """Packed keys ``(n, d+1)`` of the d+1 vertices of each row's simplex."""
+    def _vertex_keys(self, keys: _VertexKeys, big_k: Tensor, rank_i: Tensor) -> Tensor:
+        """Packed keys ``(n, d+1)`` of the d+1 vertices of each row's simplex (``big_k``,
+        ``rank_i``: rows of ``keys.big_k`` and ``keys.rank_i``)."""
         d, d1 = self.d, self.d + 1
         n = big_k.shape[0]
-        base = ((big_k - k_lo) * radix_t).sum(dim=1)
+        base = ((big_k - keys.k_lo) * keys.radix_t).sum(dim=1)
         # k_i drops by one in the vertices r >= d + 1 - rank_i: a cumulative sum over r
         drop = torch.zeros(n, d + 2, dtype=torch.int64, device=big_k.device)
-        drop.scatter_add_(1, d1 - rank_i[:, :d], radix_t.expand(n, d))
+        drop.scatter_add_(1, d1 - rank_i[:, :d], keys.radix_t.expand(n, d))
         drop = drop.cumsum_(dim=1)[:, :d1]
-        r = torch.arange(d1, device=big_k.device, dtype=torch.int64) * r_radix
+        r = torch.arange(d1, device=big_k.device, dtype=torch.int64) * keys.r_radix
         return torch.sub(base[:, None] + r, drop)
 
     def _neighbour_keys(self, keys: Tensor, r: Tensor, deltas: list, plus: bool) -> Tensor:
@@ -306,7 +376,7 @@ class PermutohedralLattice:
         self._lower = torch.where(swap, plus, minus).to(dt)
         self._upper = torch.where(swap, minus, plus).to(dt)
 
-    def _build_dense(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
+    def _build_dense(self, vk: _VertexKeys) -> None:
         """Distinct vertices by a direct-address table over the compressed key range.
 
         Used when that range is small (the positional kernel: about one key per point).  The
@@ -314,12 +384,12 @@ class PermutohedralLattice:
         of first use by a raster-order point, as the C++ hash table assigns them.
         """
         dev, d1 = self.device, self.d + 1
-        n_total = big_k.shape[0]
+        n_total = vk.big_k.shape[0]
         n_ent = n_total * d1
-        keys = self._vertex_keys(big_k, k_lo, radix_t, r_radix, rank_i)
+        keys = self._vertex_keys(vk, vk.big_k, vk.rank_i)
         if self.batch > 1:
             img = torch.arange(self.batch, device=dev).repeat_interleave(self.num_pixels)
-            keys += (img * (r_radix * d1))[:, None]
+            keys += (img * (vk.r_radix * d1))[:, None]
         keys = keys.reshape(-1)
         # int32 ids and entries (they index the sparse matrices, which are int32 anyway)
         idx_dt = torch.int32 if n_ent < 2**31 - 1 else torch.int64
@@ -349,17 +419,37 @@ class PermutohedralLattice:
         del keys
         table.fill_(m).index_copy_(0, vkeys, torch.arange(m, dtype=idx_dt, device=dev))
         vr = first_ent % d1
-        m_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, False).view(-1))
-        p_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, deltas, True).view(-1))
-        self._set_neighbours(m_ids.view(d1, m), p_ids.view(d1, m), minus_is_upper)
+        m_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, vk.deltas, False).view(-1))
+        p_ids = table.index_select(0, self._neighbour_keys(vkeys, vr, vk.deltas, True).view(-1))
+        self._set_neighbours(m_ids.view(d1, m), p_ids.view(d1, m), vk.minus_is_upper)
 
-    def _build_sorted(self, big_k, k_lo, radix_t, r_radix, rank_i, deltas, minus_is_upper) -> None:
+    def _build_sorted(self, vk: _VertexKeys) -> None:
         """Distinct vertices by sorting, for a large key range (the bilateral kernel).
 
         Many points share a simplex there, so the points are grouped by simplex first (one
         sort of N keys) and only the distinct simplices are expanded to vertices.
         """
+        perm, sid, s_start, rep = self._group_by_simplex(vk)
+        # (big_k and rank_i are transposed views of (d, N) data: gathering columns of the
+        # contiguous originals is 3x faster than rows of the views)
+        rep_k = vk.big_k.t().index_select(1, rep).t()
+        rep_rank = vk.rank_i.t().index_select(1, rep).t()
+        vkeys = self._vertex_keys(vk, rep_k, rep_rank)
+        if self.batch > 1:
+            vkeys += ((rep // self.num_pixels) * (vk.r_radix * (self.d + 1)))[:, None]
+        del rep_k, rep_rank, rep
+        uniq, u_perm, pv_sorted = self._number_vertices(vkeys, sid)
+        del vkeys
+        self._place_splat_entries(u_perm, pv_sorted, perm, sid, s_start)
+        del u_perm, pv_sorted, perm, sid, s_start
+        self._find_neighbours(uniq, vk)
+
+    def _group_by_simplex(self, vk: _VertexKeys) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The points grouped by simplex: the sorting permutation (points in simplex order),
+        each point's simplex id, where each simplex starts in that order, and each simplex's
+        representative (first) point."""
         dev, d, d1 = self.device, self.d, self.d + 1
+        big_k, rank_i, r_radix = vk.big_k, vk.rank_i, vk.r_radix
         n_total = big_k.shape[0]
         # simplex key: (image, K, rank of the first d coordinates)
         if r_radix * d1**d * self.batch >= _MAX_PACKED:
@@ -367,7 +457,7 @@ class PermutohedralLattice:
                 "features span too large a range for the permutohedral lattice keys "
                 f"({r_radix * d1**d * self.batch} simplex keys); use larger standard deviations"
             )
-        skey = ((big_k - k_lo) * radix_t).sum(dim=1)
+        skey = ((big_k - vk.k_lo) * vk.radix_t).sum(dim=1)
         code = torch.zeros_like(skey)
         for i in range(d):
             code *= d1
@@ -381,28 +471,21 @@ class PermutohedralLattice:
         new = torch.ones_like(s_sorted, dtype=torch.bool)
         torch.ne(s_sorted[1:], s_sorted[:-1], out=new[1:])
         s_start = torch.nonzero(new).reshape(-1)
-        n_simp = s_start.numel()
         sid = torch.empty_like(perm)
         sid.index_copy_(0, perm, torch.cumsum(new, 0) - 1)
-        s_count = torch.diff(s_start, append=s_start.new_tensor([n_total]))
-        # representative (first) point of each simplex
-        rep = torch.full((n_simp,), n_total, dtype=torch.int64, device=dev)
+        rep = torch.full((s_start.numel(),), n_total, dtype=torch.int64, device=dev)
         rep.scatter_reduce_(0, sid, torch.arange(n_total, device=dev), "amin")
-        # (big_k and rank_i are transposed views of (d, N) data: gathering columns of the
-        # contiguous originals is 3x faster than rows of the views)
-        vkeys = self._vertex_keys(
-            big_k.t().index_select(1, rep).t(), k_lo, radix_t, r_radix,
-            rank_i.t().index_select(1, rep).t(),
-        )  # fmt: skip
-        if self.batch > 1:
-            vkeys += ((rep // self.num_pixels) * (r_radix * d1))[:, None]
-        # distinct vertices, numbered in key order: ids enter no arithmetic (a vertex's blur
-        # reads its neighbours by key, the splat sums a row's entries, the slice reads by r),
-        # and key order needs no second sort, keeps every blur direction's neighbour ids
-        # monotone within a remainder class (streaming reads), and is the order searchsorted
-        # wants
-        flat = vkeys.reshape(-1)
-        u_sorted, u_perm = _sort(flat, self.num_keys)
+        return perm, sid, s_start, rep
+
+    def _number_vertices(self, vkeys: Tensor, sid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Number the distinct vertices among the simplices' ``vkeys`` ``(S, d+1)``, in key
+        order: ids enter no arithmetic (a vertex's blur reads its neighbours by key, the splat
+        sums a row's entries, the slice reads by r), and key order needs no second sort, keeps
+        every blur direction's neighbour ids monotone within a remainder class (streaming
+        reads), and is the order searchsorted wants.  Sets :attr:`num_vertices` and the
+        points' vertex ids; returns the distinct keys, the pairs (simplex, r) in key order and
+        each of those pairs' vertex id."""
+        u_sorted, u_perm = _sort(vkeys.reshape(-1), self.num_keys)
         new = torch.ones_like(u_sorted, dtype=torch.bool)
         torch.ne(u_sorted[1:], u_sorted[:-1], out=new[1:])
         uniq = u_sorted[new]
@@ -411,13 +494,19 @@ class PermutohedralLattice:
         pv_sorted = torch.cumsum(new, 0).sub_(1)  # id of each pair (simplex, r), key order
         del new, u_sorted
         pair_vid = torch.empty_like(u_perm).index_copy_(0, u_perm, pv_sorted)
-        self._offsets = pair_vid.view(n_simp, d1).to(_index_dtype(m)).index_select(0, sid)
-        del pair_vid
-        # splat rows: for each vertex, the points of each simplex using it.  Pairs (simplex, r)
-        # are grouped by vertex (u_perm); a pair's points follow each other in perm order, so
-        # entry (point i, r) goes to (offset of pair (simplex of i, r)) + (rank of i in its
-        # simplex).
-        p_order = u_perm
+        self._offsets = pair_vid.view(vkeys.shape).to(_index_dtype(m)).index_select(0, sid)
+        return uniq, u_perm, pv_sorted
+
+    def _place_splat_entries(
+        self, p_order: Tensor, pv_sorted: Tensor, perm: Tensor, sid: Tensor, s_start: Tensor
+    ) -> None:
+        """The splat rows: for each vertex, the points of each simplex using it.  Pairs
+        (simplex, r) are grouped by vertex (``p_order``, their vertex ids ``pv_sorted``); a
+        pair's points follow each other in ``perm`` order, so entry (point i, r) goes to
+        (offset of pair (simplex of i, r)) + (rank of i in its simplex)."""
+        dev, d1, m = self.device, self.d + 1, self.num_vertices
+        n_total, n_simp = perm.numel(), s_start.numel()
+        s_count = torch.diff(s_start, append=s_start.new_tensor([n_total]))
         p_len = s_count.index_select(0, torch.div(p_order, d1, rounding_mode="floor"))
         counts = torch.zeros(m + 1, dtype=torch.int64, device=dev)  # (the zero row m: none)
         counts.index_add_(0, pv_sorted, p_len)
@@ -433,10 +522,13 @@ class PermutohedralLattice:
         self._splat_order.index_copy_(
             0, dest.view(-1), torch.arange(n_total * d1, dtype=o_dt, device=dev)
         )
-        del dest, pos_in_perm, o_tab, p_off, p_len, counts
-        # neighbours: direction-major queries (sorted runs within each remainder class)
-        vr = (uniq // r_radix) % d1
-        minus_k = self._neighbour_keys(uniq, vr, deltas, False).view(-1)
+
+    def _find_neighbours(self, uniq: Tensor, vk: _VertexKeys) -> None:
+        """Every vertex's blur neighbours among the distinct keys ``uniq`` (sorted):
+        direction-major queries (sorted runs within each remainder class)."""
+        dev, d1, m = self.device, self.d + 1, self.num_vertices
+        vr = (uniq // vk.r_radix) % d1
+        minus_k = self._neighbour_keys(uniq, vr, vk.deltas, False).view(-1)
         idx = _searchsorted(uniq, minus_k).clamp_(max=m - 1)
         found = uniq.index_select(0, idx) == minus_k
         minus_t = idx.masked_fill_(~found, m).view(d1, m)  # (d+1, m): ids are key order
@@ -444,7 +536,7 @@ class PermutohedralLattice:
         # absent ones land in the spare slot m
         plus = torch.full((d1, m + 1), m, dtype=minus_t.dtype, device=dev)
         plus.scatter_(1, minus_t, torch.arange(m, dtype=minus_t.dtype, device=dev).expand(d1, m))
-        self._set_neighbours(minus_t, plus[:, :m], minus_is_upper)
+        self._set_neighbours(minus_t, plus[:, :m], vk.minus_is_upper)
 
     # ------------------------------------------------------------------ sparse operators
     def _operators(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -485,7 +577,9 @@ class PermutohedralLattice:
         (the C++ adds a zero for it: the same sum), so every row has three entries and the
         matrices share one row pointer and one value array.  (Leaving absent entries out, as
         an earlier version did, saved no time in the products, where they read a row that stays
-        in cache, and its compaction cost 30-40 ms per 500x375 image.)"""
+        in cache, and its compaction cost time.)"""
+        # (the compaction: 30-40 ms per 500x375 image; benchmarks/results/crf.md, item 3 of
+        # issue 14's log)
         if dtype in self._blur_cache:
             return self._blur_cache[dtype]
         dev, r = self.device, self.num_rows
@@ -512,10 +606,11 @@ class PermutohedralLattice:
         (one "minus" move along every direction is no move: the directions sum to zero), so a
         row has one entry per distinct displacement, 19 for d = 2, the zero row where no path
         arrives.  For the positional kernel with many labels: one streaming pass over the
-        vertex values instead of d+1 (500x375, 150 labels: 22 against 41 ms); with few
-        labels the d+1 thin passes are cheaper.  The sums differ from the passes' only in
-        float rounding.
+        vertex values instead of d+1; with few labels the d+1 thin passes are cheaper.  The
+        sums differ from the passes' only in float rounding.
         """
+        # (500x375, 150 labels: 22 against 41 ms; 21 labels: 6.6 against 5.1 ms.
+        # benchmarks/results/crf.md, item 6 of issue 14's log)
         if dtype in self._composite:
             return self._composite[dtype]
         if self.d > 3:

@@ -17,22 +17,12 @@ compatibility, differentiable in the unaries, the weights and the compatibility 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-# Deprecated re-exports: the names this module held before the split (import them from
-# atrous.crf); the public API, which imports this module, is looked up lazily below.
-from .kernels import (  # noqa: F401
-    GaussianKernel,
-    bilateral_features,
-    clear_kernel_cache,
-    positional_features,
-    positional_kernel,
-)
+from .kernels import GaussianKernel
 
 __all__ = ["mean_field"]
 
@@ -72,14 +62,3 @@ def mean_field(
             logits = -unary - msg @ compat.to(msg.dtype).T
         q = torch.softmax(logits, dim=-1)
     return logits if return_logits else q
-
-
-_MOVED_TO_DENSE_CRF = ("DenseCRF", "dense_crf")
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated: ``meanfield.dense_crf`` / ``meanfield.DenseCRF`` (now in
-    :mod:`atrous.crf.densecrf`)."""
-    if name in _MOVED_TO_DENSE_CRF:
-        return getattr(importlib.import_module(f"{__package__}.densecrf"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

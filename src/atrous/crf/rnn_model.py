@@ -21,6 +21,8 @@ Saving: this module registers the CRF layer as a weights extension
 (:func:`atrous.weights.register_extension`): :func:`atrous.weights.save` writes the ``crf.*``
 tensors and the options :func:`saved_crf_options` gives as the ``crf_rnn`` metadata entry, and
 :func:`atrous.weights.load` rebuilds a ``CRFRNNModel`` from them with :func:`attach_saved_crf`.
+pyproject.toml declares this module as the ``crf_rnn`` entry point of the
+``atrous.weights_extensions`` group, so a file loads in a process that has not imported it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "DEEPLAB_V1_FIXED",
     "DEEPLAB_V1_GRID",
     "GRID_KEYS",
+    "CRFSample",
     "Sample",
     "SearchResult",
     "collect_samples",
@@ -79,7 +80,7 @@ def parse_values(text: str, name: str = "values") -> list[float]:
 
 
 @dataclass
-class Sample:
+class CRFSample:
     """One validation image: RGB uint8 (H, W, 3), cached probabilities (C, H, W) (float16
     to halve memory), the network's label map (from the float32 probabilities) and labels."""
 
@@ -93,13 +94,16 @@ class Sample:
         return p / p.sum(axis=0, keepdims=True)
 
 
+Sample = CRFSample  # deprecated alias: the name before #26 (atrous.data's samples are dicts)
+
+
 def collect_samples(
     segmenter: Any,
     dataset: Iterable[Any],
     limit: int | None = None,
     progress: bool = False,
     on_error: Callable[[str, str], Any] | None = None,
-) -> list[Sample]:
+) -> list[CRFSample]:
     """Run ``segmenter`` (an :class:`~atrous.inference.Segmenter` without CRF) once over the
     first ``limit`` items of ``dataset`` and cache image, probabilities and labels.
     ``on_error(item, problem)``: bad items are reported through it and left out (see
@@ -114,7 +118,7 @@ def collect_samples(
                 "(the search is at full resolution)"
             )
         pred = p.argmax(0).astype(np.int64)
-        samples.append(Sample(to_uint8_hwc(image), p.astype(np.float16), pred, label))
+        samples.append(CRFSample(to_uint8_hwc(image), p.astype(np.float16), pred, label))
     return samples
 
 
@@ -263,8 +267,69 @@ def _refined(
     return out
 
 
+def _grid_values(grid: Mapping[str, Sequence[float]] | None) -> dict[str, list[float]]:
+    """``grid`` checked and completed with :data:`DEEPLAB_V1_GRID` for the keys it omits."""
+    grid = {k: list(v) for k, v in (grid or DEEPLAB_V1_GRID).items()}
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"grid: unknown parameter(s) {unknown}; searchable: {list(GRID_KEYS)}")
+    full = {k: [float(v) for v in grid.get(k, DEEPLAB_V1_GRID[k])] for k in GRID_KEYS}
+    for k, vals in full.items():
+        if not vals:
+            raise ValueError(f"grid: {k} has no values")
+        if k != "bi_w" and min(vals) <= 0:
+            raise ValueError(f"grid: {k} values must be positive, got {vals}")
+    return full
+
+
+def _fixed_params(fixed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``fixed`` checked, over :data:`DEEPLAB_V1_FIXED`."""
+    out = {**DEEPLAB_V1_FIXED, **(fixed or {})}
+    unknown = sorted(set(out) - set(DEEPLAB_V1_FIXED))
+    if unknown:
+        raise ValueError(f"fixed: unknown parameter(s) {unknown}; known {list(DEEPLAB_V1_FIXED)}")
+    return out
+
+
+def _search_points(
+    samples: Sequence[CRFSample],
+    grid: dict[str, list[float]],
+    fixed: Mapping[str, Any],
+    refine: int,
+    measure: Callable[[Iterable[np.ndarray]], dict[str, Any]],
+    score: Callable[[dict[str, Any]], float],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every grid point scored by ``measure``: round 0 is ``grid``; each of the ``refine``
+    rounds is :func:`_refined` around the best point so far (by ``score``), without the
+    points already scored."""
+    points: list[dict[str, Any]] = []
+    seen: set[tuple[float, ...]] = set()
+    current = grid
+    for rnd in range(refine + 1):
+        if rnd:
+            current = _refined(current, points[_best(points, score)]["params"])
+        combos = [c for c in itertools.product(*(current[k] for k in GRID_KEYS)) if c not in seen]
+        it: Iterable[tuple[float, ...]] = combos
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(combos, desc=f"CRF grid, round {rnd}", unit="point")
+        for combo in it:
+            seen.add(combo)
+            params = dict(zip(GRID_KEYS, combo))
+            preds = (dense_crf(s.image, s.probs32(), **fixed, **params).argmax(0) for s in samples)
+            points.append({"params": params, "round": rnd, **measure(preds)})
+    return points
+
+
+def _best(points: Sequence[dict[str, Any]], score: Callable[[dict[str, Any]], float]) -> int:
+    """The index of the best point by ``score`` (the first of equals)."""
+    return int(np.argmax([score(p) for p in points]))
+
+
 def grid_search(
-    samples: Sequence[Sample],
+    samples: Sequence[CRFSample],
     num_classes: int,
     grid: Mapping[str, Sequence[float]] | None = None,
     fixed: Mapping[str, Any] | None = None,
@@ -289,20 +354,8 @@ def grid_search(
         raise ValueError("grid_search needs at least one sample")
     if select not in ("miou", "band"):
         raise ValueError(f"select must be 'miou' or 'band', got {select!r}")
-    grid = {k: list(v) for k, v in (grid or DEEPLAB_V1_GRID).items()}
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        raise ValueError(f"grid: unknown parameter(s) {unknown}; searchable: {list(GRID_KEYS)}")
-    full = {k: [float(v) for v in grid.get(k, DEEPLAB_V1_GRID[k])] for k in GRID_KEYS}
-    for k, vals in full.items():
-        if not vals:
-            raise ValueError(f"grid: {k} has no values")
-        if k != "bi_w" and min(vals) <= 0:
-            raise ValueError(f"grid: {k} values must be positive, got {vals}")
-    fixed = {**DEEPLAB_V1_FIXED, **(fixed or {})}
-    unknown = sorted(set(fixed) - set(DEEPLAB_V1_FIXED))
-    if unknown:
-        raise ValueError(f"fixed: unknown parameter(s) {unknown}; known {list(DEEPLAB_V1_FIXED)}")
+    full = _grid_values(grid)
+    fixed = _fixed_params(fixed)
     widths = sorted(float(w) for w in band_widths)
     if not widths or widths[0] <= 0:
         raise ValueError(f"band_widths must be positive, got {list(band_widths)}")
@@ -310,40 +363,20 @@ def grid_search(
         raise ValueError(f"refine must be a non-negative integer, got {refine!r}")
 
     labels = [s.label for s in samples]
+
+    def measure(preds: Iterable[np.ndarray]) -> dict[str, Any]:
+        return _measure(preds, labels, num_classes, widths, ignore_index)
+
+    def score(point: dict[str, Any]) -> float:
+        return _score(point, select, widths)
+
     t0 = time.perf_counter()
-    baseline = _measure((s.pred for s in samples), labels, num_classes, widths, ignore_index)
-    points: list[dict[str, Any]] = []
-    seen: set[tuple[float, ...]] = set()
-
-    def run_grid(values: dict[str, list[float]], rnd: int) -> None:
-        combos = [c for c in itertools.product(*(values[k] for k in GRID_KEYS)) if c not in seen]
-        it: Iterable[tuple[float, ...]] = combos
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(combos, desc=f"CRF grid, round {rnd}", unit="point")
-        for combo in it:
-            seen.add(combo)
-            params = dict(zip(GRID_KEYS, combo))
-            preds = (dense_crf(s.image, s.probs32(), **fixed, **params).argmax(0) for s in samples)
-            points.append(
-                {"params": params, "round": rnd,
-                 **_measure(preds, labels, num_classes, widths, ignore_index)}
-            )  # fmt: skip
-
-    def best_index() -> int:
-        return int(np.argmax([_score(p, select, widths) for p in points]))
-
-    current = full
-    run_grid(current, 0)
-    for rnd in range(1, refine + 1):
-        current = _refined(current, points[best_index()]["params"])
-        run_grid(current, rnd)
-    best = best_index()
+    baseline = measure(s.pred for s in samples)
+    points = _search_points(samples, full, fixed, refine, measure, score, progress)
     return SearchResult(
         baseline=baseline,
         points=points,
-        best_index=best,
+        best_index=_best(points, score),
         select=select,
         band_widths=widths,
         fixed=fixed,

@@ -1,4 +1,4 @@
-"""Evaluate a segmenter over a dataset by the papers' protocol (DEEPLAB.md "Evaluation").
+"""Evaluate a segmenter over a dataset by the papers' protocol (DeepLab v1 sec. 5, v2 sec. 4).
 
 Full-resolution predictions, one confusion matrix over the whole dataset, label 255
 ignored, plus the trimap curve of v1 sec. 5 / v2 sec. 4.1. The ``atrous eval`` command is a
@@ -146,7 +146,9 @@ class EvalResult:
         return self
 
 
-OnError = Literal["raise", "skip"] | Callable[[str, str], Any]
+# What to do with an item that cannot be loaded or segmented: stop, skip it, or skip it and
+# call back with (item, problem). (atrous.data's OnError is the datasets' raise/skip only.)
+ErrorPolicy = Literal["raise", "skip"] | Callable[[str, str], Any]
 
 
 def _item_name(dataset: Any, index: int) -> str:
@@ -193,7 +195,9 @@ def _load_items(
         yield str(name or _item_name(dataset, i)), image, label
 
 
-def _reporter(on_error: OnError, skipped: list[dict[str, str]]) -> Callable[[str, str], Any] | None:
+def _reporter(
+    on_error: ErrorPolicy, skipped: list[dict[str, str]]
+) -> Callable[[str, str], Any] | None:
     if on_error == "raise":
         return None
     if on_error != "skip" and not callable(on_error):
@@ -254,8 +258,8 @@ def iter_predictions(
                 continue
             shape = tuple(np.asarray(label).shape) if not hasattr(label, "dim") else label.shape
             if tuple(pred.shape[-2:]) != tuple(shape):
-                on_error(name, f"prediction {tuple(pred.shape[-2:])} and label {tuple(shape)} "
-                               "differ in size")  # fmt: skip
+                sizes = f"prediction {tuple(pred.shape[-2:])} and label {tuple(shape)}"
+                on_error(name, f"{sizes} differ in size")
                 continue
         yield image, label, pred
 
@@ -312,7 +316,7 @@ def evaluate(
     trimap_boundary: BoundaryMode = "label",
     limit: int | None = None,
     progress: bool = False,
-    on_error: OnError = "raise",
+    on_error: ErrorPolicy = "raise",
 ) -> EvalResult:
     """Run ``segmenter`` (a :class:`atrous.inference.Segmenter`, or any callable returning an
     (H, W) label map) over ``dataset`` items ``(image_uint8_hwc, label_hw)`` or dicts with
@@ -325,10 +329,8 @@ def evaluate(
     skipped: list[dict[str, str]] = []
     report = _reporter(on_error, skipped)
     items = iter_predictions(segmenter, dataset, limit, progress=progress, on_error=report)
-    result = score(
-        ((pred, label) for _, label, pred in items),
-        num_classes, class_names, ignore_index, trimap_widths, trimap_boundary,
-    )  # fmt: skip
+    pairs = ((pred, label) for _, label, pred in items)
+    result = score(pairs, num_classes, class_names, ignore_index, trimap_widths, trimap_boundary)
     result.skipped = skipped
     return result
 
@@ -358,6 +360,52 @@ def reconcile_class_names(
     return ds_names, None
 
 
+def _dataset_class_names(
+    model_names: Sequence[str] | None,
+    dataset: Any,
+    dataset_info: dict[str, Any] | None,
+    num_classes: int,
+) -> tuple[list[str], list[str]]:
+    """The class names to report (:func:`reconcile_class_names` of the model's and
+    ``dataset.class_names``) and the notes for the user."""
+    where = "dataset"
+    if dataset_info and dataset_info.get("format"):
+        where = f"{dataset_info['format']} dataset"
+        if dataset_info.get("root"):
+            where += f" at {dataset_info['root']}"
+    ds_names = getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num_classes)]
+    names, note = reconcile_class_names(model_names, ds_names, num_classes, where)
+    return names, [note] if note else []
+
+
+def _run_metadata(
+    model: Any,
+    infer: dict[str, Any],
+    result: EvalResult,
+    dataset_info: dict[str, Any] | None,
+    limit: int | None,
+    trimap_widths: Iterable[float] | None,
+) -> dict[str, Any]:
+    """What was evaluated and how, for ``metrics.json``: the model, the weights, the
+    inference settings (``infer``: the segmenter's config) and the dataset."""
+    config = dict(getattr(model, "config", None) or {})
+    meta = dict(getattr(model, "metadata", None) or {})
+    return {
+        **{k: config.get(k) for k in ("arch", "num_classes", "output_stride", "atrous_rates")},
+        "weights_file": str(Path(meta["weights"])) if meta.get("weights") else None,
+        "weights_source": meta.get("source"),
+        **{k: infer.get(k) for k in ("scales", "flip", "tile_size", "tile_overlap", "crf")},
+        "inference": infer,
+        "dataset": {
+            **(dataset_info or {}),
+            "num_images": result.num_images,
+            "num_skipped": len(result.skipped),
+            "limit": limit,
+        },
+        "trimap_widths": list(trimap_widths) if trimap_widths is not None else None,
+    }
+
+
 def evaluate_model(
     model: Any,
     dataset: Any,
@@ -368,7 +416,7 @@ def evaluate_model(
     trimap_widths: Iterable[float] | None = range(1, 41),
     limit: int | None = None,
     progress: bool = False,
-    on_error: OnError = "raise",
+    on_error: ErrorPolicy = "raise",
     **segmenter_options: Any,
 ) -> EvalResult:
     """Evaluate a loaded atrous model on a dataset by the papers' protocol; the result carries
@@ -384,43 +432,24 @@ def evaluate_model(
     result and in ``metrics.json``)."""
     from atrous.inference import Segmenter
 
-    config = dict(getattr(model, "config", None) or {})
-    meta = dict(getattr(model, "metadata", None) or {})
-    num_classes = int(config["num_classes"])
+    num_classes = int(dict(getattr(model, "config", None) or {})["num_classes"])
     notes: list[str] = []
     if class_names is None:
-        where = "dataset"
-        if dataset_info and dataset_info.get("format"):
-            where = f"{dataset_info['format']} dataset"
-            if dataset_info.get("root"):
-                where += f" at {dataset_info['root']}"
-        ds_names = getattr(dataset, "class_names", None) or [
-            f"class_{i}" for i in range(num_classes)
-        ]
-        class_names, note = reconcile_class_names(
-            meta.get("class_names"), ds_names, num_classes, where
-        )
-        notes += [note] if note else []
+        model_names = (getattr(model, "metadata", None) or {}).get("class_names")
+        class_names, notes = _dataset_class_names(model_names, dataset, dataset_info, num_classes)
     if segmenter is None:
         segmenter = Segmenter.from_model(model, **segmenter_options)
     result = evaluate(
-        segmenter, dataset, num_classes, class_names=class_names,
-        trimap_widths=trimap_widths, limit=limit, progress=progress, on_error=on_error,
-    )  # fmt: skip
+        segmenter,
+        dataset,
+        num_classes,
+        class_names=class_names,
+        trimap_widths=trimap_widths,
+        limit=limit,
+        progress=progress,
+        on_error=on_error,
+    )
     infer = segmenter.config() if hasattr(segmenter, "config") else {}
     result.notes = notes
-    result.metadata = {
-        **{k: config.get(k) for k in ("arch", "num_classes", "output_stride", "atrous_rates")},
-        "weights_file": str(Path(meta["weights"])) if meta.get("weights") else None,
-        "weights_source": meta.get("source"),
-        **{k: infer.get(k) for k in ("scales", "flip", "tile_size", "tile_overlap", "crf")},
-        "inference": infer,
-        "dataset": {
-            **(dataset_info or {}),
-            "num_images": result.num_images,
-            "num_skipped": len(result.skipped),
-            "limit": limit,
-        },
-        "trimap_widths": list(trimap_widths) if trimap_widths is not None else None,
-    }
+    result.metadata = _run_metadata(model, infer, result, dataset_info, limit, trimap_widths)
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import platform
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from atrous.evaluation.confusion import Metrics
-from atrous.fileio import atomic_write_text
+from atrous.fileio import atomic_write_json
 
 __all__ = ["environment", "format_table", "plot_confusion", "write_json"]
 
@@ -96,8 +95,7 @@ def _clean(obj: Any) -> Any:
 
 def write_json(data: dict[str, Any], path: str | Path) -> None:
     """Strict JSON (no NaN tokens): ``null`` stands for an undefined number."""
-    text = json.dumps(_clean(data), indent=2, allow_nan=False, default=str)
-    atomic_write_text(path, text + "\n")
+    atomic_write_json(path, _clean(data), allow_nan=False, default=str)
 
 
 def plot_confusion(
@@ -136,10 +134,9 @@ def plot_confusion(
             for j in range(c):
                 v = norm[i, j]
                 if not math.isnan(v) and v >= 0.005:
-                    ax.text(
-                        j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=font * 0.8,
-                        color="white" if v > 0.5 else "black",
-                    )  # fmt: skip
+                    color = "white" if v > 0.5 else "black"
+                    cell = f"{100 * v:.0f}"
+                    ax.text(j, i, cell, ha="center", va="center", fontsize=font * 0.8, color=color)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,22 @@ eager model before the file is kept. Start with :func:`export`; ``atrous export`
 
 from __future__ import annotations
 
-from .exporter import FORMATS, RTOL, ExportError, ExportReport, build_graph, export, verify
+from .exporter import (
+    EXPORT_FORMAT_BY_SUFFIX,
+    EXPORT_PRECISIONS,
+    FORMATS,
+    RTOL,
+    ExportError,
+    ExportReport,
+    build_graph,
+    export,
+    verify,
+)
 from .graph import INPUTS, OUTPUTS, ExportGraph, export_metadata, labels_dtype
 
 __all__ = [
+    "EXPORT_FORMAT_BY_SUFFIX",
+    "EXPORT_PRECISIONS",
     "FORMATS",
     "INPUTS",
     "OUTPUTS",

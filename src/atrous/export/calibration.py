@@ -49,9 +49,13 @@ def calibration_files(source: str | os.PathLike, limit: int) -> list[Path]:
     except (ValueError, FileNotFoundError, IndexError):
         files = []
     if not files:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and "mask" not in p.parent.name.lower()
-                       and not p.parent.name.lower().endswith("annot"))  # fmt: skip
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and "mask" not in p.parent.name.lower()
+            and not p.parent.name.lower().endswith("annot")
+        )
     if not files:
         raise ExportError(f"{root}: no images to calibrate on")
     if len(files) > limit:
@@ -92,8 +96,9 @@ def calibration_batches(
             rgb = _shrink(rgb, max_side)
             h, w = rgb.shape[:2]
             if h < min_side or w < min_side:
-                rgb = np.pad(rgb, ((0, max(0, min_side - h)), (0, max(0, min_side - w)), (0, 0)),
-                             mode="edge")  # fmt: skip
+                rgb = np.pad(
+                    rgb, ((0, max(0, min_side - h)), (0, max(0, min_side - w)), (0, 0)), mode="edge"
+                )
             if uint8:
                 out.append(np.ascontiguousarray(rgb[None]))
             else:

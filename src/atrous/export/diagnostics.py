@@ -17,12 +17,20 @@ class ExportError(ValueError):
     eager model; the message says which and what to do."""
 
 
+# The exporters' loggers that report progress (silenced by :func:`quiet`).
+_CHATTY_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._dynamo",
+    "torch.fx.experimental.symbolic_shapes",
+)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """The exporters' progress prints and warnings about optional packages (torchvision's
     ops, deprecations) are not the user's concern: silenced, errors still raise."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
-                                              "torch.fx.experimental.symbolic_shapes")]  # fmt: skip
+    loggers = [logging.getLogger(n) for n in _CHATTY_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -29,6 +29,8 @@ from .diagnostics import ExportError, first_line, quiet
 from .graph import OUTPUTS, ExportGraph, Output, export_metadata
 
 __all__ = [
+    "EXPORT_FORMAT_BY_SUFFIX",
+    "EXPORT_PRECISIONS",
     "FORMATS",
     "FP16_RTOL",
     "PRECISIONS",
@@ -40,12 +42,17 @@ __all__ = [
     "verify",
 ]
 
-FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
+# The file format an output path's suffix asks for.
+EXPORT_FORMAT_BY_SUFFIX = {".onnx": "onnx", ".pt2": "pt2"}
 TRACE_SIZE = (2, 97, 129)  # (batch, height, width) the dynamic trace runs at
 CHECK_SIZES = ((1, 65, 81), (2, 50, 77))  # where the written file is compared with eager
 RTOL = 1e-4  # max |exported - eager| / max |eager| accepted for fp32 logits and probabilities
 FP16_RTOL = 1e-2  # the same for an fp16 graph
-PRECISIONS = ("fp32", "fp16", "int8")
+# The precisions of an exported file (inference.optimize.PRECISIONS are those a model runs at).
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+# Deprecated aliases: the names before #26.
+FORMATS = EXPORT_FORMAT_BY_SUFFIX
+PRECISIONS = EXPORT_PRECISIONS
 MAX_SIDE = 16384
 
 
@@ -166,18 +173,49 @@ def verify(
     return checks
 
 
+@dataclass(frozen=True)
+class _Traced:
+    """A traced graph on its way to a file: the program, the eager graph it was traced from
+    (the checks' reference), the file's metadata, the ONNX options, and whether and at which
+    (batch, height, width) sizes the written file is checked."""
+
+    program: torch.export.ExportedProgram
+    graph: ExportGraph
+    meta: dict[str, str]
+    opset: int
+    simplify: bool
+    check: bool
+    check_sizes: Sequence[Sequence[int]]
+
+
+# What a writer returns: (details for the report, the checks against eager).
+Written = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def _write_fp32(t: _Traced, path: Path, fmt: str) -> Written:
+    """The float32 graph as ONNX or .pt2; checks: eager at the check sizes within
+    :data:`RTOL`."""
+    if fmt == "onnx":
+        from .onnx import write_onnx
+
+        details, run = write_onnx(t.program, path, t.meta, t.opset, t.simplify)
+    else:
+        from .pt2 import write_pt2
+
+        details, run = write_pt2(t.program, path, t.meta)
+    return details, verify(t.graph, run, t.check_sizes) if t.check else []
+
+
 def _write_converted(
-    program: torch.export.ExportedProgram,
+    t: _Traced,
     path: Path,
-    meta: dict[str, str],
-    opset: int,
-    simplify: bool,
+    precision: str,
     convert: Callable[[Path, Path], dict[str, Any]],
     key: str,
 ) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor]]:
     """fp32 ONNX to a temporary file, turned into ``path`` by ``convert(fp32, path)`` (what
-    it did goes into ``details[key]``), the metadata written again; (details, run in ONNX
-    Runtime)."""
+    it did goes into ``details[key]``), the metadata (with ``export_precision``) written
+    again; (details, run in ONNX Runtime)."""
     import tempfile
 
     import onnx
@@ -186,14 +224,15 @@ def _write_converted(
 
     from .onnx import INPUT_NAME, write_onnx
 
+    meta = {**t.meta, "export_precision": precision}
     with tempfile.TemporaryDirectory() as d:
         fp32 = Path(d) / "fp32.onnx"
-        details, _ = write_onnx(program, fp32, meta, opset, simplify)
+        details, _ = write_onnx(t.program, fp32, meta, t.opset, t.simplify)
         details[key] = convert(fp32, path)
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
+    for name, value in meta.items():
+        proto.metadata_props.add(key=name, value=value)
     onnx.save_model(proto, str(path))
     session = ort_session(path)
 
@@ -203,34 +242,13 @@ def _write_converted(
     return details, run
 
 
-def _write_int8(
-    program: torch.export.ExportedProgram,
-    path: Path,
-    meta: dict[str, str],
-    opset: int,
-    simplify: bool,
-    graph: ExportGraph,
-    model: nn.Module,
-    calibration: Any,
-    limit: int,
-    min_side: int,
-    check: bool,
-) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor], list[dict[str, Any]]]:
-    """Static int8 (:func:`.quantize.quantize_onnx`) calibrated on the user's images; checks:
-    label agreement with eager on calibration images (reported: int8 is not exact)."""
-    from .calibration import calibration_batches
-    from .onnx import INPUT_NAME
-    from .quantize import quantize_onnx
-
-    norm = Normalization.of(getattr(model, "metadata", None))
-    batches = calibration_batches(calibration, norm, limit, min_side=min_side,
-                                  uint8=graph.preprocess)  # fmt: skip
-    details, run = _write_converted(
-        program, path, {**meta, "export_precision": "int8"}, opset, simplify,
-        lambda src, dst: quantize_onnx(src, dst, batches, INPUT_NAME), "quantization",
-    )  # fmt: skip
+def _label_agreement(
+    graph: ExportGraph, run: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """The share of labels ``run`` and the eager ``graph`` agree on, per batch (reported, not
+    judged: int8 is not exact)."""
     checks = []
-    for b in batches[:4] if check else []:
+    for b in batches:
         x = torch.from_numpy(b)
         with torch.no_grad():
             ref = graph(x)
@@ -238,33 +256,80 @@ def _write_int8(
         if graph.output != "labels":
             ref, got = ref.argmax(1), got.argmax(1)
         agree = float((ref == got).double().mean())
-        checks.append({"size": [int(s) for s in b.shape[:1] + b.shape[-2:]] if not
-                       graph.preprocess else [int(s) for s in b.shape[:3]],
-                       "ok": True, "label_agreement": agree})  # fmt: skip
-    return details, run, checks
+        size = b.shape[:3] if graph.preprocess else b.shape[:1] + b.shape[-2:]
+        checks.append({"size": [int(s) for s in size], "ok": True, "label_agreement": agree})
+    return checks
 
 
-def _write_fp16(
-    program: torch.export.ExportedProgram,
-    path: Path,
-    meta: dict[str, str],
-    opset: int,
-    simplify: bool,
-    graph: ExportGraph,
-    check: bool,
-    sizes: Sequence[Sequence[int]],
-) -> tuple[dict[str, Any], Callable[[torch.Tensor], torch.Tensor], list[dict[str, Any]]]:
+def _write_int8(
+    t: _Traced, path: Path, model: nn.Module, calibration: Any, limit: int, min_side: int
+) -> Written:
+    """Static int8 (:func:`.quantize.quantize_onnx`) calibrated on the user's images; checks:
+    label agreement with eager on calibration images (reported: int8 is not exact)."""
+    from .calibration import calibration_batches
+    from .onnx import INPUT_NAME
+    from .quantize import quantize_onnx
+
+    norm = Normalization.of(getattr(model, "metadata", None))
+    uint8 = t.graph.preprocess
+    batches = calibration_batches(calibration, norm, limit, min_side=min_side, uint8=uint8)
+
+    def quantize(src: Path, dst: Path) -> dict[str, Any]:
+        return quantize_onnx(src, dst, batches, INPUT_NAME)
+
+    details, run = _write_converted(t, path, "int8", quantize, "quantization")
+    return details, _label_agreement(t.graph, run, batches[:4]) if t.check else []
+
+
+def _write_fp16(t: _Traced, path: Path) -> Written:
     """Half-precision weights and arithmetic, float32 input and output (the same contract):
     half the file, for GPU runtimes (ONNX Runtime CUDA/TensorRT); ONNX Runtime's CPU provider
-    runs it too, with its fp16-less operators cast to float32. Checks: eager at ``sizes``
-    within :data:`FP16_RTOL` (fp16 carries 11 bits of mantissa)."""
+    runs it too, with its fp16-less operators cast to float32. Checks: eager at the check
+    sizes within :data:`FP16_RTOL` (fp16 carries 11 bits of mantissa)."""
     from .quantize import convert_fp16
 
-    details, run = _write_converted(
-        program, path, {**meta, "export_precision": "fp16"}, opset, simplify, convert_fp16, "fp16"
-    )
-    checks = verify(graph, run, sizes, rtol=FP16_RTOL) if check else []
-    return details, run, checks
+    details, run = _write_converted(t, path, "fp16", convert_fp16, "fp16")
+    return details, verify(t.graph, run, t.check_sizes, rtol=FP16_RTOL) if t.check else []
+
+
+def _refuse_mismatch(path: Path, checks: Sequence[dict[str, Any]], rtol: float) -> None:
+    """ExportError (the file is not kept) if a check failed."""
+    bad = [c for c in checks if not c["ok"]]
+    if bad:
+        raise ExportError(
+            f"{path}: the exported graph does not match the eager model: {bad[0]} "
+            f"(tolerance {rtol} relative); the file was not written"
+        )
+
+
+def _export_format(path: Path, precision: str, calibration: Any) -> str:
+    """The format ``path`` asks for, once the request is checked (ExportError otherwise)."""
+    fmt = EXPORT_FORMAT_BY_SUFFIX.get(path.suffix)
+    if fmt is None:
+        raise ExportError(f"{path}: the output must end in .onnx or .pt2")
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(
+            f"precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}"
+        )
+    if precision != "fp32" and fmt != "onnx":
+        raise ExportError(
+            f"{precision} export writes ONNX (run by ONNX Runtime): use a .onnx output"
+        )
+    if precision == "int8" and calibration is None:
+        raise ExportError("int8 needs calibration images of your data (--calib DATA)")
+    return fmt
+
+
+def _trace_size(size: Sequence[int] | None, dynamic: bool, min_side: int) -> tuple[int, ...]:
+    """(batch, height, width) of the trace: ``size``, checked, or the default."""
+    if size is None:
+        size = TRACE_SIZE if dynamic else (1, 513, 513)
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or size[0] < 1 or min(size[1:]) < min_side:
+        raise ExportError(
+            f"size must be (batch, height, width) with sides >= {min_side}, got {list(size)}"
+        )
+    return size
 
 
 def export(
@@ -303,62 +368,37 @@ def export(
             ``calibration`` (:mod:`.calibration`: an image folder, a dataset root, or
             normalized batches), ``calibration_images`` of them.
     """
+    # (over 60 lines by its signature and the documentation of its options only: the steps
+    # are the functions above)
     path = Path(path)
-    fmt = FORMATS.get(path.suffix)
-    if fmt is None:
-        raise ExportError(f"{path}: the output must end in .onnx or .pt2")
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "fp32" and fmt != "onnx":
-        raise ExportError(
-            f"{precision} export writes ONNX (run by ONNX Runtime): use a .onnx output"
-        )
-    if precision == "int8" and calibration is None:
-        raise ExportError("int8 needs calibration images of your data (--calib DATA)")
+    fmt = _export_format(path, precision, calibration)
     t0 = time.perf_counter()
     _, graph = build_graph(model, output, with_preprocess, crf)
     min_side = min_input_side(model)
-    if size is None:
-        size = TRACE_SIZE if dynamic else (1, 513, 513)
-    size = tuple(int(s) for s in size)
-    if len(size) != 3 or size[0] < 1 or min(size[1:]) < min_side:
-        raise ExportError(
-            f"size must be (batch, height, width) with sides >= {min_side}, got {list(size)}"
-        )
-    meta = export_metadata(
-        model, graph, fmt, dynamic, {"min_size": min_side, "export_size": json.dumps(list(size))}
-    )
+    size = _trace_size(size, dynamic, min_side)
+    extra = {"min_size": min_side, "export_size": json.dumps(list(size))}
+    meta = export_metadata(model, graph, fmt, dynamic, extra)
     program = trace(graph, min_side, dynamic, size)
+    sizes = CHECK_SIZES if dynamic else [size]
+    traced = _Traced(program, graph, meta, opset, simplify, check, sizes)
     with atomic_path(path, keep_suffix=True) as tmp:
-        if fmt == "onnx" and precision == "int8":
-            details, run, checks = _write_int8(
-                program, tmp, meta, opset, simplify, graph, model, calibration,
-                calibration_images, min_side, check,
-            )  # fmt: skip
-        elif precision == "fp16":
-            details, run, checks = _write_fp16(
-                program, tmp, meta, opset, simplify, graph, check,
-                CHECK_SIZES if dynamic else [size],
-            )  # fmt: skip
-        else:
-            if fmt == "onnx":
-                from .onnx import write_onnx
-
-                details, run = write_onnx(program, tmp, meta, opset, simplify)
-            else:
-                from .pt2 import write_pt2
-
-                details, run = write_pt2(program, tmp, meta)
-            checks = verify(graph, run, CHECK_SIZES if dynamic else [size]) if check else []
-        bad = [c for c in checks if not c["ok"]]
-        if bad:
-            raise ExportError(
-                f"{path}: the exported graph does not match the eager model: {bad[0]} "
-                f"(tolerance {FP16_RTOL if precision == 'fp16' else RTOL} relative); the file "
-                "was not written"
+        if precision == "int8":
+            details, checks = _write_int8(
+                traced, tmp, model, calibration, calibration_images, min_side
             )
+        elif precision == "fp16":
+            details, checks = _write_fp16(traced, tmp)
+        else:
+            details, checks = _write_fp32(traced, tmp, fmt)
+        _refuse_mismatch(path, checks, FP16_RTOL if precision == "fp16" else RTOL)
     return ExportReport(
-        path=str(path), format=fmt, bytes=path.stat().st_size, input=graph.input_format,
-        output=output, dynamic=dynamic, seconds=round(time.perf_counter() - t0, 2),
-        checks=checks, details={**details, "metadata": json.loads(json.dumps(meta))},
-    )  # fmt: skip
+        path=str(path),
+        format=fmt,
+        bytes=path.stat().st_size,
+        input=graph.input_format,
+        output=output,
+        dynamic=dynamic,
+        seconds=round(time.perf_counter() - t0, 2),
+        checks=checks,
+        details={**details, "metadata": json.loads(json.dumps(meta))},
+    )

@@ -53,9 +53,15 @@ def write_onnx(
     try:
         with quiet():
             onnx_program = torch.onnx.export(
-                program, (), dynamo=True, opset_version=int(opset), input_names=[INPUT_NAME],
-                output_names=[output], verbose=False, optimize=True,
-            )  # fmt: skip
+                program,
+                (),
+                dynamo=True,
+                opset_version=int(opset),
+                input_names=[INPUT_NAME],
+                output_names=[output],
+                verbose=False,
+                optimize=True,
+            )
     except Exception as e:
         raise ExportError(f"the ONNX exporter failed (opset {opset}): {first_line(e)}") from e
     proto = onnx_program.model_proto
@@ -82,8 +88,13 @@ def write_onnx(
         return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
 
     ops = sorted({n.op_type for n in proto.graph.node})
-    details = {"opset": int(opset), "nodes": nodes, "ops": ops,
-               "inputs": _io(session.get_inputs()), "outputs": _io(session.get_outputs())}  # fmt: skip
+    details = {
+        "opset": int(opset),
+        "nodes": nodes,
+        "ops": ops,
+        "inputs": _io(session.get_inputs()),
+        "outputs": _io(session.get_outputs()),
+    }
     return details, run
 
 

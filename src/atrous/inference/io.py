@@ -136,9 +136,12 @@ def write_mask(labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike)
 
 
 def write_overlay(
-    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike,
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: np.ndarray,
+    path: str | os.PathLike,
     alpha: float = 0.5,
-) -> Path:  # fmt: skip
+) -> Path:
     """The class colours blended over the image (:func:`atrous.data.overlay`), as JPEG."""
     path = Path(path)
     Image.fromarray(overlay(image, labels, palette, alpha)).save(path, quality=90)
@@ -261,9 +264,14 @@ def segment_files(
 
 
 def _write_outputs(
-    result: FileResult, target: Path, image: np.ndarray, labels: np.ndarray,
-    probs: np.ndarray | None, palette: np.ndarray, alpha: float,
-) -> None:  # fmt: skip
+    result: FileResult,
+    target: Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray | None,
+    palette: np.ndarray,
+    alpha: float,
+) -> None:
     path = lambda suffix: target.with_name(target.name + suffix)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 The model is any ``nn.Module`` whose forward takes a normalised float (N, 3, H, W) batch and
 returns ``{"out": logits (N, C, H, W)}`` (or the logits tensor itself). The model knows
-nothing of scales, flips, tiles or the CRF (STYLE.md "data flows one way").
+nothing of scales, flips, tiles or the CRF: data flows one way, model to Segmenter.
+:func:`build_segmenter` makes the Segmenter of a loaded model and its settings (the decisions
+are :mod:`atrous.inference.pipeline`'s).
 
 Test-time augmentation (DeepLab v3 sec. 4.3, "inference strategy"): the image is resized
 by each scale (e.g. 0.5, 0.75, ..., 1.75), optionally also left-right flipped, every output
@@ -26,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,16 +38,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.imageio import label_dtype
-from atrous.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalizer, to_uint8_hwc
+from atrous.inference.pipeline import prepare_model, segmenter_options
+from atrous.inference.preprocess import Normalizer, to_uint8_hwc
+from atrous.inference.settings import CRFChoice, CRFHook, InferenceSettings
 
-__all__ = ["AUTO_TILE_SIZE", "CRFHook", "Segmenter", "label_map", "tile_starts"]
+__all__ = [
+    "AUTO_TILE_SIZE",
+    "CRFHook",
+    "Segmenter",
+    "build_segmenter",
+    "label_map",
+    "tile_starts",
+]
 
 # Tile side when a large image is tiled automatically (Segmenter ``auto_tile``): DeepLab's
 # 513 crop, the size the models are trained and evaluated at.
 AUTO_TILE_SIZE = 513
 
-# (image uint8 (H, W, 3), probabilities (C, H, W) float32) -> refined probabilities (C, H, W)
-CRFHook = Callable[[np.ndarray, np.ndarray], Any]
 Output = Literal["labels", "proba", "logits"]
 Errors = Literal["raise", "return"]
 
@@ -123,13 +132,50 @@ class _Scaled:
     out_cols: _AxisMap | None
 
 
+def _checked_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    checked = tuple(float(s) for s in scales)
+    if not checked or any(not (s > 0 and math.isfinite(s)) for s in checked):
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {checked}")
+    return checked
+
+
+def _checked_tiles(
+    tile_size: int | None, tile_overlap: int | None
+) -> tuple[int | None, int | None]:
+    """``(tile_size, tile_overlap)`` as ints (overlap default: a third of the tile), or
+    ``(None, None)`` without tiles."""
+    if tile_size is None:
+        return None, None
+    if int(tile_size) < 1:
+        raise ValueError(f"tile_size must be a positive int or None, got {tile_size}")
+    size = int(tile_size)
+    overlap = size // 3 if tile_overlap is None else int(tile_overlap)
+    if not 0 <= overlap < size:
+        raise ValueError(f"tile_overlap must be in [0, tile_size={size}), got {overlap}")
+    return size, overlap
+
+
+def _check_counts(
+    batch_size: int, num_classes: int | None, min_size: int | None, auto_tile: int | None
+) -> None:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_classes is not None and int(num_classes) < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if min_size is not None and int(min_size) < 1:
+        raise ValueError(f"min_size must be a positive int or None, got {min_size}")
+    if auto_tile is not None and int(auto_tile) < 1:
+        raise ValueError(f"auto_tile must be a positive number of pixels or None, got {auto_tile}")
+
+
 class Segmenter:
     """Wrap a segmentation model for inference on real images.
 
     Args:
         model: ``nn.Module``, (N, 3, H, W) normalised floats -> ``{"out": (N, C, H, W)}``.
-        mean, std, input_scale, channel_order: preprocessing (default: the weights'
-            ``model.metadata["mean"/"std"]`` when the model has them, else ImageNet RGB; see
+        mean, std, input_scale, channel_order: preprocessing; None values take
+            :meth:`Normalization.of <atrous.normalization.Normalization.of>` the model's
+            ``metadata`` (the weights' mean/std, else ImageNet's; see
             :class:`~atrous.inference.preprocess.Normalizer`).
         num_classes: if given, the model's class count is checked against it.
         scales: test-time scales (v3 sec. 4.3 uses 0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
@@ -178,28 +224,9 @@ class Segmenter:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        scales = tuple(float(s) for s in scales)
-        if not scales or any(not (s > 0 and math.isfinite(s)) for s in scales):
-            raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
-        if tile_size is not None:
-            if int(tile_size) < 1:
-                raise ValueError(f"tile_size must be a positive int or None, got {tile_size}")
-            tile_size = int(tile_size)
-            tile_overlap = tile_size // 3 if tile_overlap is None else int(tile_overlap)
-            if not 0 <= tile_overlap < tile_size:
-                raise ValueError(
-                    f"tile_overlap must be in [0, tile_size={tile_size}), got {tile_overlap}"
-                )
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if min_size is not None and int(min_size) < 1:
-            raise ValueError(f"min_size must be a positive int or None, got {min_size}")
-        if auto_tile is not None and int(auto_tile) < 1:
-            raise ValueError(
-                f"auto_tile must be a positive number of pixels or None, got {auto_tile}"
-            )
+        self.scales = _checked_scales(scales)
+        self.tile_size, self.tile_overlap = _checked_tiles(tile_size, tile_overlap)
+        _check_counts(batch_size, num_classes, min_size, auto_tile)
         if crf is not None and not callable(crf):
             raise TypeError(f"crf must be callable (image, probs) -> probs, got {type(crf)}")
         if device is None:
@@ -207,15 +234,15 @@ class Segmenter:
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        meta = getattr(model, "metadata", None) or {}
-        mean = meta.get("mean", IMAGENET_MEAN) if mean is None else mean
-        std = meta.get("std", IMAGENET_STD) if std is None else std
-        self.normalize = Normalizer(mean, std, input_scale, channel_order)
+        self.normalize = Normalizer.of(
+            getattr(model, "metadata", None),
+            mean=mean,
+            std=std,
+            input_scale=input_scale,
+            channel_order=channel_order,
+        )
         self.num_classes = num_classes
-        self.scales = scales
         self.flip = bool(flip)
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap if tile_size is not None else None
         self.batch_size = int(batch_size)
         self.crf = crf
         self.output_key = output_key
@@ -230,38 +257,17 @@ class Segmenter:
         *,
         scales: Sequence[float] | None = None,
         flip: bool = False,
-        crf: CRFHook | Literal["auto"] | None = "auto",
+        crf: CRFChoice = "auto",
         **kwargs: Any,
     ) -> Segmenter:
-        """The Segmenter every atrous entry point uses for a loaded model (eval, predict,
-        training's validation, the demo, crf-search): the one place inference policy lives.
-
-        - ``scales``: None takes the scales the weights were validated at
-          (``model.metadata["inference_scales"]``, saved by training), else ``(1.0,)``.
-        - ``crf``: ``"auto"`` runs a learned CRF-as-RNN layer (:class:`atrous.crf.CRFRNNModel`)
-          once on the full-resolution, TTA-averaged probabilities, with the network run
-          without it; a callable (e.g. :class:`atrous.crf.DenseCRF`) replaces it; None runs
-          the network alone.
-        - ``num_classes`` defaults to ``model.config["num_classes"]`` (checked on the output),
-          ``min_size`` to ``model.metadata["min_size"]`` (an exported file's smallest input)
-          or its output stride + 1; other keyword arguments (``auto_tile``...)
-          go to :class:`Segmenter`.
-        """
-        from atrous.crf.rnn_model import split_crf
-
-        if not (crf is None or crf == "auto" or callable(crf)):
-            raise TypeError(f"crf must be 'auto', None or a callable, got {crf!r}")
-        net, learned = split_crf(model)
-        hook = learned if isinstance(crf, str) else crf
-        meta = getattr(model, "metadata", None) or {}
-        if scales is None:
-            scales = tuple(meta.get("inference_scales") or (1.0,))
-        config = getattr(model, "config", None) or {}
-        if "num_classes" in config:
-            kwargs.setdefault("num_classes", int(config["num_classes"]))
-        min_size = meta.get("min_size") or int(config.get("output_stride") or 32) + 1
-        kwargs.setdefault("min_size", int(min_size))
-        return cls(net, scales=scales, flip=flip, crf=hook, **kwargs)
+        """The Segmenter of a loaded model: :func:`build_segmenter` with these ``scales`` (None:
+        the weights' own, else 1) and ``flip``; ``crf`` ``"auto"`` runs a learned CRF-as-RNN
+        layer once on the TTA-averaged probabilities, a callable (e.g.
+        :class:`atrous.crf.DenseCRF`) replaces it, None runs the network alone. Other keyword
+        arguments (``tile_size``, ``batch_size``, ``device``, ``auto_tile``...) go to
+        :class:`Segmenter`; ``num_classes`` and ``min_size`` default to the weights'."""
+        settings = InferenceSettings(scales=scales, flip=flip)
+        return cls(**segmenter_options(prepare_model(model), settings, crf, **kwargs))
 
     # --- public API ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -561,6 +567,28 @@ class Segmenter:
         if output == "proba":
             return p
         return label_map(torch.from_numpy(p).argmax(0), p.shape[0])
+
+
+def build_segmenter(
+    model: Any,
+    settings: InferenceSettings | None = None,
+    crf: CRFChoice = "auto",
+    **options: Any,
+) -> Segmenter:
+    """The Segmenter every atrous entry point runs (``predict``, ``eval``, ``crf-search``,
+    ``serve``, the demo, training's validation).
+
+    ``model``: a loaded model, a weights file, or a
+    :class:`~atrous.inference.pipeline.PreparedModel`; it is made runnable at
+    ``settings.precision`` (:func:`~atrous.inference.pipeline.prepare_model`) and run with the
+    settings' scales, flip, tiles, batch and device. ``crf``: ``"auto"`` (the learned
+    CRF-as-RNN layer saved with the weights, if any, kept on top of an optimized network), a
+    hook such as a dense CRF (:meth:`CRFSettings.choice
+    <atrous.inference.settings.CRFSettings.choice>`), or None. ``options``: other
+    :class:`Segmenter` arguments, which win (see
+    :func:`~atrous.inference.pipeline.segmenter_options`)."""
+    settings = InferenceSettings() if settings is None else settings
+    return Segmenter(**segmenter_options(prepare_model(model, settings), settings, crf, **options))
 
 
 def label_map(idx: torch.Tensor, num_classes: int) -> np.ndarray:

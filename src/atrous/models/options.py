@@ -23,11 +23,22 @@ COMMON_OPTIONS: dict[str, Any] = {"norm": None, "align_corners": False, "backbon
 HEAD_OPTIONS: dict[str, dict[str, Any]] = {
     "largefov": {},
     "aspp_sum": {"aspp": "L"},
-    "aspp": {"image_pooling": True, "separable": None, "head_conv": False, "aspp_dropout": 0.1,
-             "head": "aspp", "cascade_blocks": 3},
-    "decoder": {"image_pooling": True, "separable": None, "aspp_dropout": 0.1,
-                "decoder_convs": 2, "low_level_channels": 48},
-}  # fmt: skip
+    "aspp": {
+        "image_pooling": True,
+        "separable": None,
+        "head_conv": False,
+        "aspp_dropout": 0.1,
+        "head": "aspp",
+        "cascade_blocks": 3,
+    },
+    "decoder": {
+        "image_pooling": True,
+        "separable": None,
+        "aspp_dropout": 0.1,
+        "decoder_convs": 2,
+        "low_level_channels": 48,
+    },
+}
 # Options per ModelSpec.backbone.
 BACKBONE_OPTIONS: dict[str, dict[str, Any]] = {
     "resnet50": {"multi_grid": None},

@@ -4,7 +4,8 @@ State-dict names equal torchvision's ``ResNet`` (``conv1``, ``bn1``, ``layer1``�
 and ``fc`` when built with ``num_classes``), so torchvision's ImageNet checkpoints load with
 ``load_state_dict``. The stride sits on the 3×3 conv (ResNet v1.5), as in torchvision.
 
-Two dilation schemes (see DEEPLAB.md, "Output stride"):
+Two dilation schemes for an output stride below 32 (DeepLab v3 sec. 3.1 defines the output
+stride):
 
 * ``multi_grid=None`` — torchvision/VainF: a dilated stage's first block keeps the previous
   rate, the following blocks use the stage's rate. Needed for their checkpoints.

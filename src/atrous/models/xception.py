@@ -116,11 +116,11 @@ class Xception65(Backbone):
         self.entry.append(unit(256, (728, 728, 728), "conv", 2))
         entry_stride = current
         self.middle = nn.Sequential(*[unit(728, (728,) * 3, "sum", 1) for _ in range(16)])
+        exit_rates = tuple(multi_grid or (1, 1, 1))
         self.exit = nn.Sequential(
             unit(728, (728, 1024, 1024), "conv", 2),
-            unit(1024, (1536, 1536, 2048), "none", 1,
-                 unit_rates=tuple(multi_grid or (1, 1, 1)), act_inside=True),
-        )  # fmt: skip
+            unit(1024, (1536, 1536, 2048), "none", 1, unit_rates=exit_rates, act_inside=True),
+        )
         self.feature_info = [
             FeatureInfo("entry_low", 256, low_stride),
             FeatureInfo("entry", 728, entry_stride),

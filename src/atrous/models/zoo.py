@@ -20,7 +20,8 @@ HEAD_KINDS = ("largefov", "aspp_sum", "aspp", "cascade", "decoder")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One configuration of the family (see DEEPLAB.md for each paper's definition)."""
+    """One configuration of the family, as its paper defines it (``paper``: which paper, and
+    the result it reports)."""
 
     name: str
     version: str
@@ -39,6 +40,7 @@ _V3 = "DeepLab v3 (Chen et al. 2017, arXiv:1706.05587)"
 _V3P = "DeepLab v3+ (Chen et al., ECCV 2018)"
 _BETA = ", TF model zoo's resnet_v1_beta (deep stem, stride on each block's last unit)"
 
+# (a table, one model a row: the formatter would put each field on its own line)
 MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in (

@@ -5,24 +5,40 @@ Built on Starlette + uvicorn (the ``serve`` extra): Starlette is the ASGI toolki
 itself is built on, and all this service needs (routing, streaming bodies, multipart, a
 lifespan) without pydantic or an OpenAPI layer; uvicorn is its standard server and gives
 graceful shutdown on SIGTERM. Start with :func:`create_app` or :func:`run`.
+
+Names load on first access (PEP 562): the settings (:mod:`atrous.serve.options`, which the
+command line's flags come from) import neither Starlette nor torch.
 """
 
 from __future__ import annotations
 
-from atrous.serve.app import HTTPProblem, SegmentService, create_app
-from atrous.serve.batcher import DynamicBatcher, QueueFull
-from atrous.serve.options import OptionError, RequestOptions, ServerSettings, parse_options
-from atrous.serve.server import run
+import importlib
+from typing import Any
 
-__all__ = [
-    "DynamicBatcher",
-    "HTTPProblem",
-    "OptionError",
-    "QueueFull",
-    "RequestOptions",
-    "SegmentService",
-    "ServerSettings",
-    "create_app",
-    "parse_options",
-    "run",
-]
+# Public name -> the module that defines it.
+_NAMES = {
+    "HTTPProblem": "app",
+    "SegmentService": "app",
+    "create_app": "app",
+    "DynamicBatcher": "batcher",
+    "QueueFull": "batcher",
+    "OptionError": "options",
+    "RequestOptions": "options",
+    "ServerSettings": "options",
+    "parse_options": "options",
+    "run": "server",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

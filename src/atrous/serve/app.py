@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.resources
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,21 +70,27 @@ class SegmentService:
 
     def __init__(self, model: Any, settings: ServerSettings, crf: Any = None) -> None:
         from atrous.inference.io import model_palette
+        from atrous.inference.pipeline import default_scales, prepare_model
 
-        self.model = model
+        # The network (optimized at the settings' precision) and its learned CRF, if any.
+        self.model = prepare_model(model, settings.inference)
+        if settings.scales is None:  # the weights' own
+            settings = dataclasses.replace(settings, scales=default_scales(self.model.metadata))
         self.settings = settings
         self.crf = crf  # the dense-CRF hook requests with crf=true get
-        config = dict(getattr(model, "config", {}) or {})
-        meta = dict(getattr(model, "metadata", {}) or {})
-        self.num_classes = int(config["num_classes"])
-        names = meta.get("class_names") or [f"class_{i}" for i in range(self.num_classes)]
+        self.num_classes = int(self.model.config["num_classes"])
+        names = self.model.metadata.get("class_names")
+        names = names or [f"class_{i}" for i in range(self.num_classes)]
         self.class_names = [str(n) for n in names][: self.num_classes]
-        self.palette = model_palette(model)
+        self.palette = model_palette(self.model)
         self.metrics = ServiceMetrics(settings.max_batch)
         self.batcher = DynamicBatcher(
-            self._run_batch, settings.max_batch, settings.max_wait_ms, settings.max_queue,
+            self._run_batch,
+            settings.max_batch,
+            settings.max_wait_ms,
+            settings.max_queue,
             on_batch=self._observe_batch,
-        )  # fmt: skip
+        )
         self._segmenters: dict[tuple, Any] = {}
         self.memory = MemoryGuard(None, on_trim=lambda before, after: self.metrics.trims.inc())
         self.ready = False
@@ -92,20 +99,28 @@ class SegmentService:
 
     # --- the model side (runs on the batcher's thread) -------------------------------------
     def segmenter(self, key: tuple[tuple[float, ...], bool, bool]) -> Any:
+        """The Segmenter of one inference key (scales, flip, crf), built on first use: the
+        dense CRF when asked, else the learned CRF-as-RNN layer if the model has one
+        (``"auto"``, as ``atrous predict`` runs it); images above
+        :data:`~atrous.constants.AUTO_TILE_PIXELS` are tiled."""
         seg = self._segmenters.get(key)
         if seg is None:
             from atrous.constants import AUTO_TILE_PIXELS
-            from atrous.inference import Segmenter
+            from atrous.inference import build_segmenter
 
             scales, flip, crf = key
-            # crf: the dense CRF when asked; otherwise a learned CRF-as-RNN layer if the
-            # model has one ("auto"), as atrous predict runs it
-            seg = Segmenter.from_model(
-                self.model, scales=scales, flip=flip, crf=self.crf if crf else "auto",
-                tile_size=self.settings.tile_size, auto_tile=AUTO_TILE_PIXELS,
-                auto_tile_notice=False,  # the card says it; a warning filter is not thread-safe
+            settings = self.settings.inference.replace(
+                scales=scales,
+                flip=flip,
+                auto_tile=AUTO_TILE_PIXELS,
                 batch_size=self.settings.max_batch * (2 if flip else 1),
-            )  # fmt: skip
+            )
+            seg = build_segmenter(
+                self.model,
+                settings,
+                crf=self.crf if crf else "auto",
+                auto_tile_notice=False,  # the card says it; a warning filter is not thread-safe
+            )
             self._segmenters[key] = seg
         return seg
 
@@ -142,8 +157,7 @@ class SegmentService:
 
         from atrous import __version__
 
-        config = dict(getattr(self.model, "config", {}) or {})
-        meta = dict(getattr(self.model, "metadata", {}) or {})
+        config, meta = self.model.config, self.model.metadata
         seg = self._segmenters.get(self.settings.defaults().inference_key)
         s = self.settings
         norm = seg.normalize.config() if seg is not None else {}
@@ -187,15 +201,20 @@ class SegmentService:
         mb = f"{self.settings.max_upload_mb:g} MB"
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise HTTPProblem(413, "upload_too_large",
-                              f"the upload is {int(declared)} bytes, over the limit of {mb} "
-                              "(--max-upload-mb)")  # fmt: skip
+            raise HTTPProblem(
+                413,
+                "upload_too_large",
+                f"the upload is {int(declared)} bytes, over the limit of {mb} (--max-upload-mb)",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise HTTPProblem(413, "upload_too_large",
-                                  f"the upload is over the limit of {mb} (--max-upload-mb)")  # fmt: skip
+                raise HTTPProblem(
+                    413,
+                    "upload_too_large",
+                    f"the upload is over the limit of {mb} (--max-upload-mb)",
+                )
             chunks.append(chunk)
         body = b"".join(chunks)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -204,9 +223,12 @@ class SegmentService:
         # The bytes decide (curl --data-binary sends form-urlencoded); a body that is no image
         # under a type that is no image is refused as that type (415).
         if ctype not in _RAW_TYPES and body and image_kind(body[:16]) is None:
-            raise HTTPProblem(415, "unsupported_media_type",
-                              f"content type {ctype!r} is not an image: send a JPEG, PNG or "
-                              "WebP file as the body or as a multipart file field")  # fmt: skip
+            raise HTTPProblem(
+                415,
+                "unsupported_media_type",
+                f"content type {ctype!r} is not an image: "
+                "send a JPEG, PNG or WebP file as the body or as a multipart file field",
+            )
         return body, {}
 
     async def _multipart(self, request: Request, body: bytes) -> tuple[bytes, dict[str, str]]:
@@ -217,15 +239,20 @@ class SegmentService:
             yield body
 
         try:
-            form = await MultiPartParser(request.headers, stream(), max_files=1,
-                                         max_fields=16).parse()  # fmt: skip
+            form = await MultiPartParser(
+                request.headers, stream(), max_files=1, max_fields=16
+            ).parse()
         except MultiPartException as e:
             raise HTTPProblem(400, "bad_multipart", f"malformed multipart body: {e}") from None
         files = [v for v in form.values() if isinstance(v, UploadFile)]
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         if not files:
-            raise HTTPProblem(400, "no_file", "the multipart body has no file field: send the "
-                              "image as a file (e.g. curl -F image=@photo.jpg)")  # fmt: skip
+            raise HTTPProblem(
+                400,
+                "no_file",
+                "the multipart body has no file field: send the image as a file "
+                "(e.g. curl -F image=@photo.jpg)",
+            )
         data = await files[0].read()
         return data, fields
 
@@ -237,18 +264,31 @@ class SegmentService:
             raise HTTPProblem(400, "empty_upload", "the upload is empty (0 bytes)")
         kind = image_kind(data[:16])
         if kind is not None and kind not in ACCEPTED:
-            raise HTTPProblem(415, "unsupported_image_type",
-                              f"{kind} images are not supported: send JPEG, PNG or WebP")  # fmt: skip
+            raise HTTPProblem(
+                415,
+                "unsupported_image_type",
+                f"{kind} images are not supported: send JPEG, PNG or WebP",
+            )
         if kind is None:
-            raise HTTPProblem(400, "not_an_image",
-                              "the upload is not an image (its first bytes are not those of a "
-                              "JPEG, PNG or WebP file)")  # fmt: skip
+            raise HTTPProblem(
+                400,
+                "not_an_image",
+                "the upload is not an image "
+                "(its first bytes are not those of a JPEG, PNG or WebP file)",
+            )
         try:
-            return read_image_bytes(data, name, max_pixels=self.settings.max_pixels,
-                                    on_warning=None if notes is None else notes.append)  # fmt: skip
+            return read_image_bytes(
+                data,
+                name,
+                max_pixels=self.settings.max_pixels,
+                on_warning=None if notes is None else notes.append,
+            )
         except ImageTooLarge as e:
-            raise HTTPProblem(413, "too_many_pixels", e.problem.replace(
-                "max_pixels; CLI: --max-pixels", "the server's --max-pixels")) from None  # fmt: skip
+            raise HTTPProblem(
+                413,
+                "too_many_pixels",
+                e.problem.replace("max_pixels; CLI: --max-pixels", "the server's --max-pixels"),
+            ) from None
         except ImageReadError as e:
             raise HTTPProblem(400, "unreadable_image", e.problem) from None
 
@@ -261,9 +301,11 @@ class SegmentService:
             response = p.response()
         except Exception as e:  # never a traceback to the client
             log.exception("segment failed")
-            response = HTTPProblem(500, "internal_error",
-                                   f"the model failed on this image ({type(e).__name__}: "
-                                   f"{str(e)[:200]})").response()  # fmt: skip
+            response = HTTPProblem(
+                500,
+                "internal_error",
+                f"the model failed on this image ({type(e).__name__}: {str(e)[:200]})",
+            ).response()
         finally:
             self.metrics.in_flight.dec()
         self.metrics.requests.labels("/v1/segment", str(response.status_code)).inc()
@@ -273,8 +315,9 @@ class SegmentService:
 
     async def _segment(self, request: Request, t0: float) -> Response:
         if not self.ready:
-            raise HTTPProblem(503, "not_ready", "the model is still warming up",
-                              {"Retry-After": "1"})  # fmt: skip
+            raise HTTPProblem(
+                503, "not_ready", "the model is still warming up", {"Retry-After": "1"}
+            )
         notes: list[str] = []
         with self.batcher.expect():  # a batch being formed may wait for this one
             data, fields = await self.read_upload(request)
@@ -291,22 +334,32 @@ class SegmentService:
             labels = await self.batcher.submit_job(job)
         except QueueFull as e:
             self.metrics.rejected.inc()
-            raise HTTPProblem(503, "busy", f"the server is busy: {e}; try again shortly",
-                              {"Retry-After": "1"}) from None  # fmt: skip
+            raise HTTPProblem(
+                503, "busy", f"the server is busy: {e}; try again shortly", {"Retry-After": "1"}
+            ) from None
         finally:
             self.metrics.queue_depth.set(self.batcher.depth)
         seconds = time.perf_counter() - t0
-        timing = {"read": t_read - t0, "decode": t_decode - t_read,
-                  "queue": job.queued_seconds, "model": job.model_seconds}  # fmt: skip
+        timing = {
+            "read": t_read - t0,
+            "decode": t_decode - t_read,
+            "queue": job.queued_seconds,
+            "model": job.model_seconds,
+        }
         return await asyncio.to_thread(
             self.respond, image, labels, options, seconds, timing, job.batch_size, notes
         )
 
     def respond(
-        self, image: np.ndarray, labels: np.ndarray, options: RequestOptions, seconds: float,
-        timing: dict[str, float] | None = None, batch_size: int = 1,
+        self,
+        image: np.ndarray,
+        labels: np.ndarray,
+        options: RequestOptions,
+        seconds: float,
+        timing: dict[str, float] | None = None,
+        batch_size: int = 1,
         notes: Sequence[str] = (),
-    ) -> Response:  # fmt: skip
+    ) -> Response:
         """The response in ``options.format``. Headers: ``X-Inference-Seconds`` (request
         received to labels), ``Server-Timing`` (read, decode, queue, model, encode, in ms:
         browsers' developer tools show it), ``X-Batch-Size`` and, when the reader had
@@ -319,9 +372,15 @@ class SegmentService:
         elif options.format == "overlay":
             body, media = overlay_jpeg(image, labels, self.palette), "image/jpeg"
         else:
-            info = {"options": {"scales": list(options.scales), "flip": options.flip,
-                                "crf": options.crf}, "seconds": round(seconds, 4),
-                    "warnings": list(notes)}  # fmt: skip
+            info = {
+                "options": {
+                    "scales": list(options.scales),
+                    "flip": options.flip,
+                    "crf": options.crf,
+                },
+                "seconds": round(seconds, 4),
+                "warnings": list(notes),
+            }
             content = json_body(labels, self.class_names, self.palette, options.masks, info)
             body, media = JSONResponse(content).body, "application/json"
         timing = {**(timing or {}), "encode": time.perf_counter() - t0}
@@ -350,30 +409,49 @@ def _page() -> str:
 
 def create_app(model: Any, settings: ServerSettings | None = None, crf: Any = None) -> Starlette:
     """The service for a loaded ``model`` (:func:`atrous.weights.load`, an optimized or an
-    exported model); ``crf``: the dense-CRF hook for requests that ask for it."""
-    settings = settings or ServerSettings()
-    service = SegmentService(model, settings, crf)
+    exported model, or a :class:`~atrous.inference.pipeline.PreparedModel`); ``crf``: the
+    dense-CRF hook for requests that ask for it."""
+    service = SegmentService(model, settings or ServerSettings(), crf)
+    app = Starlette(
+        routes=_routes(service),
+        lifespan=_lifespan(service),
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
+    app.state.service = service
+    return app
 
-    async def warm() -> None:
-        t0 = time.perf_counter()
-        try:
-            await service.batcher.run_sync(service.warm_up)
-        except Exception as e:
-            service.startup_error = f"{type(e).__name__}: {e}"
-            log.error("warm-up failed: %s", service.startup_error)
-            return
-        service.warmup_seconds = time.perf_counter() - t0
-        service.ready = True
+
+def _lifespan(service: SegmentService) -> Callable[[Starlette], Any]:
+    """Start the batcher and warm the model up in the background (``/readyz`` says when it is
+    done); on shutdown, wait for both."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.batcher.start()
-        warmup = asyncio.get_running_loop().create_task(warm())
+        warmup = asyncio.get_running_loop().create_task(_warm(service))
         try:
             yield
         finally:
             await warmup
             await service.batcher.stop()
+
+    return lifespan
+
+
+async def _warm(service: SegmentService) -> None:
+    t0 = time.perf_counter()
+    try:
+        await service.batcher.run_sync(service.warm_up)
+    except Exception as e:
+        service.startup_error = f"{type(e).__name__}: {e}"
+        log.error("warm-up failed: %s", service.startup_error)
+        return
+    service.warmup_seconds = time.perf_counter() - t0
+    service.ready = True
+
+
+def _routes(service: SegmentService) -> list[Route]:
+    """The endpoints; each answer is counted in the metrics by endpoint and status."""
 
     def counted(endpoint: str, response: Response) -> Response:
         service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
@@ -399,13 +477,7 @@ def create_app(model: Any, settings: ServerSettings | None = None, crf: Any = No
         service.metrics.queue_depth.set(service.batcher.depth)
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        code = getattr(exc, "status_code", 404)
-        what = "no such endpoint" if code == 404 else "method not allowed"
-        return HTTPProblem(code, "not_found" if code == 404 else "method_not_allowed",
-                           f"{request.method} {request.url.path}: {what}").response()  # fmt: skip
-
-    routes = [
+    return [
         Route("/", index),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -413,7 +485,13 @@ def create_app(model: Any, settings: ServerSettings | None = None, crf: Any = No
         Route("/v1/model", model_card),
         Route("/v1/segment", service.segment, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: not_found})  # fmt: skip
-    app.state.service = service
-    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "status_code", 404)
+    what = "no such endpoint" if code == 404 else "method not allowed"
+    return HTTPProblem(
+        code,
+        "not_found" if code == 404 else "method_not_allowed",
+        f"{request.method} {request.url.path}: {what}",
+    ).response()

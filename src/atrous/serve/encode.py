@@ -62,10 +62,16 @@ def class_summary(
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(class_names))
     total = max(1, int(labels.size))
     return [
-        {"id": k, "name": class_names[k], "color": [int(c) for c in palette[k]],
-         "pixels": int(n), "fraction": round(int(n) / total, 6)}
-        for k, n in enumerate(counts[: len(class_names)]) if n
-    ]  # fmt: skip
+        {
+            "id": k,
+            "name": class_names[k],
+            "color": [int(c) for c in palette[k]],
+            "pixels": int(n),
+            "fraction": round(int(n) / total, 6),
+        }
+        for k, n in enumerate(counts[: len(class_names)])
+        if n
+    ]
 
 
 def coco_rle(mask: np.ndarray) -> dict[str, Any]:

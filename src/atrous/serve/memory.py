@@ -2,9 +2,8 @@
 
 A CPU PyTorch process that runs batches of changing shapes (1 to ``max_batch`` images of
 whatever size arrives) fragments glibc's heap: freed activations stay mapped, and RSS climbs
-for minutes (measured: 0.3 GB to 1.9 GB over 60 mixed batches of the CamVid MobileNetV2,
-``benchmarks/bench_serve.py --soak``). Giving the memory back after every batch
-(``malloc_trim``, or a fixed ``M_MMAP_THRESHOLD``) bounds it but costs about a quarter of the
+for minutes (``benchmarks/bench_serve.py --soak`` measures it). Giving the memory back after
+every batch (``malloc_trim``, or a fixed ``M_MMAP_THRESHOLD``) bounds it but costs
 throughput: the next batch faults its pages in again. :class:`MemoryGuard` trims only when
 RSS passes a limit, so a service pays nothing until it nears the limit and stays near it.
 """
@@ -13,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from atrous.crf.heap import rss_bytes, trim_supported
-from atrous.crf.heap import trim_heap as trim
+from atrous.memory import rss_bytes, trim_supported
+from atrous.memory import trim_heap as trim
 
 __all__ = ["MemoryGuard", "rss_bytes", "trim"]
 

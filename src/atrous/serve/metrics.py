@@ -19,17 +19,23 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "atrous_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+            "atrous_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
             registry=r,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "atrous_request_latency_seconds", "POST /v1/segment latency, arrival to response",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "atrous_request_latency_seconds",
+            "POST /v1/segment latency, arrival to response",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "atrous_batch_size", "images per model batch",
-            buckets=tuple(float(b) for b in range(1, max_batch + 1)), registry=r,
-        )  # fmt: skip
+            "atrous_batch_size",
+            "images per model batch",
+            buckets=tuple(float(b) for b in range(1, max_batch + 1)),
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "atrous_batch_seconds", "model time per batch", buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -10,9 +10,15 @@ a paper-scale TTA), ``flip``, ``crf`` where the server was started with ``--crf`
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from atrous.inference.flags import FlagRecord, positive_int, setting
+from atrous.inference.settings import InferenceSettings
 
 __all__ = [
     "FORMATS",
@@ -20,44 +26,101 @@ __all__ = [
     "MAX_SCALE",
     "MAX_SCALES",
     "MIN_SCALE",
+    "RESPONSE_FORMATS",
     "OptionError",
     "RequestOptions",
     "ServerSettings",
     "parse_options",
 ]
 
-FORMATS = ("png", "raw", "overlay", "json")
+RESPONSE_FORMATS = ("png", "raw", "overlay", "json")
+FORMATS = RESPONSE_FORMATS  # deprecated alias: the formats a response may take
 MASKS = ("none", "png", "rle")
 MIN_SCALE, MAX_SCALE, MAX_SCALES = 0.25, 2.0, 6
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# What requests start from unless the server is told otherwise (atrous serve: the weights'
+# own scales, resolved by the service).
+_INFERENCE = InferenceSettings(scales=(1.0,))
+# ServerSettings(scales=..., flip=..., tile_size=...) set these fields of its ``inference``.
+_INFERENCE_SHORTCUTS = ("scales", "flip", "tile_size")
 
 
 class OptionError(ValueError):
     """A request option that is unknown or out of range (HTTP 422)."""
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    """How the service runs (``atrous serve``'s flags)."""
+@dataclass(frozen=True, init=False)
+class ServerSettings(FlagRecord):
+    """How the service runs (``atrous serve``'s flags, each declared here or in
+    :class:`~atrous.inference.settings.InferenceSettings`).
 
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    crf: bool = False  # the dense CRF runs by default
-    allow_crf: bool = False  # requests may turn the dense CRF on
-    tile_size: int | None = None
-    max_batch: int = 8
-    max_wait_ms: float = 10.0
-    max_queue: int = 64
-    max_upload_mb: float = 20.0
-    max_pixels: int = 40_000_000
-    threads: int | None = None
+    ``inference``: what every request starts from (``scales``, ``flip``, ``tile_size``; a
+    request may choose its own scales and flip) and what the model is prepared with
+    (``precision``, ``calibration``); ``scales`` None takes the weights' own. The other
+    fields: the dense CRF, batching and limits. ``ServerSettings(scales=..., flip=...,
+    tile_size=...)`` sets those of ``inference``, and they read back as attributes.
+    """
+
+    inference: InferenceSettings = _INFERENCE
+    crf: bool = setting(False, "run the dense CRF by default", action="store_true")
+    allow_crf: bool = setting(
+        False, "let requests turn the dense CRF on (crf=true)", action="store_true"
+    )
+    # the dense CRF's parameters (a JSON file); giving them turns ``crf`` on
+    crf_params: str | None = setting(
+        None, "dense-CRF parameters (e.g. best_crf.json of atrous crf-search)", metavar="JSON"
+    )
+    max_batch: int = setting(8, "images per model batch (default %(default)s)", type=positive_int)
+    max_wait_ms: float = setting(
+        10.0, "how long a request waits for batch-mates (default %(default)s)", type=float
+    )
+    max_queue: int = setting(
+        64,
+        "waiting requests beyond which the server answers 503 (default %(default)s)",
+        type=positive_int,
+    )
+    max_upload_mb: float = setting(
+        20.0, "largest upload, MB (413 beyond; default %(default)s)", type=float
+    )
+    max_pixels: int = setting(
+        40_000_000,
+        "largest image, pixels, read from the header before decoding (413 beyond; default "
+        "%(default).0e)",
+        type=float,
+        to_value=int,
+    )
     warmup_size: tuple[int, int] = (513, 513)
-    # RSS (MB) above which the heap is trimmed after a batch (atrous.serve.memory); None:
-    # 3x the RSS after the warm-up, at least 1024; 0: never
-    memory_limit_mb: float | None = None
+    # RSS (MB) above which the heap is trimmed after a batch (atrous.serve.memory)
+    memory_limit_mb: float | None = setting(
+        None,
+        "RSS above which freed memory is given back to the OS after a batch (default: 3x the "
+        "RSS after the warm-up, at least 1024; 0: never)",
+        type=float,
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(self, inference: InferenceSettings | None = None, **values: Any) -> None:
+        if "threads" in values:
+            values.pop("threads")
+            warnings.warn(
+                "ServerSettings(threads=...) is ignored and deprecated: the threads are the "
+                "process's (atrous serve --threads)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        shortcuts = {k: values.pop(k) for k in _INFERENCE_SHORTCUTS if k in values}
+        inference = dataclasses.replace(inference or _INFERENCE, **shortcuts)
+        object.__setattr__(self, "inference", inference)
+        for f in dataclasses.fields(self)[1:]:
+            object.__setattr__(self, f.name, values.pop(f.name, f.default))
+        if values:
+            raise TypeError(f"ServerSettings: unknown setting(s) {sorted(values)}")
+        object.__setattr__(self, "warmup_size", tuple(self.warmup_size))
+        if self.crf_params:  # as --crf-params implies --crf in atrous predict
+            object.__setattr__(self, "crf", True)
+        self._check()
+
+    def _check(self) -> None:
         for name in ("max_batch", "max_queue"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -68,6 +131,34 @@ class ServerSettings:
         if self.memory_limit_mb is not None and not self.memory_limit_mb >= 0:
             raise ValueError(f"memory_limit_mb must be >= 0, got {self.memory_limit_mb}")
 
+    @classmethod
+    def from_args(cls, args: Any, **values: Any) -> ServerSettings:
+        """The settings of ``atrous serve``'s flags, the inference ones included."""
+        values.setdefault("inference", InferenceSettings.from_args(args))
+        return super().from_args(args, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data (what :meth:`from_dict` reads back, through JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServerSettings:
+        values = dict(data)
+        inference = values.pop("inference", None)
+        return cls(None if inference is None else InferenceSettings(**inference), **values)
+
+    @property
+    def scales(self) -> tuple[float, ...] | None:
+        return self.inference.scales
+
+    @property
+    def flip(self) -> bool:
+        return self.inference.flip
+
+    @property
+    def tile_size(self) -> int | None:
+        return self.inference.tile_size
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
@@ -77,6 +168,10 @@ class ServerSettings:
         return self.crf or self.allow_crf
 
     def defaults(self) -> RequestOptions:
+        """What a request gets unless it asks (``scales`` resolved: see :class:`SegmentService
+        <atrous.serve.app.SegmentService>`)."""
+        if self.scales is None:
+            raise ValueError("the default scales are the weights' own: resolve them first")
         return RequestOptions(scales=tuple(self.scales), flip=self.flip, crf=self.crf)
 
 
@@ -134,8 +229,10 @@ def parse_options(query: Mapping[str, str], settings: ServerSettings) -> Request
         )
     base = settings.defaults()
     fmt = query.get("format", "png").strip().lower()
-    if fmt not in FORMATS:
-        raise OptionError(f"option 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in RESPONSE_FORMATS:
+        raise OptionError(
+            f"option 'format' must be one of {', '.join(RESPONSE_FORMATS)}, got {fmt!r}"
+        )
     masks = query.get("masks", "none").strip().lower()
     if masks not in MASKS:
         raise OptionError(f"option 'masks' must be one of {', '.join(MASKS)}, got {masks!r}")

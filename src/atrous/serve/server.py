@@ -32,9 +32,14 @@ def run(
 
     app = create_app(model, settings, crf)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, lifespan="on",
-        timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug",
-    )  # fmt: skip
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=log_level == "debug",
+    )
     server = uvicorn.Server(config)
     # uvicorn re-raises a captured SIGTERM/SIGINT once it has shut down, to let the previous
     # handler act; ours does nothing, so a graceful stop ends the process with status 0.
@@ -84,10 +89,16 @@ def run_workers(
     previous = _quiet_signals()
     try:
         uvicorn.run(
-            "atrous.serve.server:app_from_env", factory=True, host=host, port=port,
-            workers=int(workers), log_level=log_level, lifespan="on",
-            timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug",
-        )  # fmt: skip
+            "atrous.serve.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=int(workers),
+            log_level=log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout,
+            access_log=log_level == "debug",
+        )
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -95,37 +106,38 @@ def run_workers(
 
 def load_service(spec: Mapping[str, Any]) -> tuple[Any, ServerSettings, Any]:
     """(model, settings, dense-CRF hook) from ``spec``: ``model`` (a file), ``settings``
-    (:class:`ServerSettings` fields; ``scales`` None takes the weights' own, else 1),
-    ``crf`` and ``crf_params``, ``precision`` and ``calib`` (:func:`atrous.inference.optimize`
-    of the network, a learned CRF-as-RNN layer left out) and ``threads``. The one recipe of
-    ``atrous serve`` and of each :func:`run_workers` process."""
+    (:meth:`ServerSettings.to_dict`) and ``threads`` (torch's CPU threads). The model is
+    prepared at the settings' precision (:func:`atrous.inference.pipeline.prepare_model`: a
+    learned CRF-as-RNN layer is kept, as in ``atrous predict``); the dense CRF is built when
+    the settings allow it. The one recipe of ``atrous serve`` and of each :func:`run_workers`
+    process."""
     import torch
 
-    from atrous.weights import load
+    from atrous.inference.pipeline import prepare_model
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    model = load(spec["model"])
-    if spec.get("precision"):
-        from atrous.crf.rnn_model import split_crf
-        from atrous.inference import optimize
-
-        net, _ = split_crf(model)
-        model = optimize(net, spec["precision"], calibration=spec.get("calib"))
+    settings = ServerSettings.from_dict(_settings_of(spec))
+    model = prepare_model(spec["model"], settings.inference)
     crf = None
-    if spec.get("crf"):
+    if settings.crf_allowed:
         from atrous.crf import DenseCRF
 
-        crf = DenseCRF.from_params(spec.get("crf_params"), where="--crf-params")
-    settings = dict(spec["settings"])
-    if settings.get("scales") is None:
-        settings["scales"] = (getattr(model, "metadata", {}) or {}).get("inference_scales") or (
-            1.0,
-        )
-    for key in ("scales", "warmup_size"):
-        if key in settings:
-            settings[key] = tuple(settings[key])
-    return model, ServerSettings(**settings), crf
+        crf = DenseCRF.from_params(settings.crf_params, where="--crf-params")
+    return model, settings, crf
+
+
+def _settings_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec["settings"]``, with the keys that earlier specs kept beside it (``precision``,
+    ``calib``, ``crf_params``) moved in."""
+    settings = dict(spec.get("settings") or {})
+    legacy = {"precision": "precision", "calib": "calibration"}
+    inference = {new: spec[old] for old, new in legacy.items() if spec.get(old) is not None}
+    if inference:
+        settings["inference"] = {**settings.get("inference", {}), **inference}
+    if spec.get("crf_params") is not None:
+        settings.setdefault("crf_params", spec["crf_params"])
+    return settings
 
 
 def app_from_env() -> Any:

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from atrous.inference.optimize import bf16_supported
+from atrous.hardware import bf16_supported
 
 __all__ = ["autocast", "autocast_dtype", "mixed_precision"]
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from atrous.data.palettes import colorize
 from atrous.evaluation import EvalResult, evaluate
-from atrous.inference import Segmenter
+from atrous.inference import InferenceSettings, Segmenter, build_segmenter
 
 __all__ = ["estimate_validation_seconds", "prediction_strips", "validate_model"]
 
@@ -23,7 +23,7 @@ def _segmenter(
 ) -> Segmenter:
     # batch 1: validation images differ in size; a learned CRF runs as in ``atrous eval``
     kw = {} if num_classes is None else {"num_classes": num_classes}
-    return Segmenter.from_model(model, scales=tuple(scales), batch_size=1, **kw)
+    return build_segmenter(model, InferenceSettings(scales=tuple(scales), batch_size=1), **kw)
 
 
 def validate_model(

@@ -134,10 +134,14 @@ def infer_num_classes(sd: Mapping[str, Tensor], head_prefix: str, arch: str) -> 
         if k in sd:
             return int(sd[k].shape[0])
     candidates = [
-        v for k, v in sd.items()
-        if k.endswith(".weight") and v.dim() == 4 and v.shape[-1] == 1
-        and k.startswith(head_prefix) and not k.startswith("aux")
-    ]  # fmt: skip
+        v
+        for k, v in sd.items()
+        if k.endswith(".weight")
+        and v.dim() == 4
+        and v.shape[-1] == 1
+        and k.startswith(head_prefix)
+        and not k.startswith("aux")
+    ]
     if not candidates:
         raise CheckpointError("cannot find the classifier layer to read num_classes from")
     return int(candidates[-1].shape[0])

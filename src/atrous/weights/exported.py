@@ -42,7 +42,6 @@ __all__ = [
     "load_exported",
     "load_program",
     "ort_session",
-    "read_exported_metadata",
 ]
 
 EXPORTED_SUFFIXES = (".onnx", ".pt2")
@@ -53,6 +52,14 @@ BACKENDS = {".onnx": ("onnxruntime",), ".pt2": ("eager",)}
 def _short(e: BaseException, limit: int = 240) -> str:
     text = " ".join(str(e).split())
     return text[:limit] + ("..." if len(text) > limit else "")
+
+
+# What ONNX Runtime's error says when it has no kernel for an operator of the graph.
+_UNSUPPORTED_OPERATOR = (
+    "NOT_IMPLEMENTED",
+    "Could not find an implementation",
+    "is not a registered function/op",
+)
 
 
 def ort_session(path: str | os.PathLike, threads: int | None = None, providers: Any = None) -> Any:
@@ -76,8 +83,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, providers: 
     except Exception as e:
         text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e))
         text = re.sub(r"Load model from \S+ failed:\s*(Fatal error: )?", "", text)
-        if any(k in text for k in ("NOT_IMPLEMENTED", "Could not find an implementation",
-                                   "is not a registered function/op")):  # fmt: skip
+        if any(k in text for k in _UNSUPPORTED_OPERATOR):
             what = f"ONNX Runtime {ort.__version__} cannot run an operator in it ({_short(text)})"
         elif "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
             what = "not an ONNX model, or a truncated one (it does not parse as ONNX protobuf)"
@@ -173,16 +179,6 @@ class ExportedModel(nn.Module):
         return f"path={str(self.path)!r}, backend={self.metadata.get('backend')!r}"
 
 
-def read_exported_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of an exported file (ONNX ``metadata_props`` or the .pt2's
-    :data:`METADATA_FILE`), without running it."""
-    path = Path(path)
-    if path.suffix == ".pt2":
-        return load_program(path)[1]
-    session = ort_session(path)
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
 def _config_and_usage(
     meta: Mapping[str, str], path: Path, out_shape: list[Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -258,6 +254,11 @@ def load_exported(path: str | os.PathLike, backend: str | None = None) -> Export
     exported = {k: v for k, v in meta.items() if k.startswith("export_") or k == "atrous_version"}
     if "min_size" in meta:
         usage["min_size"] = int(meta["min_size"])
-    metadata = {**usage, "source": "exported", "weights": str(path), "backend": backend,
-                "export": exported}  # fmt: skip
+    metadata = {
+        **usage,
+        "source": "exported",
+        "weights": str(path),
+        "backend": backend,
+        "export": exported,
+    }
     return ExportedModel(run, config, metadata, path, module).eval()

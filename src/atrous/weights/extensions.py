@@ -11,17 +11,28 @@ prefix. It registers itself with :func:`register_extension` when its module is i
   keys it re-initialized (allowed when ``reinit_ok``: ``num_classes`` was overridden); it
   raises ValueError when they do not fit.
 
-A file can be loaded before anything imported the extension's module: :data:`PROVIDERS`
-names, per metadata entry, the module to import then. This package never imports those
-modules itself, so :mod:`atrous.weights` stays below them.
+A file can be loaded before anything imported the extension's module: each extension is
+declared as a package entry point in the group :data:`ENTRY_POINT_GROUP` (name: the metadata
+entry; value: the module that registers it), and the first file that needs it loads that
+module. atrous declares its own in ``pyproject.toml``::
+
+    [project.entry-points."atrous.weights_extensions"]
+    crf_rnn = "atrous.crf.rnn_model"
+
+so the declaration is in the project's files, not in this layer's code: :mod:`atrous.weights`
+never imports the modules above it, and another installed package can add an extension the
+same way. (An editable install reads entry points from its install-time metadata: after
+changing them, install again.) :data:`PROVIDERS` adds entries by hand, for a package that is
+not installed.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from torch import nn
@@ -35,8 +46,10 @@ from .metadata import json_entry
 SaveHook = Callable[[nn.Module], Any]
 LoadHook = Callable[[DeepLab, Any, StateDict, bool], tuple[DeepLab, list[str]]]
 
-# Metadata entry -> the module that registers its extension when imported.
-PROVIDERS: dict[str, str] = {"crf_rnn": "atrous.crf.rnn_model"}
+# The entry-point group that declares, per metadata entry, the module registering its extension.
+ENTRY_POINT_GROUP = "atrous.weights_extensions"
+# Metadata entry -> module, added by hand to (and overriding) the declared entry points.
+PROVIDERS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -77,18 +90,36 @@ def registered_extensions() -> list[Extension]:
     return list(_REGISTRY.values())
 
 
+@functools.cache
+def _declared_providers() -> dict[str, str]:
+    """Metadata entry -> module, as the installed packages' entry points declare them (read
+    once per process)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _provider(metadata_key: str) -> str | None:
+    """The module that registers the extension of ``metadata_key``, or None."""
+    return PROVIDERS.get(metadata_key) or _declared_providers().get(metadata_key)
+
+
 def extension(metadata_key: str) -> Extension:
-    """The extension of ``metadata_key``, importing its provider module if needed."""
-    if metadata_key not in _REGISTRY and metadata_key in PROVIDERS:
-        module = PROVIDERS[metadata_key]
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise CheckpointError(
-                f"{metadata_key}: the file needs {module}, which cannot be imported ({e})"
-            ) from None
+    """The extension of ``metadata_key``, loading the module that provides it if needed."""
+    if metadata_key in _REGISTRY:
+        return _REGISTRY[metadata_key]
+    module = _provider(metadata_key)
+    if module is None:
+        raise CheckpointError(
+            f"{metadata_key}: no extension registered for this entry, and no installed package "
+            f"declares one (entry points {ENTRY_POINT_GROUP!r})"
+        )
+    try:
+        EntryPoint(metadata_key, module, ENTRY_POINT_GROUP).load()
+    except ImportError as e:
+        raise CheckpointError(
+            f"{metadata_key}: the file needs {module}, which cannot be imported ({e})"
+        ) from None
     if metadata_key not in _REGISTRY:
-        raise CheckpointError(f"{metadata_key}: no extension registered for this entry")
+        raise CheckpointError(f"{metadata_key}: {module} registers no extension for this entry")
     return _REGISTRY[metadata_key]
 
 
@@ -106,7 +137,7 @@ def split_extensions(sd: StateDict, meta: Mapping[str, str]) -> list[SavedExtens
     """The extensions a file records, with their tensors taken out of ``sd`` (in place), so
     that ``sd`` holds the DeepLab's own tensors only."""
     saved = []
-    for key in [k for k in meta if k in _REGISTRY or k in PROVIDERS]:
+    for key in [k for k in meta if k in _REGISTRY or _provider(k) is not None]:
         ext = extension(key)
         own = [k for k in sd if k.startswith(ext.tensor_prefix)]
         tensors = {k[len(ext.tensor_prefix) :]: sd.pop(k) for k in own}

@@ -195,9 +195,14 @@ def _load(
     model.metadata.update(usage_metadata(saved, source))
     model, extension_reinit = attach_extensions(model, extensions, reinit_ok)
     model.metadata.update(
-        {"source": source, "weights": where, "reinitialized": reinit + extension_reinit,
-         "missing_keys": missing, "unexpected_keys": unexpected}
-    )  # fmt: skip
+        {
+            "source": source,
+            "weights": where,
+            "reinitialized": reinit + extension_reinit,
+            "missing_keys": missing,
+            "unexpected_keys": unexpected,
+        }
+    )
     return model.eval()
 
 
@@ -324,8 +329,11 @@ def load_tensors(model: DeepLab, sd: StateDict, strict: bool) -> tuple[list[str]
     """Load ``sd`` into ``model``; returns (missing, unexpected) keys. Any shape mismatch
     raises, and with ``strict`` so does any missing or unexpected key."""
     own = model.state_dict()
-    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in sd.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    bad = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if bad:
         raise CheckpointError(
             f"{len(bad)} tensor shape(s) do not fit {model.config.get('arch')}: {bad[:4]}"

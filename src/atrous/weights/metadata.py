@@ -65,8 +65,8 @@ def parse_metadata(meta: Mapping[str, str]) -> SavedMetadata | None:
         )
     if "num_classes" in meta:
         copy = meta["num_classes"]
-        if _check_num_classes(int(copy) if _is_int_text(copy) else copy, "num_classes",
-                              shown=copy) != num_classes:  # fmt: skip
+        value = int(copy) if _is_int_text(copy) else copy
+        if _check_num_classes(value, "num_classes", shown=copy) != num_classes:
             raise CheckpointError(
                 f"metadata num_classes={copy!r} disagrees with 'config' ({num_classes})"
             )
@@ -151,9 +151,10 @@ def _class_names_problem(value: Any, num_classes: int) -> str | None:
 def _palette_problem(value: Any, _: int) -> str | None:
     def rgb(c: Any) -> bool:
         return (
-            isinstance(c, list) and len(c) == 3
+            isinstance(c, list)
+            and len(c) == 3
             and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in c)
-        )  # fmt: skip
+        )
 
     ok = isinstance(value, list) and all(map(rgb, value))
     return None if ok else f"must be a list of RGB triples (integers 0-255), got {_clip(value)}"

@@ -27,11 +27,20 @@ RENAME_RULES: dict[str, RenameRules] = {
 }
 # Per backbone family: the build options that reproduce torchvision's model.
 BUILD_OPTIONS: dict[str, dict[str, Any]] = {
-    "resnet": {"output_stride": 8, "atrous_rates": (12, 24, 36), "head_conv": True,
-               "multi_grid": None, "aspp_dropout": 0.5},
-    "mobilenetv3_large": {"output_stride": 16, "atrous_rates": (12, 24, 36), "head_conv": True,
-                          "aspp_dropout": 0.5},
-}  # fmt: skip
+    "resnet": {
+        "output_stride": 8,
+        "atrous_rates": (12, 24, 36),
+        "head_conv": True,
+        "multi_grid": None,
+        "aspp_dropout": 0.5,
+    },
+    "mobilenetv3_large": {
+        "output_stride": 16,
+        "atrous_rates": (12, 24, 36),
+        "head_conv": True,
+        "aspp_dropout": 0.5,
+    },
+}
 
 
 def _family(spec: ModelSpec) -> str:

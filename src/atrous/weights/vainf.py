@@ -39,11 +39,19 @@ RENAME_RULES: dict[tuple[str, str], RenameRules] = {
 }
 # Per DeepLab version: the build options that reproduce VainF's model.
 BUILD_OPTIONS: dict[str, dict[str, Any]] = {
-    "v3": {"output_stride": 16, "atrous_rates": (6, 12, 18), "head_conv": True,
-           "aspp_dropout": 0.1},
-    "v3+": {"output_stride": 16, "atrous_rates": (6, 12, 18), "decoder_convs": 1,
-            "aspp_dropout": 0.1},
-}  # fmt: skip
+    "v3": {
+        "output_stride": 16,
+        "atrous_rates": (6, 12, 18),
+        "head_conv": True,
+        "aspp_dropout": 0.1,
+    },
+    "v3+": {
+        "output_stride": 16,
+        "atrous_rates": (6, 12, 18),
+        "decoder_convs": 1,
+        "aspp_dropout": 0.1,
+    },
+}
 
 
 def _family(spec: ModelSpec) -> str:
