@@ -221,3 +221,23 @@ def test_training_config_pretrained_backbone_imagenet(tmp_path: Path, monkeypatc
     sd = torch.load(hub.fetch(entry), weights_only=True)
     torch.testing.assert_close(model.backbone.features[4].block[0][0].weight,
                                sd["features.4.block.0.0.weight"])  # fmt: skip
+
+
+def test_builders_take_weights_by_name_default_or_dataset(tmp_path: Path, monkeypatch) -> None:
+    """``atrous.models.<builder>(weights=...)`` in torchvision's style: a registry name,
+    "DEFAULT" or the dataset; the entry's class count unless overridden (fine-tuning)."""
+    name = get_weights(MNV2_VOC).file_name
+    with FileServer({name: tf_tarball()}) as server:
+        isolate(monkeypatch, tmp_path, server.url)
+        by_tag = M.deeplabv3_mobilenetv2(weights="voc")
+        by_default = M.deeplabv3_mobilenetv2(weights="DEFAULT", output_stride=8)
+        by_name = M.deeplabv3_mobilenetv2(weights=MNV2_VOC, num_classes=5)
+    assert server.requests == [(name, None)]  # one download, then the cached conversion
+    assert by_tag.metadata["registry"] == by_default.metadata["registry"] == MNV2_VOC
+    assert by_tag.num_classes == 21 and by_default.config["output_stride"] == 8
+    assert by_name.num_classes == 5 and "class_names" not in by_name.metadata
+    with pytest.raises(CheckpointError, match="no 'cityscapes' weights for deeplabv3_mobilenetv2"):
+        M.deeplabv3_mobilenetv2(weights="cityscapes")
+    with pytest.raises(CheckpointError, match="holds a deeplabv3_mobilenetv2, not a"):
+        M.deeplabv3plus_xception65(weights=MNV2_VOC)
+    assert M.deeplabv3_mobilenetv2().num_classes == 21  # no weights: built as before

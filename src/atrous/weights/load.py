@@ -36,7 +36,7 @@ from .exported import EXPORTED_SUFFIXES, load_exported
 from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
-from .registry import get_weights, looks_like_name
+from .registry import get_weights, looks_like_name, weights_for
 from .save import save
 from .tf_checkpoint import read_tf_checkpoint
 from .tf_deeplab import (
@@ -121,6 +121,12 @@ def registry_entry(checkpoint: object) -> Entry | None:
         return get_weights(checkpoint)
     except CheckpointError:
         return None
+
+
+def load_for_builder(arch: str, weights: str | Entry, **overrides: Any) -> DeepLab:
+    """The loader behind the model builders' ``weights=`` (:mod:`atrous.models.pretrained`):
+    the entry ``weights`` names for ``arch`` (:func:`.registry.weights_for`), loaded."""
+    return load_registered(weights_for(arch, weights), arch, **overrides)
 
 
 def load_registered(

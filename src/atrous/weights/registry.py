@@ -337,6 +337,31 @@ def get_weights(name: str | Entry) -> Entry:
     )
 
 
+# The dataset a segmentation entry's classes come from, by class count (what weights="voc"
+# and the like name; torchvision's COCO models predict VOC's 21 classes).
+DATASET_TAGS = {21: "voc", 19: "cityscapes", 151: "ade20k"}
+
+
+def weights_for(arch: str, weights: str | Entry) -> Entry:
+    """The segmentation entry that ``weights`` names for model ``arch``: a registry name or
+    entry, ``"DEFAULT"`` (the arch's first row), or a dataset tag (``"voc"``, ``"cityscapes"``,
+    ``"ade20k"``: the arch's first row with that dataset's classes)."""
+    mine = [e for e in ENTRIES if e.kind == "segmentation" and e.arch == arch]
+    tag = weights.lower() if isinstance(weights, str) else None
+    if tag == "default" or tag in DATASET_TAGS.values():
+        found = [e for e in mine if tag == "default" or DATASET_TAGS.get(e.num_classes) == tag]
+        if not found:
+            have = ", ".join(e.name for e in mine) or "none"
+            raise CheckpointError(
+                f"no {weights!r} weights for {arch} in the registry (it has: {have})"
+            )
+        return found[0]
+    entry = get_weights(weights)
+    if entry.arch != arch:
+        raise CheckpointError(f"{entry.name} holds a {entry.arch}, not a {arch}")
+    return entry
+
+
 def imagenet_weights(backbone: str) -> Entry:
     """The ImageNet entry for an atrous backbone (``resnet50``, ``xception65``, ...)."""
     if backbone not in IMAGENET:
