@@ -58,3 +58,42 @@ def test_zoo_tarball(zoo: str, reference_recipe: ModuleType) -> None:
         want = reference_recipe.value(name, array.shape, array.dtype)
         assert array.tobytes() == want.tobytes(), name
         np.testing.assert_array_equal(tf_recipe.value(name, array.shape, array.dtype), want)
+
+
+PARITY = [
+    ("xception65_v3plus_voc21", "xception65_v3plus_os16", 16),
+    ("xception65_v3plus_voc21", "xception65_v3plus_os8", 8),
+    ("mobilenetv2_v3_voc21", "mobilenetv2_v3_os16", 16),
+    ("mobilenetv2_v3_voc21", "mobilenetv2_v3_os8", 8),
+    ("resnet50beta_v3plus_voc21", "resnet50beta_v3plus_os16", 16),
+]
+
+
+@pytest.mark.slow  # the default run proves the same mapping on tests/fixtures/tf_deeplab
+@pytest.mark.parametrize("zoo, case, output_stride", PARITY)
+def test_zoo_tarball_reproduces_the_official_outputs(
+    zoo: str, case: str, output_stride: int
+) -> None:
+    """What a user does: load the tarball, run the images, compare the full official arrays
+    (logits before and after the final resize at every stored size)."""
+    import torch
+
+    from atrous import weights
+
+    model = weights.load(SHARED / f"{zoo}.tar.gz", output_stride=output_stride)
+    ref, images = np.load(SHARED / f"{case}.npz"), np.load(SHARED / "images.npz")
+    mean = torch.tensor(model.metadata["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.metadata["std"]).view(1, 3, 1, 1)
+    for key in ref.files:
+        what, hw = key.rsplit("_", 1)
+        if what not in ("logits", "logits_up"):
+            continue
+        x = torch.from_numpy(images[f"image_{hw}"]).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            x = (x - mean) / std
+            stages = model.backbone(x)
+            feats = {role: stages[name] for role, name in model.backbone.roles.items()}
+            got = model.head(feats) if what == "logits" else model(x)["out"]
+        official = ref[key]
+        err = np.abs(got.permute(0, 2, 3, 1).numpy() - official).max() / np.abs(official).max()
+        assert err < 1e-4, f"{case} {key}: {err:.2e} of max |official|"

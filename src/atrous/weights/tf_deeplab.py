@@ -59,9 +59,16 @@ _BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
 _UNSUPPORTED = {
     "xception_41/": "Xception-41",
     "xception_71/": "Xception-71",
-    "MobilenetV3/": "MobileNetV3 (the zoo's Cityscapes MobileNetV3 models)",
-    "nas_": "Auto-DeepLab / NAS backbones",
-    "dense_prediction_cell": "the dense prediction cell (DPC) head",
+    "MobilenetV3/": (
+        "the zoo's MobileNetV3 Cityscapes models: their head needs what atrous's models "
+        "cannot express (local image pooling over 769x769 crops at stride 4x5, "
+        "squeeze-and-excitation in the ASPP, a decoder at stride 8 that sums 19-channel "
+        "logits, and TF's MobileNetV3-Large layout)"
+    ),
+    "nas_": "Auto-DeepLab / NAS backbones (a searched cell network atrous does not build)",
+    "dense_prediction_cell": (
+        "the dense prediction cell (DPC) head (a searched ASPP replacement atrous does not build)"
+    ),
 }
 
 
@@ -95,7 +102,7 @@ def detect_tf(names: Mapping[str, tuple[int, ...]] | Any, where: str = "checkpoi
     shapes = {k: tuple(v) for k, v in dict(names).items()}
     for prefix, what in _UNSUPPORTED.items():
         if any(k.startswith(prefix) or f"/{prefix}" in k for k in shapes):
-            raise CheckpointError(f"{where}: {what} is not supported by atrous")
+            raise CheckpointError(f"{where}: not supported by atrous: {what}")
     if "logits/semantic/biases" not in shapes:
         raise CheckpointError(
             f"{where}: not a TensorFlow DeepLab segmentation checkpoint "
