@@ -86,3 +86,25 @@ class TFEvalProtocol(nn.Module):
         passes = [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
         proba = sum(self._probabilities(canvas, s, f) for s, f in passes) / len(passes)
         return {"out": proba[..., :h, :w].clamp_min(1e-30).log()}
+
+
+def zoo_protocol(
+    model: nn.Module,
+    scales: Sequence[float] | None,
+    flip: bool,
+    crop_size: Sequence[int] | None = None,
+    dataset: str | None = None,
+) -> TFEvalProtocol:
+    """``model`` evaluated as the zoo evaluated it (``atrous eval --protocol tf-zoo``): at
+    ``scales`` (default 1) with ``flip``, padded to ``crop_size``, else the zoo's
+    ``eval_crop_size`` for ``dataset`` (:data:`ZOO_CROP_SIZES`). The Segmenter then runs the
+    wrapper at one scale, without flipping or tiling."""
+    if crop_size is None:
+        if dataset not in ZOO_CROP_SIZES:
+            known = ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in ZOO_CROP_SIZES.items())
+            raise ValueError(
+                f"the TF zoo protocol needs the eval crop size of a {dataset!r} dataset: give "
+                f"--crop-size H,W (the zoo's: {known})"
+            )
+        crop_size = ZOO_CROP_SIZES[dataset]
+    return TFEvalProtocol(model, crop_size, scales or (1.0,), flip)
