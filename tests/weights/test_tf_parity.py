@@ -246,3 +246,27 @@ def test_saved_conversion_reloads_with_its_configuration(tmp_path: Path) -> None
     x = image_input("128x96")
     with torch.no_grad():
         assert torch.equal(saved(x)["out"], model(x)["out"])
+
+
+def test_convert_command_reads_a_zoo_tarball(tmp_path: Path, capsys) -> None:
+    """``atrous convert --from tf zoo.tar.gz out.safetensors`` (the zoo's tarball layout, the
+    checkpoint prefix found by its .index) and the converted file reproduces the official
+    logits."""
+    import json
+    import tarfile
+
+    from atrous import weights
+    from atrous.cli import main
+
+    prefix = write_fixture_checkpoint("mobilenetv2_v3_os16", tmp_path / "deeplabv3_mnv2_pascal")
+    tarball = tmp_path / "deeplabv3_mnv2_pascal_train_aug.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(prefix.parent, arcname=prefix.parent.name)
+    out = tmp_path / "mnv2.safetensors"
+    assert main(["convert", "--from", "tf", str(tarball), str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["source"] == "tf" and summary["arch"] == "deeplabv3_mobilenetv2"
+    model = weights.load(out)
+    got = outputs(model, image_input("97x129"))["logits_up"]
+    ref = np.load(FIXTURES / "mobilenetv2_v3_os16.npz")["logits_up_97x129"]
+    assert compare("mobilenetv2_v3_os16", "logits_up_97x129", got, ref) < TOLERANCE
