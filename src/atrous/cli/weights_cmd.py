@@ -133,6 +133,8 @@ def reproduce_commands(entry: Any) -> list[str]:
         if tuple(m.scales) != (1.0,):
             flags += " --scales " + ",".join(f"{s:g}" for s in m.scales)
         flags += " --flip" if m.flip else ""
+        if entry.format == "tf_zoo_tarball":  # the zoo's eval.py: padded to its eval crop
+            flags += " --protocol tf-zoo"
         lines.append(f"atrous eval {entry.name} --data ROOT --split val{flags}  # {m.value:g}%")
     return lines
 
