@@ -28,6 +28,7 @@ LAYERS = {
     "atrous.constants": 0,
     "atrous.failures": 0,
     "atrous.fileio": 0,
+    "atrous.class_tables": 0,
     "atrous.hardware": 0,
     "atrous.imageio": 0,
     "atrous.memory": 0,

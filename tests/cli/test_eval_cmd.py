@@ -170,3 +170,28 @@ def test_eval_torchvision_pth_at_output_stride_8(tmp_path: Path, capsys) -> None
     cm = _confusion([pred], [ds[0]["mask"]], 6)
     res = json.loads((out / "metrics.json").read_text())
     assert res["confusion_matrix"] == cm.tolist()
+
+
+def test_eval_tf_zoo_protocol_matches_the_wrapper(tmp_path: Path, model6: Path, capsys) -> None:
+    """--protocol tf-zoo: each image padded to the crop, scales + flip as probabilities,
+    recorded in metrics.json; the labels are the protocol wrapper's argmax."""
+    from atrous.inference.tf_protocol import TFEvalProtocol
+
+    out = tmp_path / "out"
+    flags = "--format synthetic --limit 2 --size 40 --scales 0.75,1 --flip --protocol tf-zoo"
+    flags += " --crop-size 49,49 --trimap-widths none --no-progress"
+    assert main(["eval", str(model6), *flags.split(), "--out", str(out)]) == 0
+    ds = SyntheticSegmentation(length=2, size=40, split="val")
+    model = TFEvalProtocol(W.load(model6), (49, 49), (0.75, 1.0), flip=True)
+    seg = Segmenter(model, scales=(1.0,))
+    preds = [seg.predict(ds[i]["image"]) for i in range(2)]
+    cm = _confusion(preds, [ds[i]["mask"] for i in range(2)], 6)
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["confusion_matrix"] == cm.tolist()
+    meta = res["metadata"]
+    assert meta["protocol"] == "tf-zoo" and meta["crop_size"] == [49, 49]
+    assert meta["scales"] == [0.75, 1.0] and meta["flip"] is True
+    rc = main(
+        ["eval", str(model6), "--format", "synthetic", "--limit", "1", "--protocol", "tf-zoo"]
+    )
+    assert rc == 2 and "give --crop-size H,W" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "atrous.cli.models_cmd",
     "atrous.cli.convert_cmd",
+    "atrous.cli.weights_cmd",
     "atrous.cli.export_cmd",
     "atrous.cli.demo_cmd",
     "atrous.cli.data_cmd",

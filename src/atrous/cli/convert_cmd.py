@@ -1,4 +1,5 @@
-"""``atrous convert``: a torchvision or VainF checkpoint → atrous safetensors."""
+"""``atrous convert``: a torchvision, VainF or TensorFlow DeepLab checkpoint → atrous
+safetensors."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ from atrous.cli import CLIError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a torchvision/VainF checkpoint to atrous safetensors",
-        description="Read a .pth (weights_only) or .safetensors checkpoint, build the model "
-        "its source used, check that every weight loads, and save it as safetensors with "
-        "the configuration as metadata (reloads with `atrous.weights.load(path)`).",
+        help="convert a torchvision/VainF/TensorFlow checkpoint to atrous safetensors",
+        description="Read a .pth (weights_only) or .safetensors checkpoint, or a TensorFlow "
+        "DeepLab checkpoint (the model zoo's .tar.gz, a model.ckpt prefix, its .index or its "
+        "folder), build the model its source used, check that every weight loads, and save "
+        "it as safetensors with the configuration as metadata (reloads with "
+        "`atrous.weights.load(path)`).",
     )
-    p.add_argument("input", help="checkpoint file (.pth, .pt, .bin or .safetensors)")
+    p.add_argument(
+        "input",
+        help="checkpoint: .pth, .pt, .bin, .safetensors, or a TensorFlow checkpoint (.tar.gz, "
+        "prefix, .index or folder)",
+    )
     p.add_argument("output", help="output .safetensors file")
     p.add_argument(
-        "--from", dest="source", default="auto", choices=("auto", "torchvision", "vainf", "atrous")
+        "--from",
+        dest="source",
+        default="auto",
+        choices=("auto", "torchvision", "vainf", "tf", "atrous"),
     )
     p.add_argument("--arch", default=None, help="architecture (detected when omitted)")
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None)

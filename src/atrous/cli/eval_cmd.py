@@ -80,8 +80,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop at the first bad item (default: report it, leave it out of the scores, go "
         "on, and exit with status 1)",
     )
+    p.add_argument(
+        "--protocol",
+        choices=("atrous", "tf-zoo"),
+        default="atrous",
+        help="atrous: the papers' protocol as atrous runs it (logits averaged over --scales); "
+        "tf-zoo: the TF model zoo's eval.py, to reproduce its numbers (each image padded to "
+        "the eval crop with the mean pixel, TF's resizes, softmax averaged over --scales and "
+        "--flip; atrous weights list prints each entry's command)",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=_crop_size,
+        default=None,
+        metavar="H,W",
+        help="with --protocol tf-zoo: the eval crop images are padded to (default: the zoo's "
+        "for the dataset: VOC and ADE20K 513,513, Cityscapes 1025,2049)",
+    )
     add_inference_args(p)
     p.set_defaults(func=run)
+
+
+def _crop_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--crop-size wants H,W, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"--crop-size wants positive sizes, got {text!r}")
+    return h, w
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"output_stride": args.output_stride} if args.output_stride else {}
     model = load_model(args.weights, **overrides)
     ds, info = open_dataset(args, int(model.config["num_classes"]))
+    if args.protocol == "tf-zoo":
+        model, settings = _tf_zoo(model, settings, args, info["format"])
     segmenter = build_segmenter(model, args, settings)
     log = failure_log("eval", args.fail_fast)
     try:
@@ -119,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
         command="atrous eval",
         weights_file=str(Path(args.weights)),
         output_stride_override=args.output_stride,
+        protocol=args.protocol,
     )
+    if args.protocol == "tf-zoo":
+        meta.update(scales=list(model.scales), flip=model.flip, crop_size=list(model.crop_size))
     title = (
         f"{meta['arch']} (OS {meta['output_stride']}, scales {meta['scales']}"
         f"{', flip' if meta['flip'] else ''}) on {info['format']} {args.split}: "
@@ -131,6 +163,20 @@ def run(args: argparse.Namespace) -> int:
     if len(log):  # the scores leave the failed items out: say which, and exit 1
         print(log.summary(result.num_images, "item", done_as="evaluated"), file=sys.stderr)
     return log.exit_status
+
+
+def _tf_zoo(model: Any, settings: Any, args: argparse.Namespace, fmt: str) -> tuple[Any, Any]:
+    """The model wrapped in the zoo's protocol, and settings that run it once per image."""
+    import dataclasses
+
+    from atrous.inference.tf_protocol import zoo_protocol
+
+    try:
+        wrapped = zoo_protocol(model, settings.scales, settings.flip, args.crop_size, fmt)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"--protocol tf-zoo: {e}") from None
+    once = dataclasses.replace(settings, scales=(1.0,), flip=False, tile_size=None, auto_tile=None)
+    return wrapped, once
 
 
 def _write(result: Any, out: Path) -> None:

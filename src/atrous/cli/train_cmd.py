@@ -41,8 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MINUTES",
         help="wall-clock budget: the run length is fitted to it (poly LR ends on time)",
     )
-    p.add_argument("--weights", help="fine-tune from this checkpoint (head re-initialized)")
-    p.add_argument("--pretrained-backbone", help="ImageNet backbone weights (torchvision naming)")
+    p.add_argument(
+        "--weights",
+        help="fine-tune from this checkpoint or registry name (atrous weights list; head "
+        "re-initialized)",
+    )
+    p.add_argument(
+        "--pretrained-backbone",
+        help="ImageNet backbone weights: 'imagenet' (the registry's for the model's backbone), "
+        "a registry name or a file",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's, auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

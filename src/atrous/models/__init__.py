@@ -18,6 +18,7 @@ from .mobilenetv2 import MobileNetV2
 from .mobilenetv3 import MobileNetV3Large
 from .multigrid import multi_grid_rates
 from .resnet import ResNet
+from .resnet_beta import ResNetBeta
 from .vgg import VGG16
 from .xception import Xception65
 from .zoo import ALIASES, MODELS, ModelSpec, count_parameters, get_spec, list_models, resolve_name
@@ -33,6 +34,8 @@ deeplabv3plus_resnet101 = model_builder("deeplabv3plus_resnet101")
 deeplabv3plus_mobilenetv2 = model_builder("deeplabv3plus_mobilenetv2")
 deeplabv3plus_mobilenetv3_large = model_builder("deeplabv3plus_mobilenetv3_large")
 deeplabv3plus_xception65 = model_builder("deeplabv3plus_xception65")
+deeplabv3plus_resnet50_beta = model_builder("deeplabv3plus_resnet50_beta")
+deeplabv3plus_resnet101_beta = model_builder("deeplabv3plus_resnet101_beta")
 
 __all__ = [
     "ALIASES",
@@ -54,6 +57,7 @@ __all__ = [
     "MobileNetV3Large",
     "ModelSpec",
     "ResNet",
+    "ResNetBeta",
     "SeparableConv2d",
     "Xception65",
     "build",
@@ -67,7 +71,9 @@ __all__ = [
     "deeplabv3plus_mobilenetv2",
     "deeplabv3plus_mobilenetv3_large",
     "deeplabv3plus_resnet50",
+    "deeplabv3plus_resnet50_beta",
     "deeplabv3plus_resnet101",
+    "deeplabv3plus_resnet101_beta",
     "deeplabv3plus_xception65",
     "get_spec",
     "list_models",

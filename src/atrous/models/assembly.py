@@ -21,6 +21,7 @@ from .layers import NormLayer, make_norm
 from .mobilenetv2 import MobileNetV2
 from .mobilenetv3 import MobileNetV3Large
 from .resnet import ResNet
+from .resnet_beta import ResNetBeta
 from .vgg import VGG16
 from .xception import Xception65
 
@@ -33,28 +34,40 @@ def _vgg16(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
     return VGG16(output_stride)  # DeepLab v1 has no normalization layers
 
 
+def _backbone_norm(norm: str, opts: Mapping[str, Any], eps: float = 1e-5, **kw: Any) -> NormLayer:
+    """The backbone's norm factory, with the ``backbone_eps`` option over its usual ``eps``."""
+    return make_norm(norm, eps=opts.get("backbone_eps") or eps, **kw)
+
+
 def _resnet(depth: int, output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return ResNet(depth, output_stride, opts["multi_grid"], make_norm(norm))
+    return ResNet(depth, output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
+
+
+def _resnet_beta(depth: int, output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
+    return ResNetBeta(depth, output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
 
 def _xception65(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return Xception65(output_stride, opts["multi_grid"], make_norm(norm))
+    return Xception65(output_stride, opts["multi_grid"], _backbone_norm(norm, opts))
 
 
 def _mobilenetv2(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
-    return MobileNetV2(output_stride, opts["width_mult"], make_norm(norm), opts["padding"])
+    norm_layer = _backbone_norm(norm, opts)
+    return MobileNetV2(output_stride, opts["width_mult"], norm_layer, opts["padding"])
 
 
 def _mobilenetv3_large(output_stride: int, norm: str, opts: Mapping[str, Any]) -> Backbone:
     # torchvision's MobileNetV3 BatchNorm: eps 0.001, momentum 0.01.
     batch_stats = {"momentum": 0.01} if norm in ("bn", "syncbn") else {}
-    return MobileNetV3Large(output_stride, make_norm(norm, eps=0.001, **batch_stats))
+    return MobileNetV3Large(output_stride, _backbone_norm(norm, opts, 0.001, **batch_stats))
 
 
 BACKBONE_BUILDERS: dict[str, BackboneBuilder] = {
     "vgg16": _vgg16,
     "resnet50": partial(_resnet, 50),
     "resnet101": partial(_resnet, 101),
+    "resnet50_beta": partial(_resnet_beta, 50),
+    "resnet101_beta": partial(_resnet_beta, 101),
     "xception65": _xception65,
     "mobilenetv2": _mobilenetv2,
     "mobilenetv3_large": _mobilenetv3_large,
@@ -143,6 +156,7 @@ def _decoder(
         low_level_channels=opts["low_level_channels"],
         decoder_convs=opts["decoder_convs"],
         norm_layer=norm_layer,
+        align_corners=opts["align_corners"],
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from .assembly import make_aux_head, make_backbone, make_head
 from .deeplab import DeepLab
 from .options import resolve_head_kind, resolve_options, resolve_output_stride, resolve_rates
+from .pretrained import load_pretrained
 from .zoo import MODELS, get_spec
 
 
@@ -73,13 +74,18 @@ def model_builder(name: str) -> Callable[..., DeepLab]:
     """:func:`build` with ``name`` fixed, named and documented after the row."""
     spec = MODELS[name]
 
-    def builder(num_classes: int = 21, **kwargs: Any) -> DeepLab:
-        return build(name, num_classes, **kwargs)
+    def builder(num_classes: int | None = None, *, weights: Any = None, **kwargs: Any) -> DeepLab:
+        if weights is not None:  # published weights (their class count unless overridden)
+            given = {} if num_classes is None else {"num_classes": num_classes}
+            return load_pretrained(name, weights, **given, **kwargs)
+        return build(name, 21 if num_classes is None else num_classes, **kwargs)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{spec.paper}: {spec.backbone} backbone, {spec.head} head, output stride "
         f"{spec.output_stride}, rates {spec.rates} at OS {spec.rates_os}.\n\n"
-        "Keyword arguments are those of :func:`atrous.models.build`."
+        "Keyword arguments are those of :func:`atrous.models.build`; ``weights`` (a registry "
+        'name, ``"DEFAULT"`` or a dataset such as ``"voc"``) starts from published '
+        "weights (:func:`~.pretrained.load_pretrained`)."
     )
     return builder

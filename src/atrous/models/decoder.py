@@ -32,6 +32,8 @@ class DeepLabV3PlusHead(nn.Module):
         decoder_convs: number of 3×3 convs after the concatenation (2 in the paper).
         channels: width of the ASPP and the decoder convs.
         norm_layer: factory for the normalization layers.
+        align_corners: the corner rule of the ASPP output's upsampling (True in TensorFlow
+            DeepLab's ``refine_by_decoder``).
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class DeepLabV3PlusHead(nn.Module):
         decoder_convs: int = 2,
         channels: int = 256,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        self.align_corners = align_corners
         if decoder_convs < 1:
             raise ValueError(f"decoder_convs must be >= 1, got {decoder_convs}")
         self.aspp = ASPP(
@@ -73,5 +77,5 @@ class DeepLabV3PlusHead(nn.Module):
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         low = self.project(features["low_level"])
-        x = upsample_to(self.aspp(features["out"]), low.shape[-2:])
+        x = upsample_to(self.aspp(features["out"]), low.shape[-2:], self.align_corners)
         return self.classifier(self.fuse(torch.cat([low, x], dim=1)))

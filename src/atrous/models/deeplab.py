@@ -3,7 +3,8 @@
 Data flows one way: the backbone's stage features are looked up by role (``out``,
 ``low_level``, ``aux``), the head turns them into class scores at the feature resolution,
 and scores are upsampled bilinearly (align_corners=False) to the input size, as torchvision
-and VainF do. ``forward`` returns ``{"out": logits}`` (+ ``"aux"``), like torchvision.
+and VainF do (``align_corners=True`` with the build option of that name, as TensorFlow
+DeepLab does). ``forward`` returns ``{"out": logits}`` (+ ``"aux"``), like torchvision.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class DeepLab(nn.Module):
         # Not build options: what inference needs to use the weights (set by atrous.weights).
         self.metadata: dict[str, Any] = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self._roles = dict(backbone.roles)
+        # TensorFlow DeepLab resizes its logits with align_corners=True (build option).
+        self.align_corners = bool(self.config.get("align_corners", False))
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +62,7 @@ class DeepLab(nn.Module):
         size = x.shape[-2:]
         stages = self.backbone(x)
         features = {role: stages[name] for role, name in self._roles.items()}
-        result = {"out": upsample_to(self.head(features), size)}
+        result = {"out": upsample_to(self.head(features), size, self.align_corners)}
         if self.aux_classifier is not None:
-            result["aux"] = upsample_to(self.aux_classifier(features), size)
+            result["aux"] = upsample_to(self.aux_classifier(features), size, self.align_corners)
         return result

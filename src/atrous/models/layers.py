@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -151,13 +152,75 @@ def conv_block(
     return ConvNormAct(in_channels, out_channels, 3, 1, dilation, norm_layer=norm_layer)
 
 
-def upsample_to(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-    """Bilinear resize with align_corners=False, as torchvision and VainF upsample logits.
+def upsample_to(
+    x: Tensor, size: tuple[int, int] | torch.Size, align_corners: bool = False
+) -> Tensor:
+    """Bilinear resize, ``align_corners=False`` as torchvision and VainF upsample logits, or
+    ``True`` as TensorFlow DeepLab does (``tf.image.resize_bilinear(..., align_corners=True)``
+    in ``model.py``, for the decoder's input and the final logits).
 
-    Equal sizes return ``x`` as it is (the resize would be an exact copy), but only for
-    concrete sizes: under ``torch.export`` they are symbols, and comparing them would tie the
-    exported graph to a relation between input sizes."""
+    Equal sizes return ``x`` as it is (the resize would be an exact copy, with either corner
+    rule), but only for concrete sizes: under ``torch.export`` they are symbols, and comparing
+    them would tie the exported graph to a relation between input sizes."""
     shapes = (*x.shape[-2:], *size)
     if all(isinstance(s, int) for s in shapes) and tuple(x.shape[-2:]) == tuple(size):
         return x
-    return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def same_padding(size: Any, kernel: int, stride: int, dilation: int = 1) -> tuple[Any, Any]:
+    """TensorFlow's ``SAME`` padding of one axis: (before, after).
+
+    The output has ``ceil(size / stride)`` positions and the padding is split with the odd
+    pixel after: a stride-2 3×3 conv on an even size pads 0 before and 1 after, where
+    PyTorch's symmetric ``padding=1`` would sample the grid one pixel earlier. Written with
+    ``%`` and ``//`` only where the kernel spans the stride, so that ``torch.export`` keeps
+    the size symbolic."""
+    effective = (kernel - 1) * dilation + 1
+    total = (-size) % stride + effective - stride  # = (ceil(size/stride) - 1) * stride + ...
+    if effective < stride:  # e.g. a strided 1×1: TF pads nothing
+        total = max(total, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's ``SAME`` padding (:func:`same_padding`), computed from
+    each input's size; parameter names are ``nn.Conv2d``'s, so state dicts are unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = same_padding(x.shape[-2], kh, sh, dh)
+        left, right = same_padding(x.shape[-1], kw, sw, dw)
+        x = nn.functional.pad(x, (left, right, top, bottom))
+        return nn.functional.conv2d(
+            x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
+
+
+def to_same_conv(conv: nn.Conv2d) -> SameConv2d:
+    """A :class:`SameConv2d` with ``conv``'s shape and parameters (shared, not copied)."""
+    same = SameConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        0,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
+    same.weight = conv.weight
+    if conv.bias is not None:
+        same.bias = conv.bias
+    return same
+
+
+class SameMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` with TensorFlow's ``SAME`` padding (padded cells never win)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, s = self.kernel_size, self.stride
+        top, bottom = same_padding(x.shape[-2], k, s)
+        left, right = same_padding(x.shape[-1], k, s)
+        x = nn.functional.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return nn.functional.max_pool2d(x, k, s)

@@ -13,7 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import FeatureInfo, SequentialBackbone, init_conv_weights, stage_strides
-from .layers import ConvNormAct, NormLayer
+from .layers import ConvNormAct, NormLayer, to_same_conv
+
+# "zeros": symmetric (torchvision); "vainf": VainF's explicit input padding; "same":
+# TensorFlow's SAME (slim's MobileNetV2, the TF DeepLab model zoo), asymmetric when strided.
+PADDINGS = ("zeros", "vainf", "same")
 
 # expansion t, channels c, repeats n, stride s (MobileNetV2 Table 2)
 SETTINGS = (
@@ -81,8 +85,8 @@ class MobileNetV2(SequentialBackbone):
         padding: str = "zeros",
     ) -> None:
         super().__init__()
-        if padding not in ("zeros", "vainf"):
-            raise ValueError(f"padding must be 'zeros' or 'vainf', got {padding!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.output_stride = output_stride
         vainf = padding == "vainf"
         first = make_divisible(32 * width_mult)
@@ -101,8 +105,20 @@ class MobileNetV2(SequentialBackbone):
                 inp = oup
             stage_end[len(layers) - 1] = (oup, stride)
         self.features = nn.Sequential(*layers)
+        if padding == "same":
+            use_same_padding(self.features)
         keep = (1, 3, 6, 13, 17)
         self.feature_info = [FeatureInfo(str(k), *stage_end[k]) for k in keep]
         self.roles = {"out": "17", "low_level": "3", "aux": "13"}
 
         init_conv_weights(self)
+
+
+def use_same_padding(module: nn.Module) -> None:
+    """Give every strided conv under ``module`` TensorFlow's SAME padding (stride-1 convs
+    pad symmetrically under either rule)."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d) and max(child.stride) > 1:
+            setattr(module, name, to_same_conv(child))
+        else:
+            use_same_padding(child)

@@ -14,8 +14,11 @@ from typing import Any
 from .layers import NORM_KINDS
 from .zoo import ASPP_S_RATES, ModelSpec, scale_rates
 
-# Options every row takes.
-COMMON_OPTIONS: dict[str, Any] = {"norm": None}
+# Options every row takes. ``align_corners`` is the corner rule of the bilinear resizes of
+# the logits and the decoder's input (True in TensorFlow DeepLab); ``backbone_eps`` the
+# backbone's BatchNorm epsilon (None: the backbone's usual one, 1e-5, MobileNetV3 1e-3; the
+# TF model zoo's Xception and MobileNetV2 use 1e-3).
+COMMON_OPTIONS: dict[str, Any] = {"norm": None, "align_corners": False, "backbone_eps": None}
 # Options per ModelSpec.head, with the default used when the caller does not set one.
 HEAD_OPTIONS: dict[str, dict[str, Any]] = {
     "largefov": {},
@@ -41,6 +44,8 @@ BACKBONE_OPTIONS: dict[str, dict[str, Any]] = {
     "resnet50": {"multi_grid": None},
     "resnet101": {"multi_grid": None},
     "xception65": {"multi_grid": None},
+    "resnet50_beta": {"multi_grid": None},
+    "resnet101_beta": {"multi_grid": None},
     "mobilenetv2": {"width_mult": 1.0, "padding": "zeros"},
     "mobilenetv3_large": {},
     "vgg16": {},
@@ -87,6 +92,11 @@ def resolve_options(spec: ModelSpec, options: Mapping[str, Any]) -> dict[str, An
     if "aspp" in opts and str(opts["aspp"]).upper() not in ("L", "S"):
         raise ValueError(f"aspp must be 'L' or 'S', got {opts['aspp']!r}")
     opts["norm"] = _resolve_norm(spec, opts["norm"])
+    opts["align_corners"] = bool(opts["align_corners"])
+    if opts["backbone_eps"] is not None:
+        opts["backbone_eps"] = float(opts["backbone_eps"])
+        if not 0 < opts["backbone_eps"] < 1:
+            raise ValueError(f"backbone_eps must be in (0, 1), got {opts['backbone_eps']}")
     return opts
 
 

@@ -38,6 +38,7 @@ class ModelSpec:
 
 _V3 = "DeepLab v3 (Chen et al. 2017, arXiv:1706.05587)"
 _V3P = "DeepLab v3+ (Chen et al., ECCV 2018)"
+_BETA = ", TF model zoo's resnet_v1_beta (deep stem, stride on each block's last unit)"
 
 # (a table, one model a row: the formatter would put each field on its own line)
 MODELS: dict[str, ModelSpec] = {
@@ -66,6 +67,10 @@ MODELS: dict[str, ModelSpec] = {
                   (6, 12, 18), 16, paper=_V3P),
         ModelSpec("deeplabv3plus_xception65", "v3+", "xception65", "decoder", 16, (6, 12, 18),
                   16, separable=True, paper=_V3P + ", 89.0% VOC12 test (JFT pre-training)"),
+        ModelSpec("deeplabv3plus_resnet50_beta", "v3+", "resnet50_beta", "decoder", 16,
+                  (6, 12, 18), 16, separable=True, paper=_V3P + _BETA),
+        ModelSpec("deeplabv3plus_resnet101_beta", "v3+", "resnet101_beta", "decoder", 16,
+                  (6, 12, 18), 16, separable=True, paper=_V3P + _BETA),
     )
 }  # fmt: skip
 

@@ -48,8 +48,8 @@ class TrainConfig:
     allow_num_classes_mismatch: bool = False
     output_stride: int | None = None
     aux: bool = False
-    weights: str | None = None  # fine-tune from an atrous/torchvision/VainF checkpoint
-    pretrained_backbone: str | None = None  # ImageNet backbone weights (torchvision naming)
+    weights: str | None = None  # fine-tune from a checkpoint file or a registry name
+    pretrained_backbone: str | None = None  # "imagenet", an ImageNet registry name, or a file
     freeze_bn: bool = False  # v3 §4 second stage: BN statistics and affine frozen
     # CRF-as-RNN last layer (Zheng et al. 2015), trained end to end: null, or options of
     # atrous.crf.CRF_RNN_DEFAULTS, e.g. {"iterations": 5, "eval_iterations": 10, "bi_w": 4}

@@ -5,12 +5,19 @@ extensions (:mod:`.extensions`); parse atrous's metadata (:mod:`.metadata`); res
 source and architecture (given, recorded, or detected by :mod:`.detect`); the build
 arguments that source used, with the caller's overrides; build; load the tensors; rebuild
 the extensions around the model; record where the weights came from.
+
+A registry name (``tf:xception65_coco_voc_trainaug``, :mod:`.registry`) is fetched
+(:mod:`.hub`), converted once to an atrous safetensors file kept beside it in the cache, and
+loaded from that file with the entry's build options (the settings of its source's headline
+number) under the caller's overrides; a path that exists is always read as a path.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -20,17 +27,31 @@ from atrous.models import build, get_spec
 from atrous.models.deeplab import DeepLab
 from atrous.models.zoo import scale_rates
 
+from . import cache, hub
 from .convert import SOURCES, convert, source_config
 from .detect import detect, infer_atrous_options, infer_num_classes
+from .entry import Entry
 from .errors import CheckpointError
 from .exported import EXPORTED_SUFFIXES, load_exported
 from .extensions import attach_extensions, split_extensions
 from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
+from .registry import get_weights, looks_like_name, weights_for
+from .save import save
+from .tf_checkpoint import read_tf_checkpoint
+from .tf_deeplab import (
+    TF_MEAN,
+    TF_STD,
+    convert_tf,
+    detect_tf,
+    is_tf_checkpoint,
+    tf_build_options,
+    zoo_classes,
+)
 
 
 def load(
-    checkpoint: str | os.PathLike | Mapping[str, Tensor],
+    checkpoint: str | os.PathLike | Mapping[str, Tensor] | Entry,
     source: str = "auto",
     arch: str | None = None,
     strict: bool = True,
@@ -40,8 +61,12 @@ def load(
     """Build the model a checkpoint belongs to, load it, and return it in eval mode.
 
     Args:
-        checkpoint: a ``.safetensors``/``.pth`` file, or an in-memory state dict.
-        source: ``auto`` (detect from the keys), ``atrous``, ``torchvision`` or ``vainf``.
+        checkpoint: a ``.safetensors``/``.pth`` file, an in-memory state dict, a
+            TensorFlow DeepLab checkpoint (the prefix ``.../model.ckpt``, its ``.index``, its
+            folder or the model zoo's ``.tar.gz``; see :func:`load_tf`), or a registry name
+            or entry (``tf:xception65_coco_voc_trainaug``; see :func:`load_registered`).
+        source: ``auto`` (detect from the keys), ``atrous``, ``torchvision``, ``vainf`` or
+            ``tf``.
         arch: the architecture (atrous name or alias); detected when omitted.
         strict: require every weight of the model to be in the checkpoint.
         **overrides: build arguments that replace the source's, e.g. ``output_stride=8``
@@ -51,6 +76,11 @@ def load(
             (``onnxruntime`` for ONNX, ``eager`` for .pt2; None: the one that applies). Such
             a file gives an :class:`~.exported.ExportedModel` with the same forward contract.
     """
+    entry = registry_entry(checkpoint)
+    if entry is not None:
+        if source != "auto" or backend not in (None, "eager"):
+            raise ValueError(f"{entry.name}: a registry name takes no source or backend")
+        return load_registered(entry, arch, strict, **overrides)
     if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint).endswith(EXPORTED_SUFFIXES):
         if overrides or arch or source != "auto":
             raise ValueError(
@@ -58,6 +88,10 @@ def load(
                 f"({sorted(overrides)}) apply to weights files only"
             )
         return load_exported(checkpoint, backend)  # type: ignore[return-value]
+    if isinstance(checkpoint, (str, os.PathLike)) and is_tf_checkpoint(checkpoint):
+        if source not in ("auto", "tf"):
+            raise ValueError(f"{checkpoint}: a TensorFlow checkpoint, not a {source} one")
+        return load_tf(checkpoint, arch, strict, overrides)
     if backend not in (None, "eager"):
         raise ValueError(
             f"{checkpoint_name(checkpoint)}: backend {backend!r} runs exported files; a "
@@ -69,6 +103,77 @@ def load(
         return _load(sd, meta, source, arch, strict, overrides, where)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def registry_entry(checkpoint: object) -> Entry | None:
+    """The registry entry ``checkpoint`` names, or None for a path or state dict. A path that
+    exists is a path; ``source:name`` text is a name (unknown ones raise, with suggestions);
+    a bare word without a suffix that is no file is looked up too."""
+    if isinstance(checkpoint, Entry):
+        return checkpoint
+    if not isinstance(checkpoint, str) or os.path.exists(checkpoint):
+        return None
+    if looks_like_name(checkpoint):
+        return get_weights(checkpoint)
+    if os.sep in checkpoint or "." in checkpoint:
+        return None
+    try:
+        return get_weights(checkpoint)
+    except CheckpointError:
+        return None
+
+
+def load_for_builder(arch: str, weights: str | Entry, **overrides: Any) -> DeepLab:
+    """The loader behind the model builders' ``weights=`` (:mod:`atrous.models.pretrained`):
+    the entry ``weights`` names for ``arch`` (:func:`.registry.weights_for`), loaded."""
+    return load_registered(weights_for(arch, weights), arch, **overrides)
+
+
+def load_registered(
+    name: str | Entry, arch: str | None = None, strict: bool = True, **overrides: Any
+) -> DeepLab:
+    """A registry entry's model: its file fetched and checked (:func:`.hub.fetch`), converted
+    once to atrous safetensors (kept in the cache with its own SHA-256 record, so later loads
+    skip the conversion), built with the entry's options and the caller's ``overrides``."""
+    entry = get_weights(name)
+    if entry.kind != "segmentation":
+        raise CheckpointError(
+            f"{entry.name}: ImageNet backbone weights, not a segmentation model: start a model "
+            f"from them with build_pretrained(MODEL, pretrained_backbone={entry.name!r}), or "
+            "pretrained_backbone: imagenet in a training config"
+        )
+    path = converted_weights(entry)
+    model = load(path, arch=arch, strict=strict, **overrides)
+    if model.num_classes != entry.num_classes:  # fine-tuning: the entry's names no longer fit
+        for key in ("class_names", "palette"):
+            model.metadata.pop(key, None)
+    model.metadata.update(
+        {"source": entry.name.split(":", 1)[0], "registry": entry.name, "weights": entry.name,
+         "weights_file": str(path)}
+    )  # fmt: skip
+    return model
+
+
+def converted_weights(entry: Entry) -> Path:
+    """The entry's atrous safetensors file: the cached conversion when it matches its record
+    and the entry's build options, else converted now from the fetched source."""
+    target = hub.converted_path(entry)
+    build = json.dumps(dict(entry.build), sort_keys=True)
+    with hub.locked(target):
+        found = hub.cached_conversion(entry)
+        if found is not None and (cache.read_record(found) or {}).get("build") == build:
+            return found
+        source = hub.fetch(entry)
+        model = load(source, **dict(entry.build))
+        names = zoo_classes(model.num_classes) if model.num_classes == entry.num_classes else {}
+        extra = {"registry": entry.name}
+        if tuple(entry.inference_scales) != (1.0,):
+            extra["inference_scales"] = json.dumps(list(entry.inference_scales))
+        save(model, target, class_names=model.metadata.get("class_names", names.get("class_names")),
+             palette=model.metadata.get("palette", names.get("palette")), extra=extra)  # fmt: skip
+        cache.write_record(target, cache.sha256_file(target), converted_from=source.name,
+                           build=build)  # fmt: skip
+    return target
 
 
 def _load(
@@ -104,6 +209,41 @@ def _load(
             "unexpected_keys": unexpected,
         }
     )
+    return model.eval()
+
+
+def load_tf(
+    checkpoint: str | os.PathLike,
+    arch: str | None = None,
+    strict: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> DeepLab:
+    """A TensorFlow DeepLab checkpoint (:mod:`.tf_checkpoint`) as the atrous model that
+    computes what the official graph computes (:mod:`.tf_deeplab`), at output stride 16
+    unless ``output_stride`` is overridden (the atrous rates scale with it)."""
+    overrides = dict(overrides or {})
+    where = str(checkpoint)
+    tensors = read_tf_checkpoint(checkpoint)
+    found = detect_tf({k: v.shape for k, v in tensors.items()}, where)
+    if arch is not None and get_spec(arch).name != found.arch:
+        raise CheckpointError(f"{where}: holds a {found.arch}, not a {get_spec(arch).name}")
+    kwargs = tf_build_options(found, int(overrides.get("output_stride", 16)))
+    reinit_ok = "num_classes" in overrides
+    try:
+        model = build_checkpoint_model(found.arch, kwargs, overrides, recorded=False)
+        sd = convert_tf(tensors, model.state_dict(), where, reshape_ok=reinit_ok)
+        reinit = drop_mismatched_tensors(model, sd) if reinit_ok else []
+        missing, _ = load_tensors(model, sd, strict and not reinit)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    classes = zoo_classes(found.num_classes) if model.num_classes == found.num_classes else {}
+    if classes:
+        classes["palette"] = [tuple(int(c) for c in rgb) for rgb in classes["palette"]]
+    model.metadata.update(
+        {**classes, "mean": TF_MEAN, "std": TF_STD, "source": "tf", "weights": where,
+         "reinitialized": reinit, "missing_keys": [k for k in missing if k not in reinit],
+         "unexpected_keys": []}
+    )  # fmt: skip
     return model.eval()
 
 
