@@ -54,8 +54,10 @@ def candidates(url: str, out: Path, pooch_dir: str | None) -> dict:
         out.unlink(missing_ok=True)
         torch.hub.download_url_to_file(url, str(out), progress=False)
 
-    runs = {"atrous (urllib, 1 MiB reads, Range resume)": ours,
-            "torch.hub.download_url_to_file": torch_hub}  # fmt: skip
+    runs = {
+        "atrous (urllib, 1 MiB reads, Range resume)": ours,
+        "torch.hub.download_url_to_file": torch_hub,
+    }
     if pooch_dir:
         sys.path.insert(0, pooch_dir)
         import pooch
@@ -64,8 +66,7 @@ def candidates(url: str, out: Path, pooch_dir: str | None) -> dict:
 
         def with_pooch() -> None:
             out.unlink(missing_ok=True)
-            pooch.retrieve(url, known_hash=None, fname=out.name, path=out.parent,
-                           progressbar=False)  # fmt: skip
+            pooch.retrieve(url, known_hash=None, fname=out.name, path=out.parent, progressbar=False)
 
         runs[f"pooch {pooch.__version__} (requests)"] = with_pooch
     return runs

@@ -53,8 +53,9 @@ print(json.dumps({{"seconds": time.perf_counter() - t0}}))
 
 def run(step: str, what: str, env: dict) -> float:
     code = STEP.format(step=step, name=NAME, what=what)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -71,8 +72,11 @@ def random_tarball(variables_file: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         raw = {}
         for var, (shape, dtype) in _variables(variables_file).items():
-            value = rng.standard_normal(shape).astype(np.float32) if dtype == "float32" else (
-                np.full(shape, 30000, np.int64))  # fmt: skip
+            value = (
+                rng.standard_normal(shape).astype(np.float32)
+                if dtype == "float32"
+                else (np.full(shape, 30000, np.int64))
+            )
             raw[var] = (DTYPES[dtype], shape, value.tobytes())
         write_checkpoint(Path(tmp) / "model.ckpt", raw)
         buf = io.BytesIO()
@@ -89,8 +93,12 @@ def main() -> None:
     variables = "xception65_v3plus_voc21.variables.txt"
     data = random_tarball(variables) if "--random" in sys.argv else tf_tarball(variables)
     with tempfile.TemporaryDirectory() as tmp, FileServer({file_name: data}, 1800) as server:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ATROUS_HOME": tmp,
-               "ATROUS_MIRROR": server.url}  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "src"),
+            "ATROUS_HOME": tmp,
+            "ATROUS_MIRROR": server.url,
+        }
         local = Path(tmp) / file_name
         local.write_bytes(data)
         rows = {

@@ -84,8 +84,11 @@ def torchvision_pth(fixture: str = "deeplabv3_mobilenet_v3_large", backbone: boo
     sd = reference_state_dict("torchvision", fixture)
     if backbone:
         prefix = "features." if "mobilenet" in fixture else ""
-        sd = {prefix + k.removeprefix("backbone."): v for k, v in sd.items()
-              if k.startswith("backbone.")}  # fmt: skip
+        sd = {
+            prefix + k.removeprefix("backbone."): v
+            for k, v in sd.items()
+            if k.startswith("backbone.")
+        }
     buf = io.BytesIO()
     torch.save(sd, buf)
     return buf.getvalue()
@@ -100,8 +103,9 @@ def with_file(entry_name: str, data: bytes, monkeypatch: pytest.MonkeyPatch) -> 
     url = entry.urls[0].rsplit("/", 1)[0] + "/" + name
     patched = dataclasses.replace(entry, urls=(url,), sha256_prefix=prefix)
     monkeypatch.setitem(registry._BY_NAME, entry_name, patched)
-    monkeypatch.setattr(registry, "ENTRIES", tuple(patched if e.name == entry_name else e
-                                                   for e in registry.ENTRIES))  # fmt: skip
+    monkeypatch.setattr(
+        registry, "ENTRIES", tuple(patched if e.name == entry_name else e for e in registry.ENTRIES)
+    )
     import atrous.weights.hub as hub
 
     monkeypatch.setattr(hub, "ENTRIES", registry.ENTRIES)

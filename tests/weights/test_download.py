@@ -85,9 +85,16 @@ def test_two_processes_fetch_one_file(tmp_path: Path, monkeypatch, tarball) -> N
         server.slow[name] = 2.0
         isolate(monkeypatch, tmp_path, server.url)
         env = {**os.environ, "PYTHONPATH": str(SRC)}
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(go)], env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for _ in range(2)]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(go)],
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
         assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
         go.touch()
         outs = [p.communicate(timeout=120) for p in procs]

@@ -58,8 +58,11 @@ def test_every_row_has_a_source_comment() -> None:
     """Each ``Entry(`` of the table is preceded by a comment naming where its facts are from."""
     lines = REGISTRY_SOURCE.read_text().splitlines()
     tree = ast.parse(REGISTRY_SOURCE.read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and getattr(n.func, "id", None) == "Entry"]  # fmt: skip
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Entry"
+    ]
     assert len(calls) == len(registry.ENTRIES)
     for call in calls:
         i, block = call.lineno - 2, []
@@ -101,8 +104,10 @@ def test_meta_and_transforms() -> None:
     assert meta["metrics"][0]["value"] == 60.3 and "520" in meta["metrics"][0]["protocol"]
     x = entry.transforms()(np.full((40, 60, 3), 255, np.uint8))
     assert x.shape == (1, 3, 520, 780)  # the shorter side resized to 520, as torchvision
-    torch.testing.assert_close(x[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) /
-                               torch.tensor([0.229, 0.224, 0.225]))  # fmt: skip
+    torch.testing.assert_close(
+        x[0, :, 0, 0],
+        (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]),
+    )
     tf = get_weights(MNV2_VOC).transforms()(np.zeros((5, 7, 3), np.uint8))
     assert tf.shape == (1, 3, 5, 7) and float(tf.max()) == -1.0  # 2/255 x - 1, unresized
     assert json.dumps(entry.meta, default=str)
@@ -182,8 +187,9 @@ def test_imagenet_backbones_by_name(tmp_path: Path, monkeypatch) -> None:
     entry = with_file("torchvision:mobilenet_v3_large_imagenet", data, monkeypatch)
     with FileServer({entry.file_name: data}) as server:
         isolate(monkeypatch, tmp_path, server.url)
-        model = build_pretrained("deeplabv3_mobilenetv3_large", pretrained_backbone="imagenet",
-                                 num_classes=3)  # fmt: skip
+        model = build_pretrained(
+            "deeplabv3_mobilenetv3_large", pretrained_backbone="imagenet", num_classes=3
+        )
         same = build_pretrained(
             "deeplabv3plus_mobilenetv3_large",
             num_classes=4,
@@ -198,8 +204,9 @@ def test_imagenet_backbones_by_name(tmp_path: Path, monkeypatch) -> None:
     assert server.full_gets(entry.file_name) == 1  # nothing fetched for the refused ones
     sd = torch.load(hub.fetch(entry), weights_only=True)
     for net in (model, same):
-        torch.testing.assert_close(net.backbone.features[4].block[0][0].weight,
-                                   sd["features.4.block.0.0.weight"])  # fmt: skip
+        torch.testing.assert_close(
+            net.backbone.features[4].block[0][0].weight, sd["features.4.block.0.0.weight"]
+        )
 
 
 def test_training_config_pretrained_backbone_imagenet(tmp_path: Path, monkeypatch) -> None:
@@ -219,8 +226,9 @@ def test_training_config_pretrained_backbone_imagenet(tmp_path: Path, monkeypatc
         isolate(monkeypatch, tmp_path, server.url)
         model = build_training_model(cfg, num_classes=3, log=lambda s: None)
     sd = torch.load(hub.fetch(entry), weights_only=True)
-    torch.testing.assert_close(model.backbone.features[4].block[0][0].weight,
-                               sd["features.4.block.0.0.weight"])  # fmt: skip
+    torch.testing.assert_close(
+        model.backbone.features[4].block[0][0].weight, sd["features.4.block.0.0.weight"]
+    )
 
 
 def test_builders_take_weights_by_name_default_or_dataset(tmp_path: Path, monkeypatch) -> None:

@@ -155,9 +155,21 @@ def test_every_dtype(tmp_path: Path) -> None:
     # Values that bfloat16 holds exactly (8 bits of mantissa).
     values = np.array([0.0, -1.5, 3.140625, 65280.0, -np.inf, 2.0**-10 * 1.0234375]).reshape(2, 3)
     stored = {  # enum: numpy dtype, as stored
-        1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 8: "<c8", 9: "<i8",
-        10: "?", 17: "<u2", 18: "<c16", 19: "<f2", 22: "<u4", 23: "<u8",
-    }  # fmt: skip
+        1: "<f4",
+        2: "<f8",
+        3: "<i4",
+        4: "u1",
+        5: "<i2",
+        6: "i1",
+        8: "<c8",
+        9: "<i8",
+        10: "?",
+        17: "<u2",
+        18: "<c16",
+        19: "<f2",
+        22: "<u4",
+        23: "<u8",
+    }
     tensors = {}
     for enum, dtype in stored.items():
         with np.errstate(invalid="ignore", over="ignore"):

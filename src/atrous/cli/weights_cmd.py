@@ -94,17 +94,26 @@ def info_rows(entry: Any) -> list[tuple[str, str]]:
 
     build = ", ".join(f"{k}={v}" for k, v in entry.build.items()) or "the source's own"
     pre = entry.preprocessing
-    rows = [("name", entry.name), ("kind", entry.kind),
-            ("model", f"{entry.arch} (build options: {build})"),
-            ("file", f"{entry.file_name} ({FORMATS[entry.format]}"
-                     + (f", {entry.size_mb:g} MB)" if entry.size_mb else ")")),
-            *(("url", u) for u in entry.urls),
-            *(("published", u) for u in entry.published_urls),
-            ("integrity", entry.integrity), ("trained on", entry.dataset),
-            ("classes", entry.classes),
-            ("preprocess", f"mean {list(pre.mean)}, std {list(pre.std)}"
-                           + (f", shorter side resized to {pre.resize_shorter}"
-                              if pre.resize_shorter else ""))]  # fmt: skip
+    rows = [
+        ("name", entry.name),
+        ("kind", entry.kind),
+        ("model", f"{entry.arch} (build options: {build})"),
+        (
+            "file",
+            f"{entry.file_name} ({FORMATS[entry.format]}"
+            + (f", {entry.size_mb:g} MB)" if entry.size_mb else ")"),
+        ),
+        *(("url", u) for u in entry.urls),
+        *(("published", u) for u in entry.published_urls),
+        ("integrity", entry.integrity),
+        ("trained on", entry.dataset),
+        ("classes", entry.classes),
+        (
+            "preprocess",
+            f"mean {list(pre.mean)}, std {list(pre.std)}"
+            + (f", shorter side resized to {pre.resize_shorter}" if pre.resize_shorter else ""),
+        ),
+    ]
     if entry.num_params:
         rows.append(("parameters", f"{entry.num_params:,}"))
     rows += [("metric", str(m)) for m in entry.metrics]

@@ -89,8 +89,13 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 def write_record(path: Path, sha256: str, **info: Any) -> None:
     """Record ``path``'s SHA-256 and size (and ``info``: its URL, the checks it passed)."""
-    record = {"file": path.name, "sha256": sha256, "size": path.stat().st_size,
-              "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}  # fmt: skip
+    record = {
+        "file": path.name,
+        "sha256": sha256,
+        "size": path.stat().st_size,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **info,
+    }
     atomic_write_text(record_path(path), json.dumps(record, indent=1) + "\n")
 
 

@@ -141,9 +141,16 @@ def _transfer_once(url: str, partial: Path, transfer: Transfer, progress: bool |
             have = 0  # the server sent the whole file
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=partial.name[: -len(PARTIAL_SUFFIX)], leave=False,
-                   disable=None if progress is None else not progress)  # fmt: skip
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=partial.name[: -len(PARTIAL_SUFFIX)],
+            leave=False,
+            disable=None if progress is None else not progress,
+        )
         with bar, open(partial, "ab" if have else "wb") as f:
             while chunk := response.read(transfer.chunk):
                 f.write(chunk)

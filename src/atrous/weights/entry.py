@@ -119,8 +119,11 @@ class Entry:
     @property
     def meta(self) -> dict[str, Any]:
         """torchvision-style metadata: categories, metrics, build options, provenance."""
-        categories = {21: list(VOC_CLASSES), 19: list(CITYSCAPES_CLASSES),
-                      151: ["other", *ADE20K_CLASSES]}.get(self.num_classes or 0)  # fmt: skip
+        categories = {
+            21: list(VOC_CLASSES),
+            19: list(CITYSCAPES_CLASSES),
+            151: ["other", *ADE20K_CLASSES],
+        }.get(self.num_classes or 0)
         return {
             "categories": categories,
             "num_classes": self.num_classes,

@@ -86,8 +86,9 @@ def fetch(name: str | Entry, progress: bool | None = None) -> Path:
         urls = [mirror + entry.file_name] if mirror else list(entry.urls)
         checked: dict[str, str] = {}
         try:
-            url = download(urls, dest, lambda p: checked.update(check_file(entry, p)), None,
-                           progress)  # fmt: skip
+            url = download(
+                urls, dest, lambda p: checked.update(check_file(entry, p)), None, progress
+            )
         except NoNetwork as e:
             raise Unavailable(missing_message(entry, f"no network ({e})")) from None
         cache.write_record(dest, checked["sha256"], url=url, checks=checked["checks"])
@@ -191,8 +192,14 @@ def verify(names: list[str] | None = None) -> list[CopyState]:
     entries = [get_weights(n) for n in names] if names else list(ENTRIES)
     states = []
     for entry in entries:
-        copies = [p for p in (cache.weights_dir() / entry.file_name,
-                              cache.torch_hub_dir() / entry.file_name) if p.is_file()]  # fmt: skip
+        copies = [
+            p
+            for p in (
+                cache.weights_dir() / entry.file_name,
+                cache.torch_hub_dir() / entry.file_name,
+            )
+            if p.is_file()
+        ]
         for path in copies:
             try:
                 states.append(CopyState(entry, path, True, check_cached(entry, path, False)))
@@ -252,7 +259,8 @@ def import_file(path: str | os.PathLike, name: str | None = None) -> tuple[Entry
             tmp = partial_path(dest)
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
-        cache.write_record(dest, checked["sha256"], imported_from=str(path.resolve()),
-                           checks=checked["checks"])  # fmt: skip
+        cache.write_record(
+            dest, checked["sha256"], imported_from=str(path.resolve()), checks=checked["checks"]
+        )
         cache.remove(converted_path(entry))
     return entry, dest, checked["checks"]

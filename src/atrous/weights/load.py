@@ -148,9 +148,13 @@ def load_registered(
         for key in ("class_names", "palette"):
             model.metadata.pop(key, None)
     model.metadata.update(
-        {"source": entry.name.split(":", 1)[0], "registry": entry.name, "weights": entry.name,
-         "weights_file": str(path)}
-    )  # fmt: skip
+        {
+            "source": entry.name.split(":", 1)[0],
+            "registry": entry.name,
+            "weights": entry.name,
+            "weights_file": str(path),
+        }
+    )
     return model
 
 
@@ -169,10 +173,16 @@ def converted_weights(entry: Entry) -> Path:
         extra = {"registry": entry.name}
         if tuple(entry.inference_scales) != (1.0,):
             extra["inference_scales"] = json.dumps(list(entry.inference_scales))
-        save(model, target, class_names=model.metadata.get("class_names", names.get("class_names")),
-             palette=model.metadata.get("palette", names.get("palette")), extra=extra)  # fmt: skip
-        cache.write_record(target, cache.sha256_file(target), converted_from=source.name,
-                           build=build)  # fmt: skip
+        save(
+            model,
+            target,
+            class_names=model.metadata.get("class_names", names.get("class_names")),
+            palette=model.metadata.get("palette", names.get("palette")),
+            extra=extra,
+        )
+        cache.write_record(
+            target, cache.sha256_file(target), converted_from=source.name, build=build
+        )
     return target
 
 
@@ -240,10 +250,17 @@ def load_tf(
     if classes:
         classes["palette"] = [tuple(int(c) for c in rgb) for rgb in classes["palette"]]
     model.metadata.update(
-        {**classes, "mean": TF_MEAN, "std": TF_STD, "source": "tf", "weights": where,
-         "reinitialized": reinit, "missing_keys": [k for k in missing if k not in reinit],
-         "unexpected_keys": []}
-    )  # fmt: skip
+        {
+            **classes,
+            "mean": TF_MEAN,
+            "std": TF_STD,
+            "source": "tf",
+            "weights": where,
+            "reinitialized": reinit,
+            "missing_keys": [k for k in missing if k not in reinit],
+            "unexpected_keys": [],
+        }
+    )
     return model.eval()
 
 

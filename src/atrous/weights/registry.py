@@ -99,6 +99,8 @@ def _tf(file: str) -> dict:
     }
 
 
+# (a table, one entry a block of grouped fields, each row led by its source comment: the
+# formatter would put every field on its own line, 4x the length; hence its fmt: skip)
 ENTRIES: tuple[Entry, ...] = (
     # torchvision DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1 (deeplabv3.py): URL,
     # num_params, _metrics COCO-val2017-VOC-labels, _file_size; transforms from

@@ -53,8 +53,12 @@ TF_STD = (0.5, 0.5, 0.5)
 # ASPP rates of the zoo's Xception models at output stride 16 (``--atrous_rates=6,12,18``).
 TF_RATES_OS16 = (6, 12, 18)
 
-_BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-       "moving_variance": "running_var"}  # fmt: skip
+_BN = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
 
 _UNSUPPORTED = {
     "xception_41/": "Xception-41",
