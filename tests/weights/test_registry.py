@@ -244,8 +244,8 @@ def test_builders_take_weights_by_name_default_or_dataset(tmp_path: Path, monkey
     assert by_tag.metadata["registry"] == by_default.metadata["registry"] == MNV2_VOC
     assert by_tag.num_classes == 21 and by_default.config["output_stride"] == 8
     assert by_name.num_classes == 5 and "class_names" not in by_name.metadata
-    with pytest.raises(CheckpointError, match="no 'cityscapes' weights for deeplabv3_mobilenetv2"):
-        M.deeplabv3_mobilenetv2(weights="cityscapes")
+    with pytest.raises(CheckpointError, match="no 'ade20k' weights for deeplabv3_mobilenetv2"):
+        M.deeplabv3_mobilenetv2(weights="ade20k")
     with pytest.raises(CheckpointError, match="holds a deeplabv3_mobilenetv2, not a"):
         M.deeplabv3plus_xception65(weights=MNV2_VOC)
     assert M.deeplabv3_mobilenetv2().num_classes == 21  # no weights: built as before
