@@ -270,3 +270,33 @@ def test_convert_command_reads_a_zoo_tarball(tmp_path: Path, capsys) -> None:
     got = outputs(model, image_input("97x129"))["logits_up"]
     ref = np.load(FIXTURES / "mobilenetv2_v3_os16.npz")["logits_up_97x129"]
     assert compare("mobilenetv2_v3_os16", "logits_up_97x129", got, ref) < TOLERANCE
+
+
+def test_converted_model_is_served_with_the_official_labels(tmp_path: Path) -> None:
+    """``atrous serve`` of a TF checkpoint: the TF normalization comes from the weights and
+    the labels it answers are the official graph's argmax."""
+    import io
+    import time
+
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from atrous import weights
+    from atrous.serve import ServerSettings, create_app
+
+    model = weights.load(write_fixture_checkpoint("mobilenetv2_v3_os16", tmp_path / "m"))
+    h, w, seed = IMAGES["128x96"]
+    buf = io.BytesIO()
+    Image.fromarray(tf_recipe.image(h, w, seed)).save(buf, format="PNG")
+    with TestClient(create_app(model, ServerSettings(warmup_size=(64, 64)))) as client:
+        for _ in range(300):  # the warm-up forward runs first (/readyz turns 200), <= 30 s
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        r = client.post(
+            "/v1/segment", content=buf.getvalue(), headers={"content-type": "image/png"}
+        )
+    assert r.status_code == 200
+    labels = np.asarray(Image.open(io.BytesIO(r.content)))[::3, ::3]
+    official = np.load(FIXTURES / "mobilenetv2_v3_os16.npz")["logits_up_128x96"][0].argmax(-1)
+    assert labels.shape == official.shape and (labels == official).mean() >= 0.999
