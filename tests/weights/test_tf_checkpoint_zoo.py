@@ -60,10 +60,10 @@ def test_zoo_tarball(zoo: str, reference_recipe: ModuleType) -> None:
         np.testing.assert_array_equal(tf_recipe.value(name, array.shape, array.dtype), want)
 
 
+# One output stride per tarball (CI time): the default tests hold all five configurations,
+# and benchmarks/tf_parity.py prints the full table from these tarballs.
 PARITY = [
     ("xception65_v3plus_voc21", "xception65_v3plus_os16", 16),
-    ("xception65_v3plus_voc21", "xception65_v3plus_os8", 8),
-    ("mobilenetv2_v3_voc21", "mobilenetv2_v3_os16", 16),
     ("mobilenetv2_v3_voc21", "mobilenetv2_v3_os8", 8),
     ("resnet50beta_v3plus_voc21", "resnet50beta_v3plus_os16", 16),
 ]
