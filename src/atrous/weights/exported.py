@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
+from atrous.normalization import Normalization
 
 from .errors import CheckpointError
 from .metadata import parse_metadata
@@ -196,7 +196,8 @@ def _config_and_usage(
             f"{out_shape}: export it with `atrous export`, or give a graph whose output is "
             "(N, C, H, W) logits with C fixed"
         )
-    return {"arch": "onnx", "num_classes": c}, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    norm = Normalization.of(None)  # a graph that records none: the default (ImageNet)
+    return {"arch": "onnx", "num_classes": c}, {"mean": norm.mean, "std": norm.std}
 
 
 def _check_contract(meta: Mapping[str, str], path: Path) -> None:

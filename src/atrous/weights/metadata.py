@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atrous.constants import IMAGENET_MEAN, IMAGENET_STD
 from atrous.models import ALIASES, list_models, resolve_name
 from atrous.models.deeplab import DeepLab
+from atrous.normalization import Normalization
 
 from .errors import CheckpointError
 
@@ -193,6 +193,7 @@ def model_metadata(
         raise ValueError(
             f"{len(class_names)} class names for a model of {cfg['num_classes']} classes"
         )
+    norm = Normalization.of(model.metadata, mean=mean or None, std=std or None)
     meta = {
         "format": FORMAT,
         "arch": cfg["arch"],
@@ -200,8 +201,8 @@ def model_metadata(
         "output_stride": str(cfg["output_stride"]),
         "atrous_rates": json.dumps(cfg["atrous_rates"]),
         "config": json.dumps(cfg),
-        "mean": json.dumps(list(mean or model.metadata.get("mean", IMAGENET_MEAN))),
-        "std": json.dumps(list(std or model.metadata.get("std", IMAGENET_STD))),
+        "mean": json.dumps(list(norm.mean)),
+        "std": json.dumps(list(norm.std)),
     }
     if class_names is not None:
         meta["class_names"] = json.dumps(list(class_names))
