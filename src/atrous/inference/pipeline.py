@@ -31,6 +31,7 @@ from atrous.inference.settings import CRFChoice, CRFHook, InferenceSettings
 
 __all__ = [
     "PreparedModel",
+    "cuda_problem",
     "default_scales",
     "min_input_size",
     "prepare_model",
@@ -92,16 +93,41 @@ def min_input_size(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> in
 
 def resolve_device(name: Any) -> torch.device:
     """``name`` (``--device``) as a torch device: None or ``"auto"`` is CUDA where there is
-    one, else the CPU. ValueError for a name torch does not know, or CUDA where there is none."""
+    one, else the CPU. ValueError (one line, naming the flag) for a name torch does not know,
+    or a CUDA device this machine cannot give (:func:`cuda_problem`). Inference and training
+    both decide with it."""
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise ValueError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    problem = cuda_problem(device)
+    if problem:
+        raise ValueError(f"--device {name}: {problem}")
     return device
+
+
+def cuda_problem(device: torch.device) -> str | None:
+    """Why ``device`` cannot run here (a CPU-only torch build; a CUDA build with no GPU
+    visible; a GPU index past the last GPU), or None."""
+    if device.type != "cuda":
+        return None
+    if not torch.backends.cuda.is_built():
+        return (
+            f"this torch build has no CUDA (torch {torch.__version__}); install a CUDA build "
+            "(see docs/gpu.md) or use --device cpu"
+        )
+    if not torch.cuda.is_available():
+        return (
+            f"no CUDA GPU is visible (torch {torch.__version__}, CUDA {torch.version.cuda}); "
+            "check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES, or use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        names = ", ".join(f"cuda:{i}" for i in range(count))
+        return f"there is no GPU {device.index}: {count} GPU{'s' * (count != 1)} visible ({names})"
+    return None
 
 
 def segmenter_options(

@@ -29,12 +29,15 @@ def rank_and_world() -> tuple[int, int]:
 
 def training_device(device: str, rank: int = 0, world: int = 1) -> torch.device:
     """The device of this process: ``device`` (``"auto"``: CUDA where available, else CPU);
-    under torchrun each process takes the GPU of its ``LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    return torch.device(device)
+    under torchrun each process takes the GPU of its ``LOCAL_RANK``. Decided by
+    :func:`atrous.inference.pipeline.resolve_device`, as every command's ``--device``: a
+    device this machine cannot give is a one-line ValueError."""
+    from atrous.inference.pipeline import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and world > 1:
+        resolved = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")
+    return resolved
 
 
 @contextmanager
@@ -45,7 +48,7 @@ def distributed_session(device: str = "auto") -> Iterator[bool]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         yield False
         return
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = training_device(device, world=int(os.environ["WORLD_SIZE"])).type == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
