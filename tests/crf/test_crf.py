@@ -431,6 +431,7 @@ def test_crfasrnn_clear_errors() -> None:
 
 
 # ---------------------------------------------------------------- device
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
     z = _load("camvid")

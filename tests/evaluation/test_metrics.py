@@ -144,6 +144,7 @@ def test_uint8_and_bool_inputs():
     np.testing.assert_allclose(m.iou, [0.0, 0.5])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors():
     rng = np.random.default_rng(0)

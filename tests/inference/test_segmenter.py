@@ -266,6 +266,7 @@ def test_end_to_end_with_evaluate(net):
     np.testing.assert_array_equal(res.confusion.numpy(), cm.numpy())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(net):
     img = image(40, 50)

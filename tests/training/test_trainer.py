@@ -331,6 +331,7 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
         Trainer(tiny_config(sync_bn=True), tmp_path, progress=False)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm needs CUDA")
 def test_sync_bn_single_gpu_trains(tmp_path):
     cfg = tiny_config(iterations=1, sync_bn=True, device="cuda", model_options={"norm": "bn"})
