@@ -268,6 +268,7 @@ def report(checks: list[Check], bench: list[tuple[str, str, float]], reason: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the checks, print the table, write it to ``--out``; 1 if a check failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cpu-only", action="store_true", help="skip the CUDA parts even with CUDA"
