@@ -42,3 +42,39 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert W.load(tmp_path / "model.safetensors").metadata["class_names"][1] == "road"
     assert (tmp_path / "masks" / "photo.png").is_file()
     assert (tmp_path / "masks" / "photo_overlay.jpg").is_file()
+
+
+def shell_commands() -> list[list[str]]:
+    """Every ``atrous ...`` command of the README's bash blocks, continuation lines joined,
+    comments dropped, as argument lists."""
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "atrous":
+                commands.append(words[1:])
+    return commands
+
+
+def test_readme_commands_parse_with_their_flags():
+    """Each command of the README names a real subcommand and real flags (those that need a
+    download or a long run are only parsed, not run)."""
+    from atrous.cli import build_parser
+
+    commands = shell_commands()
+    assert len(commands) >= 15
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:  # argparse's error exit
+            raise AssertionError(f"README: `atrous {' '.join(argv)}` does not parse") from e
+
+
+def test_readme_links_exist():
+    """Every relative link of the README points to a file of the repository."""
+    root = README.parent
+    for target in re.findall(r"\]\(([^)#:]+)\)", README.read_text()):
+        assert (root / target).exists(), f"README links to {target}, which does not exist"
