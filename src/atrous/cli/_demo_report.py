@@ -51,10 +51,12 @@ def _what(s: dict[str, Any]) -> tuple[str, str, str]:
         f"The table is measured on the full evaluation set: {s['val_images']} validation "
         "images at full resolution with one confusion matrix (DeepLab's protocol)."
     )
+    n = s.get("curve_val_images")
+    subset = f"subset of {n} images" if n else "subset (its size was not recorded)"
     curve = (
         f"The learning curve's val mIoU (and its 'best val mIoU') is measured during training "
-        f"on a smaller validation subset of {s['curve_val_images']} images, so it differs "
-        f"from the table's mIoU on {s['val_images']} images."
+        f"on the run's validation {subset}, so it differs from the table's mIoU on "
+        f"{s['val_images']} images."
     )
     return intro, table, curve
 
@@ -82,8 +84,8 @@ def _markdown(s: dict[str, Any], examples: list[Example], colours: list[tuple[st
     md += ["Accuracy within a band around label boundaries (DeepLab v1/v2 trimap):", ""]
     md += ["![trimap](eval/trimap.png)", ""]
     md += [
-        f"New images (multi-scale 0.75/1/1.25 + flip), {len(examples)} examples: the image, "
-        "its ground truth and the prediction, drawn with these colours:",
+        f"New images (multi-scale 0.75/1/1.25 + flip), {len(examples)} example(s): the "
+        "image, its ground truth and the prediction, drawn with these colours:",
         "",
         "| colour | class |",
         "| --- | --- |",
