@@ -20,7 +20,14 @@ from atrous.data import (
     detect_format,
     scan_dataset,
 )
-from atrous.data.palettes import ADE20K_CLASSES, ADE20K_PALETTE, VOC_PALETTE, voc_colormap
+from atrous.data.palettes import (
+    ADE20K_CLASSES,
+    ADE20K_PALETTE,
+    CAMVID_PALETTE,
+    CITYSCAPES_PALETTE,
+    VOC_PALETTE,
+    voc_colormap,
+)
 
 
 def test_voc_palette_png_loads_indices_and_keeps_border(voc_root: Path) -> None:
@@ -270,3 +277,35 @@ def test_build_dataset_errors(tmp_path: Path) -> None:
         build_dataset("voc", tmp_path, "train")
     with pytest.raises(ValueError, match="needs a root"):
         build_dataset("camvid")
+
+
+def test_each_dataset_draws_with_its_published_palette(tmp_path: Path, voc_root: Path) -> None:
+    """VOC, Cityscapes, ADE20K and CamVid each expose their own colours as ``.palette``
+    (issue 28: a CamVid model drawn with VOC's colours had a black sky)."""
+    ade = tmp_path / "ade" / "ADEChallengeData2016"
+    save_rgb(ade / "images" / "validation" / "ADE_val_00000001.jpg", 8, 12)
+    save_index(ade / "annotations" / "validation" / "ADE_val_00000001.png", label(8, 12))
+    sets = {
+        "voc": (VOCSegmentation(voc_root, "val"), VOC_PALETTE, {0: (0, 0, 0), 15: (192, 128, 128)}),
+        "cityscapes": (
+            Cityscapes(_cityscapes(tmp_path / "cs"), "val"),
+            CITYSCAPES_PALETTE,
+            {0: (128, 64, 128), 10: (70, 130, 180), 18: (119, 11, 32)},
+        ),
+        "ade20k": (
+            ADE20K(tmp_path / "ade", "val"),
+            ADE20K_PALETTE,
+            {0: (120, 120, 120), 2: (6, 230, 230), 149: (92, 0, 255)},
+        ),
+        "camvid": (
+            CamVid(_camvid(tmp_path / "camvid"), "val"),
+            CAMVID_PALETTE,
+            {0: (128, 128, 128), 3: (128, 64, 128), 10: (0, 128, 192)},
+        ),
+    }
+    for name, (ds, palette, published) in sets.items():
+        assert ds.palette is not None, name
+        np.testing.assert_array_equal(ds.palette[: ds.num_classes], palette, err_msg=name)
+        assert len(palette) == ds.num_classes == len(ds.class_names), name
+        for k, rgb in published.items():
+            assert tuple(int(c) for c in ds.palette[k]) == rgb, (name, k)

@@ -3,14 +3,14 @@
 On the built-in synthetic dataset (no files needed) it trains a small DeepLab v3+
 MobileNetV2 for a few minutes on the CPU (or reuses what an earlier run trained), evaluates
 it by the papers' protocol (full-resolution images, one confusion matrix, trimap), segments
-a few new images, and writes ``report.md`` and ``report.html`` with the metrics table, the
-learning curve and the overlays.
+a few new images, and writes ``report.md`` and ``report.html`` (:mod:`._demo_report`) with
+the metrics table, the learning curve and each new image beside its ground truth and
+prediction, drawn with the weights' colours and a legend.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import time
 from pathlib import Path
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from atrous import weights as W
+    from atrous.cli._demo_report import legend, write_report
+    from atrous.inference.io import model_palette
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     weights_path, train_s = _train(out, args.iterations, args.retrain, progress)
     model = W.load(weights_path)
-    result, palette = _evaluate(model, out, args.eval_images, progress)
-    overlays = _predict_new_images(model, out / "predictions", palette)
+    palette = model_palette(model)  # the colours saved with the weights (the dataset's)
+    result = _evaluate(model, out, args.eval_images, progress)
+    examples = _predict_new_images(model, out / "predictions", palette)
     m = result.metrics
     summary = {
         "model": model.config["arch"],
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         "weights": str(weights_path),
         "train_seconds": round(train_s, 1),
         "val_images": result.num_images,
+        "curve_val_images": _curve_val_images(out / "run"),
         "miou": m.miou,
         "pixel_accuracy": m.pixel_accuracy,
         "mean_class_accuracy": m.mean_class_accuracy,
@@ -77,16 +81,29 @@ def run(args: argparse.Namespace) -> int:
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(result.class_names, m.iou)},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _write_report(out, summary, overlays)
+    colours = legend(list(result.class_names), palette)
+    colours[0] = (f"{colours[0][0]} (not tinted)", colours[0][1])  # see _predict_new_images
+    write_report(out, summary, examples, colours)
     print(f"\nreport: {out / 'report.html'} (and report.md)")
     return 0
 
 
-def _evaluate(model: Any, out: Path, images: int, progress: bool) -> tuple[Any, np.ndarray]:
+def _curve_val_images(run_dir: Path) -> int | None:
+    """Images of each validation during training (the learning curve's val mIoU): the run's
+    ``val_max_images`` of its synthetic validation split; None where the run says nothing."""
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    total = int((cfg.get("dataset_options") or {}).get("length", 200))  # synthetic's default
+    limit = cfg.get("val_max_images")
+    return min(total, int(limit)) if limit else total
+
+
+def _evaluate(model: Any, out: Path, images: int, progress: bool) -> Any:
     """Full-resolution evaluation on the validation split (``eval/``: metrics.json, confusion
-    and trimap plots) and the learning curve; returns the result and the dataset's colours."""
+    and trimap plots) and the learning curve; returns the evaluation result."""
     from atrous.data import build_dataset
-    from atrous.data.palettes import palette_for
     from atrous.evaluation import evaluate_model
     from atrous.inference import InferenceSettings, build_segmenter
     from atrous.training import load_config
@@ -110,16 +127,18 @@ def _evaluate(model: Any, out: Path, images: int, progress: bool) -> tuple[Any, 
     result.to_json(eval_dir / "metrics.json")
     result.plot_confusion(eval_dir / "confusion.png")
     result.plot_trimap(eval_dir / "trimap.png")
-    print(result.table("atrous demo: synthetic val, full resolution"))
+    print(result.table(f"atrous demo: synthetic val, {result.num_images} images, full resolution"))
     plot_learning_curve(out / "run" / "metrics.jsonl", out / "learning_curve.png")
-    return result, palette_for(256, val.palette)
+    return result
 
 
-def _predict_new_images(model: Any, pred_dir: Path, palette: np.ndarray) -> list[str]:
-    """Segment 4 new images (another seed, larger) with multi-scale + flip; writes input |
-    overlay strips and returns their paths relative to the report."""
+def _predict_new_images(model: Any, pred_dir: Path, palette: np.ndarray) -> list[Any]:
+    """Segment 4 new images (another seed, larger) with multi-scale + flip; writes each
+    image, its ground truth and the prediction (``predictions/<i>_{image,truth,prediction}
+    .png``, drawn with ``palette``) and returns them as report examples."""
     from PIL import Image
 
+    from atrous.cli._demo_report import Example
     from atrous.data import build_dataset
     from atrous.data.palettes import overlay
     from atrous.inference import InferenceSettings, build_segmenter
@@ -127,74 +146,16 @@ def _predict_new_images(model: Any, pred_dir: Path, palette: np.ndarray) -> list
     pred_dir.mkdir(exist_ok=True)
     tta = build_segmenter(model, InferenceSettings(scales=(0.75, 1.0, 1.25), flip=True))
     fresh = build_dataset("synthetic", None, "test", length=4, size=160)
-    overlays = []
+    examples = []
     for i in range(len(fresh)):
-        image = fresh[i]["image"]
+        item = fresh[i]
+        image, truth = item["image"], np.asarray(item["mask"])
         pred = tta.predict(image)
-        # Tint the objects only, so the background keeps the picture readable.
-        tinted = overlay(image, pred, palette, alpha=0.55, where=pred > 0)
-        Image.fromarray(np.concatenate([image, tinted], axis=1)).save(pred_dir / f"{i}.png")
-        overlays.append(f"predictions/{i}.png")
-    return overlays
-
-
-def _write_report(out: Path, s: dict[str, Any], overlays: list[str]) -> None:
-    rows = [(n, "absent" if v is None else f"{100 * v:.1f}") for n, v in s["iou"].items()]
-    trained = f"{s['train_seconds']:.0f} s on this machine" if s["train_seconds"] else "reused"
-    md = [
-        "# atrous demo",
-        "",
-        f"`{s['model']}` ({s['parameters'] / 1e6:.2f} M parameters), trained on the built-in "
-        f"synthetic dataset ({trained}), evaluated on {s['val_images']} validation images at "
-        "full resolution with one confusion matrix (DeepLab's protocol).",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| mIoU | {100 * s['miou']:.1f} |",
-        f"| pixel accuracy | {100 * s['pixel_accuracy']:.1f} |",
-        f"| mean class accuracy | {100 * s['mean_class_accuracy']:.1f} |",
-        f"| frequency-weighted IoU | {100 * s['fw_iou']:.1f} |",
-        "",
-        "| class | IoU |",
-        "| --- | --- |",
-        *[f"| {n} | {v} |" for n, v in rows],
-        "",
-        "![learning curve](learning_curve.png)",
-        "",
-        "Accuracy within a band around label boundaries (DeepLab v1/v2 trimap):",
-        "",
-        "![trimap](eval/trimap.png)",
-        "",
-        "Predictions on new images (multi-scale 0.75/1/1.25 + flip), input | overlay:",
-        "",
-        *[f"![prediction]({p})" for p in overlays],
-        "",
-        "![confusion matrix](eval/confusion.png)",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(md))
-    body = [f"<h1>atrous demo</h1><p>{html.escape(md[2])}</p>", "<table>"]
-    body += [
-        f"<tr><th>{k}</th><td>{v}</td></tr>"
-        for k, v in (
-            ("mIoU", f"{100 * s['miou']:.1f}"),
-            ("pixel accuracy", f"{100 * s['pixel_accuracy']:.1f}"),
-            ("mean class accuracy", f"{100 * s['mean_class_accuracy']:.1f}"),
-            ("frequency-weighted IoU", f"{100 * s['fw_iou']:.1f}"),
-        )
-    ]
-    body.append("</table><table><tr><th>class</th><th>IoU</th></tr>")
-    body += [f"<tr><td>{html.escape(n)}</td><td>{v}</td></tr>" for n, v in rows]
-    body.append("</table>")
-    body += ['<img src="learning_curve.png">', '<img src="eval/trimap.png">']
-    body += [f'<div><img src="{p}"></div>' for p in overlays]
-    body.append('<img src="eval/confusion.png" width="600">')
-    style = (
-        "body{font-family:sans-serif;max-width:900px;margin:2em auto}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:4px 10px;text-align:left}img{max-width:100%}"
-    )
-    (out / "report.html").write_text(
-        f"<!doctype html><meta charset='utf-8'><title>atrous demo</title><style>{style}</style>"
-        + "\n".join(body)
-    )
+        pictures = {"image": image}
+        for kind, labels in (("truth", truth), ("prediction", pred)):
+            # Tint the objects only, so the background keeps the picture readable.
+            pictures[kind] = overlay(image, labels, palette, alpha=0.55, where=labels > 0)
+        for kind, picture in pictures.items():
+            Image.fromarray(picture).save(pred_dir / f"{i}_{kind}.png")
+        examples.append(Example(*(f"predictions/{i}_{k}.png" for k in pictures)))
+    return examples

@@ -352,7 +352,8 @@ class Trainer:
         return plot_learning_curve(self.log.metrics_path, self.out / "learning_curve.png")
 
     def export(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Final weights as safetensors with class names (:func:`atrous.weights.save`)."""
+        """Final weights as safetensors with class names and the dataset's palette
+        (:func:`atrous.weights.save`), so that every drawing uses the dataset's colours."""
         if not self.main:
             return None
         from atrous.weights import save
@@ -363,4 +364,9 @@ class Trainer:
             "inference_scales": json.dumps([float(x) for x in self.cfg.eval_scales]),
         }
         path = Path(path) if path else self.out / "model.safetensors"
-        return save(self.eval_model, path, class_names=self.class_names, extra=extra)
+        palette = getattr(self.train_set, "palette", None)
+        if palette is None:  # a dataset without colours: those of the fine-tuned weights
+            palette = self.eval_model.metadata.get("palette")
+        palette = palette_for(self.num_classes, palette)
+        names = self.class_names
+        return save(self.eval_model, path, class_names=names, palette=palette, extra=extra)
