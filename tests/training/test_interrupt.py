@@ -118,3 +118,23 @@ def test_resume_of_a_time_limit_run_says_the_budget_left(tmp_path, capsys):
     assert f"resuming {tmp_path / 'last.pt'} at iteration 6 of {total}" in said
     left = 600.0 - spent
     assert f"{int(left // 60)} min {int(left % 60)} s of the 10 min time budget left" in said
+
+
+def test_a_step_broken_by_the_ctrl_c_saves_nothing_and_says_so(tmp_path, capsys):
+    # a step that fails because of the Ctrl-C (e.g. a DataLoader worker it ended) is not saved
+    cfg = tiny_config(iterations=6, ckpt_every=1)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    real_step = tr._step
+
+    def step(batches):
+        if tr.iteration == 2:
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+        return real_step(batches)
+
+    tr._step = step
+    tr.train()
+    assert tr.interrupted and load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+    said = capsys.readouterr().out
+    last = tmp_path / "last.pt"
+    assert f"interrupted at iteration 2/6: nothing saved now; {last} holds iteration 2" in said
