@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 
@@ -13,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a DeepLab model. Writes last.pt/best.pt (resumable), "
         "model.safetensors, metrics.jsonl, config.json and summary.json into --out. A bad "
         "sample is reported, skipped and listed in summary.json, and the exit status is 1 "
-        "(--set on_error=raise stops at it instead, exit 2).",
+        "(--set on_error=raise stops at it instead, exit 2). Ctrl-C finishes the iteration, "
+        "saves last.pt and exits 130; a second Ctrl-C aborts without saving.",
     )
     p.add_argument("--config", help="a JSON (or YAML) config, e.g. configs/synthetic_demo.json")
     p.add_argument(
@@ -56,19 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from atrous.cli import CLIError
-    from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK
-    from atrous.training import (
-        TrainConfig,
-        Trainer,
-        TrainingError,
-        apply_overrides,
-        distributed_session,
-        load_config,
-    )
-    from atrous.training.checkpoint import load_checkpoint
-
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The config settings the command line overrides (--set and the shortcut flags)."""
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"iterations={args.iterations}")
@@ -81,6 +72,25 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value:
             overrides.append(f"{key}={value}")
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume); exit 130 after a Ctrl-C (what was saved is said)."""
+    from atrous.cli import CLIError
+    from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK
+    from atrous.training import (
+        TrainConfig,
+        Trainer,
+        TrainingError,
+        apply_overrides,
+        distributed_session,
+        load_config,
+    )
+    from atrous.training.checkpoint import load_checkpoint
+    from atrous.training.interrupt import EXIT_INTERRUPTED
+
+    overrides = _overrides(args)
     try:
         if args.config:
             cfg = load_config(args.config, overrides)
@@ -99,9 +109,17 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{out} already holds a run (last.pt); pass --resume or another --out")
         with distributed_session(cfg.device):
             trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
-            record = trainer.train()
+            trainer.resume_hint = f"atrous train --resume --out {shlex.quote(str(out))}"
+            try:
+                record = trainer.train()
+            except KeyboardInterrupt:
+                if not trainer.interrupted:
+                    raise
+                return EXIT_INTERRUPTED  # a second Ctrl-C, said by the trainer
     except (ValueError, TypeError, FileNotFoundError, TrainingError) as e:
         raise CLIError(str(e)) from None
+    if trainer.interrupted:  # the trainer said what it saved
+        return EXIT_INTERRUPTED
     if trainer.rank != 0:
         return EXIT_OK
     print(f"done: {trainer.iteration} iterations; {out}/model.safetensors; last {record}")

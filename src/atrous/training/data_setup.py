@@ -25,6 +25,7 @@ from atrous.data import build_dataset, collate, train_transforms
 from atrous.data.consistency import check_label_range
 from atrous.losses import class_weights_from_counts
 from atrous.training.config import ON_ERROR, TrainConfig
+from atrous.training.interrupt import ignore_sigint
 from atrous.training.sampler import EpochSampler
 
 __all__ = [
@@ -288,6 +289,7 @@ def train_batches(
             collate_fn=collate,
             generator=gen,
             pin_memory=pin_memory,
+            worker_init_fn=ignore_sigint,  # Ctrl-C is the main process's to handle
         )
         yield from loader
         epoch, offset = epoch + 1, 0

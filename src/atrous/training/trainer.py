@@ -107,8 +107,11 @@ class Trainer:
         self.best_miou = -1.0
         self.skips = SkipReport()  # bad samples met in any DataLoader worker (path -> problem)
         self.interrupt = StopOnInterrupt(self.log.text)  # Ctrl-C: stop and save last.pt
+        self.interrupted = False  # the last call of train() ended on a Ctrl-C
+        self.resume_hint = f"Trainer(cfg, {str(self.out)!r}, resume=True)"  # said on Ctrl-C
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log
         self.last_good: Path | None = None
+        self.last_good_iteration = 0  # the iteration last_good holds
         with quiet_dataset_skips():
             self._setup()
 
@@ -139,8 +142,22 @@ class Trainer:
         self.batches_per_epoch = self.sampler.per_rank // cfg.batch_size
         if self.resume_path is not None:
             restore_training_state(self, load_checkpoint(self.resume_path))
-            self.last_good = self.resume_path
+            self.last_good, self.last_good_iteration = self.resume_path, self.iteration
             self.log.truncate_after(self.iteration)
+            self.log.text(self._resuming_line())
+
+    def _resuming_line(self) -> str:
+        """Where a resumed run starts: the checkpoint, its iteration, the budget left."""
+        line = f"resuming {self.resume_path} at iteration {self.iteration} of "
+        line += str(self.total_iterations)
+        if self.cfg.time_limit is not None:
+            limit = f"{self.cfg.time_limit:g} min time budget"
+            left = int(self.cfg.time_limit * 60 - self.elapsed)
+            if left > 0:
+                line += f"; {left // 60} min {left % 60} s of the {limit} left"
+            else:
+                line += f"; the {limit} is spent"
+        return line
 
     # ------------------------------------------------------------------ state
     @property
@@ -172,7 +189,7 @@ class Trainer:
             return None
         path = save_checkpoint(self.state_dict(), self.out / name)
         if name == "last.pt":
-            self.last_good = path
+            self.last_good, self.last_good_iteration = path, self.iteration
         return path
 
     def skip_summary(self) -> str:
@@ -265,6 +282,7 @@ class Trainer:
 
     def _train(self, stop_at: int | None) -> dict[str, Any]:
         progress = TrainingProgress(self, stop_at, bar=self.main and self.progress)
+        self.interrupted = False
         batches = self._begin()
         try:
             while self.iteration < progress.end():
@@ -272,14 +290,19 @@ class Trainer:
                     loss = self._step(batches)
                 except Exception:
                     if self.interrupt.requested:  # a DataLoader worker killed by the same Ctrl-C
+                        self._say_interrupted(None)
                         break
                     raise
                 progress.after_step(loss)
                 self._at_intervals(progress)
                 if self.interrupt.requested:
-                    self.save("last.pt")
-                    self.log.text(f"stopped at iteration {self.iteration}; resume with --resume")
+                    self._say_interrupted(self.save("last.pt"))
                     break
+        except KeyboardInterrupt:
+            if self.interrupt.aborted:  # a second Ctrl-C: nothing more is written
+                self.interrupted = True
+                self.log.text(f"aborted at iteration {self._at()}: nothing saved (second Ctrl-C)")
+            raise
         finally:
             self._end(progress)
         self.skips.update(gather_skipped(self.skips.skipped).items())  # every rank's
@@ -290,6 +313,22 @@ class Trainer:
                 self.plot_curve()
         self.write_summary(progress.record, complete)
         return progress.record
+
+    def _at(self) -> str:
+        return f"{self.iteration}/{self.total_iterations}"
+
+    def _say_interrupted(self, saved: Path | None) -> None:
+        """After a Ctrl-C: say exactly what was written (``saved``, or nothing) and how to
+        go on; :attr:`interrupted` is set."""
+        self.interrupted = True
+        if saved is not None:
+            what = f"saved {saved}"
+        elif self.last_good is not None:
+            what = f"nothing saved now; {self.last_good} holds iteration {self.last_good_iteration}"
+        else:
+            what = "nothing saved"
+        resume = f" (resume: {self.resume_hint})" if saved or self.last_good else ""
+        self.log.text(f"interrupted at iteration {self._at()}: {what}{resume}")
 
     def _at_intervals(self, progress: TrainingProgress) -> None:
         """Log, validate and checkpoint when their intervals come round (and at the end)."""
