@@ -27,12 +27,29 @@ def test_failure_log_reports_once_and_summarizes():
         "atrous predict: error: b.png: truncated",
     ]
     assert log.exit_status == EXIT_ITEMS_FAILED and len(log) == 2
-    assert "5 image(s): 3 done, 2 failed: a.png: not an image file; b.png" in log.summary(
-        3, "image"
+    assert log.summary(3, "image") == (
+        "atrous predict: 5 image(s): 3 done, 2 failed:\n"
+        "  a.png: not an image file\n"
+        "  b.png: truncated"
     )
     assert log.to_list()[1] == {"item": "b.png", "problem": "truncated"}
     with pytest.raises(FailFast, match=r"c\.png: bad"):
         FailureLog("eval", fail_fast=True, report=lines.append).add("c.png", "bad")
+
+
+def test_a_long_failure_summary_lists_a_few_one_per_line():
+    log = FailureLog("predict", report=lambda line: None)
+    for i in range(12):
+        log.add(f"photos/img_{i:02d}.png", "not an image file (its first bytes are text)")
+    lines = log.summary(3, "input", done_as="segmented into out").splitlines()
+    assert lines[0] == "atrous predict: 15 input(s): 3 segmented into out, 12 failed:"
+    assert lines[1:4] == [
+        f"  photos/img_{i:02d}.png: not an image file (its first bytes are text)" for i in range(3)
+    ]
+    assert lines[4] == "  ... and 9 more (see the errors above)"
+    assert len(lines) == 5
+    more = log.summary(3, "input", listed_in="out/metrics.json").splitlines()[-1]
+    assert more == "  ... and 9 more (see out/metrics.json)"
 
 
 def test_bad_training_samples_are_reported_once_or_stop_the_run():

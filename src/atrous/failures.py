@@ -102,12 +102,25 @@ class FailureLog:
     def exit_status(self) -> int:
         return EXIT_ITEMS_FAILED if self.failures else EXIT_OK
 
-    def summary(self, done: int, what: str = "item", done_as: str = "done") -> str:
-        """``"10 items: 8 done, 2 failed: a.png (...), b.png (...)"`` (the failed ones listed,
-        at most 20); ``done_as`` words the good ones (e.g. ``"evaluated"``)."""
+    def summary(
+        self,
+        done: int,
+        what: str = "item",
+        done_as: str = "done",
+        listed_in: str | None = None,
+        limit: int = 3,
+    ) -> str:
+        """``"atrous predict: 10 items: 8 done, 2 failed:"``, then the first ``limit`` failures,
+        one a line, and ``"... and N more (see ...)"``: ``listed_in`` (a file that holds them
+        all), else the errors reported above. ``done_as`` words the good ones."""
         n = len(self.failures)
         head = f"atrous {self.command}: {done + n} {what}(s): {done} {done_as}, {n} failed"
-        return f"{head}: {list_failures(self.failures)}" if n else head
+        if not n:
+            return head
+        lines = [f"{head}:", *(f"  {f}" for f in self.failures[:limit])]
+        if n > limit:
+            lines.append(f"  ... and {n - limit} more (see {listed_in or 'the errors above'})")
+        return "\n".join(lines)
 
     def to_list(self) -> list[dict[str, str]]:
         """The failures as JSON-ready records (for results files)."""

@@ -64,7 +64,7 @@ def test_bad_pairs_are_skipped_counted_and_the_rest_scored_as_without_them(
     n_bad = len(folder_bad)
     n_good = len(list((root / FOLDER / "images").glob("good_*")))
     assert f"{n_good} images, {n_bad} skipped" in stdout
-    assert f"{n_good + n_bad} item(s): {n_good} evaluated, {n_bad} failed: " in err
+    assert f"{n_good + n_bad} item(s): {n_good} evaluated, {n_bad} failed:\n" in err
     res = json.loads((out / "metrics.json").read_text())
     assert res["num_images"] == n_good and res["num_skipped"] == n_bad
     assert {Path(s["item"]).name for s in res["skipped"]} == set(folder_bad)

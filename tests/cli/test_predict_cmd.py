@@ -54,7 +54,7 @@ def test_predict_files_folder_glob_with_bad_inputs(tmp_path: Path, weights: Path
     assert len(errors) == 2
     assert any("broken.png" in ln for ln in errors)
     assert any("notes.txt" in ln and "not an image" in ln for ln in errors)
-    assert "6 input(s): 4 segmented into" in cap.out and ", 2 failed: " in cap.out
+    assert "6 input(s): 4 segmented into" in cap.out and ", 2 failed:\n" in cap.out
 
     seg = Segmenter(W.load(weights))
     voc = voc_colormap(256)

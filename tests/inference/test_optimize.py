@@ -113,7 +113,7 @@ def test_optimize_refuses_what_it_cannot_do(tmp_path) -> None:
 def test_quantize_and_precision_on_the_command_line(images, tmp_path, capsys) -> None:
     w = W.save(_model(), tmp_path / "m.safetensors")
     flags = ["--calib", str(images), "--out", str(tmp_path / "q.onnx"), "--calib-images", "3"]
-    rc = main(["quantize", str(w), *flags])
+    rc = main(["quantize", str(w), *flags, "--json"])
     out = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out)

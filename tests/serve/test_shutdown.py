@@ -13,6 +13,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from conftest import encode, free_port, rgb
 from PIL import Image
 
@@ -128,3 +129,58 @@ def test_workers_serve_on_one_port_and_stop_with_status_0(weights_file) -> None:
         if proc.poll() is None:  # failed: kill the supervisor and its workers (one session)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _start(weights_file, port: int) -> subprocess.Popen:
+    serve = [sys.executable, "-m", "atrous", "serve", str(weights_file), "--port", str(port)]
+    return subprocess.Popen(
+        [*serve, "--threads", "1", "--log-level", "warning"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+
+
+def _wait_for_sigterm_handler(proc: subprocess.Popen, limit: float = 30) -> None:
+    """Until the process catches SIGTERM (Linux: its /proc status' caught-signal mask)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        with open(f"/proc/{proc.pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1:
+            return
+        time.sleep(0.002)
+    raise AssertionError("atrous serve never caught SIGTERM")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_sigterm_at_any_moment_stops_cleanly(weights_file) -> None:
+    # SIGTERM right after the command has its handler (Python itself starts first), while torch imports, while the
+    # model loads, while uvicorn starts, and once serving: every run exits 0 and says it
+    # stopped (a SIGTERM before uvicorn's handler once killed the server with 143, no word).
+    delays = [0.0, 0.05, 0.15, 0.3, 0.6, 1.0, 1.6, 2.4, None, None]  # None: once ready
+    t0 = time.monotonic()
+    for i, delay in enumerate(delays):
+        port = free_port()
+        proc = _start(weights_file, port)
+        try:
+            _wait_for_sigterm_handler(proc)
+            if delay is None:
+                _wait_ready(f"http://127.0.0.1:{port}", proc)
+                time.sleep(0.05 * i)
+            else:
+                time.sleep(delay)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(60)
+            err = proc.stderr.read()
+            assert rc == 0, f"run {i} (SIGTERM after {delay} s): status {rc}\n{err}"
+            assert "atrous serve: stopped by SIGTERM" in err, f"run {i}: {err}"
+            assert "Traceback" not in err, err
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert time.monotonic() - t0 < 120

@@ -7,6 +7,7 @@ sets ``func`` (a callable taking the parsed namespace and returning an exit code
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -58,13 +59,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an argument a subcommand does not know is refused by
+    that subcommand (its usage, not the top-level one) with the flag it most likely meant."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = _subparser(parser, getattr(args, "command", None))
+    if sub is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    flags = [s for a in sub._actions for s in a.option_strings if s.startswith("--")]
+    for arg in extra:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=")[0], flags, n=1, cutoff=0.7)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+                break
+    sub.error(message)
+
+
+def _subparser(
+    parser: argparse.ArgumentParser, command: str | None
+) -> argparse.ArgumentParser | None:
+    """The subcommand ``command``'s parser, or None."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Exit status (:mod:`atrous.failures`): 0 all good, 1 some items
     failed (reported one line each), 2 the run could not start; 130 interrupted."""
     from atrous.failures import EXIT_CANNOT_START, EXIT_ITEMS_FAILED, FailFast
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

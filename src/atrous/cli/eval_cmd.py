@@ -161,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         _write(result, Path(args.out))
     if len(log):  # the scores leave the failed items out: say which, and exit 1
-        print(log.summary(result.num_images, "item", done_as="evaluated"), file=sys.stderr)
+        listed = str(Path(args.out) / "metrics.json") if args.out else None
+        print(
+            log.summary(result.num_images, "item", done_as="evaluated", listed_in=listed),
+            file=sys.stderr,
+        )
     return log.exit_status
 
 

@@ -25,6 +25,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--calib", required=True, metavar="DATA", help="a folder or dataset root")
     q.add_argument("--out", required=True, dest="output", help="output .onnx file")
     q.add_argument("--calib-images", type=int, default=32, help="calibration images taken")
+    _add_json(q)
     q.set_defaults(
         func=run,
         precision="int8",
@@ -54,7 +55,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_precision_args(p)
     p.add_argument("--no-simplify", action="store_true", help="keep the exporter's ONNX graph")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
+    _add_json(p)
     p.set_defaults(func=run)
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the export report as one JSON line")
 
 
 def _add_graph_args(p: argparse.ArgumentParser) -> None:
@@ -146,5 +152,28 @@ def run(args: argparse.Namespace) -> int:
     summary = report.to_dict()
     summary["details"].pop("metadata", None)
     summary["details"].pop("ops", None)
-    print(json.dumps(summary))
+    print(json.dumps(summary) if args.json else _human(summary, args.precision))
     return 0
+
+
+_FORMATS = {"onnx": "ONNX (ONNX Runtime)", "pt2": "torch.export program"}
+
+
+def _human(report: dict, precision: str | None) -> str:
+    """A few lines for a person: the file, its format and size, the checks, how to use it."""
+    path, checks = report["path"], report["checks"]
+    kind = _FORMATS.get(report["format"], report["format"])
+    lines = [
+        f"wrote {path}: {kind}, {precision or 'fp32'}, {report['bytes'] / 2**20:.1f} MB, "
+        f"in {report['seconds']:.1f} s"
+    ]
+    if not checks:
+        lines.append("checks: none (--no-check)")
+    else:
+        passed = sum(bool(c.get("ok")) for c in checks)
+        sizes = ", ".join("x".join(str(n) for n in c["size"]) for c in checks)
+        lines.append(f"checks: {passed} of {len(checks)} passed against the eager model ({sizes})")
+    lines.append(f"use it: atrous predict {path} IMAGE")
+    lines.append(f"    or: atrous serve {path}")
+    lines.append("(--json prints the full report)")
+    return "\n".join(lines)

@@ -76,6 +76,29 @@ def _add_process_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # First of all, before anything slow (torch, the model): a SIGTERM from now on stops the
+    # server cleanly (status 0) whatever it is doing.
+    from atrous.serve.server import Stopped, Stopper
+
+    stopper = Stopper().install()
+    try:
+        _load_and_serve(args, stopper)
+    except Stopped:
+        print(
+            f"atrous serve: stopped by {stopper.name} before serving", file=sys.stderr, flush=True
+        )
+        return 0
+    if stopper.name:
+        print(
+            f"atrous serve: stopped by {stopper.name} (the requests in flight were answered)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0
+
+
+def _load_and_serve(args: argparse.Namespace, stopper: Any) -> None:
+    """Load the model, then serve it until a stop signal."""
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -95,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     if args.workers > 1:
         del model  # each worker loads the model again
+        stopper.restore()  # the supervisor handles the signals of its workers
         _serve_workers(args, spec)
     else:
-        _serve(args, model, settings, crf)
-    return 0
+        _serve(args, model, settings, crf, stopper)
 
 
 def _serve_workers(args: argparse.Namespace, spec: dict[str, Any]) -> None:
@@ -120,7 +143,7 @@ def _serve_workers(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     )
 
 
-def _serve(args: argparse.Namespace, model: Any, settings: Any, crf: Any) -> None:
+def _serve(args: argparse.Namespace, model: Any, settings: Any, crf: Any, stopper: Any) -> None:
     """One process serving ``model`` until SIGTERM or Ctrl-C."""
     from atrous.serve.server import run as serve
 
@@ -142,6 +165,7 @@ def _serve(args: argparse.Namespace, model: Any, settings: Any, crf: Any) -> Non
             log_level=args.log_level,
             graceful_timeout=args.graceful_timeout,
             on_start=started,
+            stopper=stopper,
         )
     except OSError as e:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None

@@ -9,9 +9,59 @@ from typing import Any
 
 from atrous.serve.options import ServerSettings
 
-__all__ = ["ENV_SPEC", "app_from_env", "load_service", "run", "run_workers"]
+__all__ = ["ENV_SPEC", "Stopped", "Stopper", "app_from_env", "load_service", "run", "run_workers"]
 
 ENV_SPEC = "ATROUS_SERVE_SPEC"  # what each worker process of run_workers loads (JSON)
+
+
+class Stopped(BaseException):
+    """A stop signal came before the server existed (raised by :class:`Stopper`)."""
+
+
+class Stopper:
+    """SIGTERM (and, once serving, SIGINT) as a clean stop whatever phase ``atrous serve`` is
+    in, so that the process never dies with status 143. Install it first, before torch is
+    imported and the model loaded: a SIGTERM before the server exists raises :class:`Stopped`;
+    once :func:`run` has made the server, it asks it to stop (uvicorn's own handler takes over
+    while it serves, and hands the signal back when it is done); after :meth:`finish`, a
+    further signal is ignored."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.server: Any = None
+        self.finished = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> Stopper:
+        for s in signals:
+            previous = signal.signal(s, self._handle)
+            self._previous.setdefault(s, previous)
+        return self
+
+    def restore(self) -> None:
+        """The handlers from before :meth:`install`."""
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}
+
+    def finish(self) -> None:
+        """The server is done: ignore what comes now."""
+        self.finished = True
+
+    @property
+    def name(self) -> str | None:
+        """The first stop signal's name (``"SIGTERM"``), or None."""
+        return None if self.received is None else signal.Signals(self.received).name
+
+    def _handle(self, sig: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = sig
+        if self.finished:
+            return
+        if self.server is None:
+            self.finished = True  # a second signal while unwinding is ignored
+            raise Stopped(sig)
+        self.server.handle_exit(sig, frame)
 
 
 def run(
@@ -23,9 +73,12 @@ def run(
     log_level: str = "info",
     graceful_timeout: float = 30.0,
     on_start: Any = None,
+    stopper: Stopper | None = None,
 ) -> None:
     """Serve ``model`` until SIGTERM/SIGINT; returns once the requests in flight are answered
-    (at most ``graceful_timeout`` seconds). ``on_start(server)`` is called once listening."""
+    (at most ``graceful_timeout`` seconds). ``on_start(server)`` is called once listening.
+    ``stopper``: the caller's :class:`Stopper`, installed before the model was loaded (left
+    installed and finished on return, so a late signal cannot kill the process)."""
     import uvicorn
 
     from atrous.serve.app import create_app
@@ -41,26 +94,35 @@ def run(
         access_log=log_level == "debug",
     )
     server = uvicorn.Server(config)
-    # uvicorn re-raises a captured SIGTERM/SIGINT once it has shut down, to let the previous
-    # handler act; ours does nothing, so a graceful stop ends the process with status 0.
-    previous = _quiet_signals()
+    # A signal from here until uvicorn installs its handler (and after it restores ours) asks
+    # the server to stop; uvicorn re-raises the signals it caught once it has shut down, and
+    # the stopper takes them, so a graceful stop ends the process with status 0.
+    own = stopper is None
+    stopper = stopper or Stopper()
+    stopper.server = server
+    stopper.install((signal.SIGTERM, signal.SIGINT))
     try:
         if on_start is not None:
-            import threading
-
-            def watch() -> None:
-                import time
-
-                while not server.started and not server.should_exit:
-                    time.sleep(0.05)
-                if server.started:
-                    on_start(server)
-
-            threading.Thread(target=watch, daemon=True).start()
+            _watch(server, on_start)
         server.run()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        stopper.finish()
+        if own:
+            stopper.restore()
+
+
+def _watch(server: Any, on_start: Any) -> None:
+    """Call ``on_start(server)`` from a thread once ``server`` listens."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            on_start(server)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _quiet_signals() -> dict:

@@ -75,6 +75,11 @@ def load(
         backend: for an exported ``.onnx``/``.pt2`` file (:mod:`.exported`), the runtime
             (``onnxruntime`` for ONNX, ``eager`` for .pt2; None: the one that applies). Such
             a file gives an :class:`~.exported.ExportedModel` with the same forward contract.
+
+    The model's ``metadata`` dict holds what using it needs: ``model.metadata["class_names"]``
+    (one name per class id, when the file records them), ``palette`` (RGB per class),
+    ``mean``/``std`` (the input normalization), ``inference_scales``, ``source`` and
+    ``weights`` (the file). See ``docs/using_weights.md``.
     """
     entry = registry_entry(checkpoint)
     if entry is not None:
