@@ -38,13 +38,12 @@ from .io import StateDict, checkpoint_name, read_checkpoint
 from .metadata import SavedMetadata, parse_metadata
 from .registry import get_weights, looks_like_name, weights_for
 from .save import save
-from .tf_checkpoint import read_tf_checkpoint
+from .tf_checkpoint import is_tf_checkpoint, read_tf_checkpoint
 from .tf_deeplab import (
     TF_MEAN,
     TF_STD,
     convert_tf,
     detect_tf,
-    is_tf_checkpoint,
     tf_build_options,
     zoo_classes,
 )

@@ -276,6 +276,19 @@ def _open_bundle(path: Path, *, want_data: bool, max_tar_bytes: int) -> _Bundle:
     return _Bundle(str(index), data, str(prefix))
 
 
+def is_tf_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a TensorFlow checkpoint in a form :func:`read_tf_checkpoint` reads:
+    a prefix with a ``.index`` beside it, the ``.index`` or a ``.data-*`` file, a folder
+    holding a ``.index``, or a ``.tar.gz``/``.tgz``/``.tar``."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(TAR_SUFFIXES) or name.endswith(".index") or _DATA_FILE.search(name):
+        return True
+    if p.is_dir():
+        return any(p.glob("*.index"))
+    return Path(f"{p}.index").is_file()
+
+
 def _is_tarball(path: Path) -> bool:
     """A tarball by its name, or, for a file not named as an index or data file (a download's
     ``.partial``), by its first bytes: gzip's magic or tar's ``ustar``."""

@@ -22,11 +22,9 @@ module says what network the variables describe and turns them into an atrous st
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +41,6 @@ from atrous.class_tables import (
 from atrous.models.resnet import DEPTHS
 
 from .errors import CheckpointError
-from .tf_checkpoint import _DATA_FILE, TAR_SUFFIXES
 
 # The input normalization of every TF DeepLab variant: (2/255) x - 1
 # (``preprocess_utils`` / ``feature_extractor._preprocess_zero_mean_unit_range``).
@@ -86,19 +83,6 @@ class TFModel:
     decoder: bool
     aspp_branches: int  # atrous (3×3) ASPP branches: 3 for Xception v3+, 0 in the MNv2 zoo
     image_pooling: bool
-
-
-def is_tf_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a TensorFlow checkpoint in a form :mod:`.tf_checkpoint` reads:
-    a prefix with a ``.index`` beside it, the ``.index`` or a ``.data-*`` file, a folder
-    holding a ``.index``, or a ``.tar.gz``/``.tgz``/``.tar``."""
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith(TAR_SUFFIXES) or name.endswith(".index") or _DATA_FILE.search(name):
-        return True
-    if p.is_dir():
-        return any(p.glob("*.index"))
-    return Path(f"{p}.index").is_file()
 
 
 def detect_tf(names: Mapping[str, tuple[int, ...]] | Any, where: str = "checkpoint") -> TFModel:
