@@ -409,3 +409,13 @@ def test_skipped_samples_reach_the_trainer_from_workers(tmp_path):
     assert list(tr.skips.skipped) == [str(voc / "JPEGImages" / f"{names[3]}.jpg")]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert list(state["skipped"]) == list(tr.skips.skipped)
+
+
+def test_the_learning_curve_says_how_many_images_its_miou_is_on() -> None:
+    """Issue 28: the demo's curve said "best val mIoU 65.4%" beside a table's 68.3% with no
+    word on why (16 validation images against the whole split)."""
+    from atrous.training.curve import curve_title
+
+    val = [{"iteration": 100, "val_miou": 0.5}, {"iteration": 200, "val_miou": 0.654}]
+    assert curve_title(val, 16) == "best val mIoU 65.4% at iteration 200 (on 16 val images)"
+    assert curve_title(val) == "best val mIoU 65.4% at iteration 200"

@@ -128,7 +128,8 @@ def _evaluate(model: Any, out: Path, images: int, progress: bool) -> Any:
     result.plot_confusion(eval_dir / "confusion.png")
     result.plot_trimap(eval_dir / "trimap.png")
     print(result.table(f"atrous demo: synthetic val, {result.num_images} images, full resolution"))
-    plot_learning_curve(out / "run" / "metrics.jsonl", out / "learning_curve.png")
+    curve = out / "learning_curve.png"
+    plot_learning_curve(out / "run" / "metrics.jsonl", curve, _curve_val_images(out / "run"))
     return result
 
 

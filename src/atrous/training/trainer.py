@@ -388,7 +388,8 @@ class Trainer:
         """``learning_curve.png``: training loss and validation mIoU against iterations."""
         if not self.main or not self.log.metrics_path.is_file():
             return None
-        return plot_learning_curve(self.log.metrics_path, self.out / "learning_curve.png")
+        png = self.out / "learning_curve.png"
+        return plot_learning_curve(self.log.metrics_path, png, self.val_images())
 
     def export(self, path: str | os.PathLike | None = None) -> Path | None:
         """Final weights as safetensors with class names and the dataset's palette
