@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import re
 import sys
 import tarfile
 from functools import cache
@@ -26,25 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "weights"))
 
-import tf_recipe
 from recipe import reference_state_dict
-from tf_writer import write_checkpoint
+from tf_fixtures import write_variables_checkpoint
 
 from atrous.weights import registry
 from atrous.weights.entry import Entry
 
-TF_FIXTURES = Path(__file__).parent / "fixtures" / "tf_deeplab"
-DTYPES = {"float32": 1, "int64": 9}
 # The registry row each TF fixture stands in for (same architecture and class count).
 MNV2_VOC = "tf:mobilenetv2_coco_voc_trainaug"
-
-
-def _variables(case_file: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    for line in (TF_FIXTURES / case_file).read_text().splitlines():
-        var, shape, dtype = re.fullmatch(r"(\S+) \[(.*)\] (\S+)", line).groups()
-        out[var] = (tuple(int(s) for s in shape.split(",") if s), dtype)
-    return out
 
 
 @cache
@@ -54,11 +42,7 @@ def tf_tarball(variables_file: str = "mobilenetv2_v3_voc21.variables.txt") -> by
 
     with tempfile.TemporaryDirectory() as tmp:
         prefix = Path(tmp) / "model.ckpt"
-        raw = {}
-        for var, (shape, dtype) in _variables(variables_file).items():
-            value = tf_recipe.value(var, shape, dtype)
-            raw[var] = (DTYPES[dtype], shape, value.astype(value.dtype.newbyteorder("<")).tobytes())
-        write_checkpoint(prefix, raw)
+        write_variables_checkpoint(prefix, variables_file)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             for part in ("model.ckpt.index", "model.ckpt.data-00000-of-00001"):

@@ -11,7 +11,6 @@ them, and the model's logits, backbone output and decoder tap must equal the off
 from __future__ import annotations
 
 import json
-import re
 from functools import cache
 from pathlib import Path
 
@@ -19,27 +18,15 @@ import numpy as np
 import pytest
 import tf_recipe
 import torch
-from tf_writer import write_checkpoint
+from tf_fixtures import FIXTURES, variables, write_variables_checkpoint
 
 import atrous.models as M
 from atrous.weights import CheckpointError
 from atrous.weights.tf_deeplab import TF_MEAN, TF_STD, convert_tf, detect_tf, tf_build_options
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "tf_deeplab"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
 IMAGES = {"97x129": (97, 129, 1), "128x96": (128, 96, 2), "305x145": (305, 145, 3)}
 TOLERANCE = 1e-4  # of max |official|, as the held-out check uses
-DTYPES = {"float32": 1, "int64": 9}
-
-
-@cache
-def variables(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``name [shape] dtype`` per line → {name: (shape, dtype)}."""
-    out = {}
-    for line in (FIXTURES / name).read_text().splitlines():
-        var, shape, dtype = re.fullmatch(r"(\S+) \[(.*)\] (\S+)", line).groups()
-        out[var] = (tuple(int(s) for s in shape.split(",") if s), dtype)
-    return out
 
 
 @cache
@@ -160,13 +147,7 @@ def test_unknown_and_missing_variables_are_named() -> None:
 def write_fixture_checkpoint(case: str, folder: Path) -> Path:
     """The fixture's checkpoint written as TensorFlow writes it (global_step included)."""
     folder.mkdir(parents=True, exist_ok=True)
-    prefix = folder / "model.ckpt-30000"
-    raw = {}
-    for var, (shape, dtype) in variables(CASES[case]["variables"]).items():
-        value = tf_recipe.value(var, shape, dtype)
-        raw[var] = (DTYPES[dtype], shape, value.astype(value.dtype.newbyteorder("<")).tobytes())
-    write_checkpoint(prefix, raw)
-    return prefix
+    return write_variables_checkpoint(folder / "model.ckpt-30000", CASES[case]["variables"])
 
 
 def test_load_a_checkpoint_as_the_zoo_ships_it(tmp_path: Path) -> None:
