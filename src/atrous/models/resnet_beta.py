@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .backbone import Backbone, FeatureInfo
+from .backbone import Backbone, FeatureInfo, init_conv_weights
 from .layers import ConvNormAct, NormLayer, SameMaxPool2d
 from .resnet import DEPTHS
 
@@ -94,9 +94,7 @@ class ResNetBeta(Backbone):
         self.feature_info = [FeatureInfo("stem", 128, 4), FeatureInfo("layer1_unit2", 256, 4)]
         self._build_layers(units, grid, norm_layer)
         self.roles = {"out": "layer4", "low_level": "layer1_unit2", "aux": "layer3"}
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_weights(self)
 
     def _build_layers(
         self, units: Sequence[int], grid: Sequence[int], norm_layer: NormLayer
