@@ -39,6 +39,7 @@ from atrous.class_tables import (
     VOC_PALETTE,
 )
 from atrous.models.resnet import DEPTHS
+from atrous.models.zoo import scale_rates
 
 from .errors import CheckpointError
 
@@ -138,7 +139,7 @@ def tf_build_options(model: TFModel, output_stride: int = 16) -> dict[str, Any]:
     if model.backbone == "mobilenetv2":
         opts.update(padding="same", atrous_rates=(), separable=False, head_conv=False)
     else:
-        opts["atrous_rates"] = tuple(r * 16 // output_stride for r in TF_RATES_OS16)
+        opts["atrous_rates"] = scale_rates(TF_RATES_OS16, 16, output_stride)
     return opts
 
 
