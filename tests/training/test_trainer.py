@@ -279,12 +279,12 @@ def test_adamw_optimizer_trains(tmp_path):
 
 def test_time_limit_sets_iterations_from_speed(tmp_path):
     # a budget far below what 1000 iterations need: the run is re-planned and ends on time
-    cfg = tiny_config(iterations=1000, time_limit=0.05, log_every=2, val_every=1000)
+    cfg = tiny_config(iterations=1000, time_limit=0.1, log_every=2, val_every=1000)
     tr = Trainer(cfg, tmp_path, progress=False)
     tr.train()
     assert 5 <= tr.iteration < 1000
     assert tr.total_iterations == tr.iteration
-    assert tr.elapsed < 12.0  # 3 s budget; loose, as CI machines are noisy
+    assert tr.elapsed < 15.0  # 6 s budget, set-up included; loose, as CI machines are noisy
     assert (tmp_path / "model.safetensors").is_file()
     assert tr.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
 

@@ -10,7 +10,11 @@ import argparse
 import difflib
 import importlib
 import sys
+import time
 from collections.abc import Sequence
+
+# When the command started (perf_counter): a training time_limit counts from here.
+STARTED = time.perf_counter()
 
 # Sub-command modules, in the order `atrous --help` lists them.
 COMMANDS: tuple[str, ...] = (

@@ -77,7 +77,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume); exit 130 after a Ctrl-C (what was saved is said)."""
-    from atrous.cli import CLIError
+    from atrous.cli import STARTED, CLIError
     from atrous.failures import EXIT_ITEMS_FAILED, EXIT_OK
     from atrous.training import (
         TrainConfig,
@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume and (out / "last.pt").exists():
             raise CLIError(f"{out} already holds a run (last.pt); pass --resume or another --out")
         with distributed_session(cfg.device):
-            trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+            trainer = Trainer(
+                cfg, out, resume=args.resume, progress=not args.no_progress, started=STARTED
+            )
             trainer.resume_hint = f"atrous train --resume --out {shlex.quote(str(out))}"
             try:
                 record = trainer.train()

@@ -77,10 +77,14 @@ class TrainConfig:
     batch_size: int = 16  # per process: the global batch is batch_size × processes × grad_accum
     grad_accum: int = 1
     iterations: int = 30000
-    # Wall-clock budget in minutes (validation included): the iteration count is re-estimated
-    # from the measured speed so the poly schedule ends when the budget does. Not bit-exact
-    # on resume (the schedule depends on timing); null = train exactly ``iterations``.
+    # Wall-clock budget in minutes, from set-up to the exported weights: the iteration count
+    # is re-planned from the measured speed so the poly schedule ends when the budget does;
+    # validation takes at most time_limit_val_share of it (less often, then on an evenly
+    # spaced subset), checkpoints 3%, warm-up 10% of the iterations (atrous.training.
+    # time_budget). Not bit-exact on resume (the plan depends on timing); null = train
+    # exactly ``iterations``.
     time_limit: float | None = None
+    time_limit_val_share: float = 0.1
     optimizer: str = "sgd"  # "adamw" (betas 0.9/0.999) converges faster from scratch
     lr: float = 0.007
     lr_power: float = 0.9
@@ -220,6 +224,11 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "time_limit",
         _optional(_positive_number),
         "must be a positive number of minutes, or null",
+    ),
+    (
+        "time_limit_val_share",
+        lambda v: isinstance(v, (int, float)) and 0 < v < 1,
+        "must be in (0, 1)",
     ),
     ("eval_scales", _eval_scales, "must be a non-empty list of positive numbers"),
     (

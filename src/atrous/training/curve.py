@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -26,17 +27,24 @@ def curve_title(val: list[dict], val_images: int | None = None) -> str:
     return f"best val mIoU {100 * best['val_miou']:.1f}% at iteration {best['iteration']}{on}"
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (imported once: a second or more; a time-budgeted
+    run imports it at the start, with its validation cost estimate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_learning_curve(
     metrics: str | os.PathLike, png: str | os.PathLike, val_images: int | None = None
 ) -> Path:
     """Loss (left axis) and val mIoU (right axis) against iterations, written to ``png``; the
     title says how many validation images (``val_images``) the mIoU was measured on, which
     may be fewer than an evaluation of the whole split uses (``val_max_images``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     recs = read_metrics(metrics)
     train = [r for r in recs if "loss" in r]
     val = [r for r in recs if "val_miou" in r]

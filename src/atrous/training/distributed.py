@@ -15,6 +15,7 @@ __all__ = [
     "distributed_session",
     "gather_skipped",
     "global_mean",
+    "global_min",
     "rank_and_world",
     "training_device",
 ]
@@ -67,6 +68,16 @@ def global_mean(value: torch.Tensor) -> float:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= world
     return float(value)
+
+
+def global_min(value: int, device: torch.device | str = "cpu") -> int:
+    """The smallest ``value`` over processes (``device``: where the process group's backend
+    reduces, CUDA for NCCL); ``value`` itself without a process group."""
+    if rank_and_world()[1] <= 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def gather_skipped(skipped: dict[str, str]) -> dict[str, str]:

@@ -70,6 +70,17 @@ class PolyLR(LRScheduler):
         )
         return [base * f for base in self.base_lrs]
 
+    def replan(self, max_iterations: int, warmup_iters: int | None = None) -> None:
+        """A new schedule length (and warm-up) from this iteration on: the next step's learning
+        rates follow it at once (a time budget re-plans after every step)."""
+        self.max_iterations = int(max_iterations)
+        if warmup_iters is not None:
+            self.warmup_iters = int(warmup_iters)
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
+
 
 def _is_backbone(name: str) -> bool:
     return name.startswith(("backbone.", "module.backbone."))

@@ -1,7 +1,8 @@
 """What one call of :meth:`Trainer.train <atrous.training.Trainer.train>` tracks between steps
 in one process: the smoothed loss, the progress bar, the speed and data wait of the current
-log interval (the ``metrics.jsonl`` training records), the time spent validating, and the
-``time_limit`` budget that re-plans the run's length.
+log interval (the ``metrics.jsonl`` training records), where the time went (set-up,
+training, validation, checkpoints), and the ``time_limit`` budget
+(:class:`~atrous.training.time_budget.TimeBudget`) that re-plans the run after every step.
 
 The bar counts iterations; under ``time_limit`` it counts the budget's seconds instead (the
 iteration count is re-planned as the run goes, shown as ``it 120/873``), so its ETA is the
@@ -20,7 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from atrous.losses import SegmentationLoss
 from atrous.training.config import TrainConfig
 from atrous.training.run_log import RunLog
-from atrous.training.time_budget import RunClock, TimeBudget, validation_share
+from atrous.training.time_budget import BudgetPlan, RunClock, TimeBudget, validation_share
 
 __all__ = ["TrainingProgress", "TrainingRun"]
 
@@ -39,11 +40,15 @@ class TrainingRun(Protocol):
 
     def set_total_iterations(self, total: int) -> None: ...
 
+    def apply_plan(self, plan: BudgetPlan) -> BudgetPlan: ...
+
     def estimate_val_seconds(self) -> float: ...
 
     def take_data_wait(self) -> float: ...
 
-    def val_images(self) -> int: ...
+    def val_images(self, full: bool = False) -> int: ...
+
+    def val_cost_images(self) -> int: ...
 
 
 class TrainingProgress:
@@ -51,7 +56,9 @@ class TrainingProgress:
     (to simulate an interruption); ``bar``: show a tqdm bar (rank 0). The cost of one
     validation is estimated first (0 where this process validates nothing)."""
 
-    def __init__(self, run: TrainingRun, stop_at: int | None, bar: bool) -> None:
+    def __init__(
+        self, run: TrainingRun, stop_at: int | None, bar: bool, setup_seconds: float = 0.0
+    ) -> None:
         self.run = run
         self.stop_at = stop_at
         self.record: dict[str, Any] = {}  # the last one logged
@@ -59,11 +66,30 @@ class TrainingProgress:
         self.smooth: float | None = None
         self.first = run.iteration
         self.t_log, self.it_log = time.perf_counter(), run.iteration
-        self.t_val = 0.0  # seconds spent validating in this process
+        # where this process's time went, seconds (training: the rest of the segment)
+        self.times = {"setup": setup_seconds, "validation": 0.0, "checkpoint": 0.0}
+        self.final_split: dict[str, float] = {}
         cfg = run.cfg
-        self.budget = TimeBudget(cfg.time_limit, cfg.val_every) if cfg.time_limit else None
+        t0 = time.perf_counter()
         self.val_seconds = run.estimate_val_seconds()
+        self.times["validation"] += time.perf_counter() - t0
+        self.budget: TimeBudget | None = None
+        if cfg.time_limit:
+            self.budget = TimeBudget(
+                cfg.time_limit,
+                cfg.val_every,
+                cfg.ckpt_every,
+                cfg.warmup_iters,
+                run.val_images(),
+                cfg.time_limit_val_share,
+                before=run.clock.before,
+                strips=run.val_cost_images() - run.val_images(),
+            )
+            if run.val_images():
+                self.budget.validated(self.val_seconds, run.val_cost_images(), estimate=True)
+            self.budget.spent_val += self.times["validation"]  # the estimate's own cost
         self.val_said = self.val_seconds <= 0  # nothing to say where nothing is validated
+        self.plan_said: tuple[int, int, int] | None = None
         self.bar = self._make_bar() if bar else None
         run.log.bar = self.bar
 
@@ -89,8 +115,15 @@ class TrainingProgress:
         return min(total, self.stop_at or total)
 
     def _train_seconds(self) -> float:
-        """Training seconds of this process so far, validation excluded."""
-        return self.run.clock.segment() - self.t_val
+        """Training seconds of this process so far: set-up, validation and checkpoints
+        excluded."""
+        return self.run.clock.segment() - sum(self.times.values())
+
+    def time_split(self) -> dict[str, float]:
+        """Seconds of this process's segment: set-up, training, validation, checkpoint."""
+        split = {"setup": self.times["setup"], "training": self._train_seconds()}
+        split.update(validation=self.times["validation"], checkpoint=self.times["checkpoint"])
+        return {k: round(v, 2) for k, v in split.items()}
 
     def after_step(self, loss: float) -> None:
         """Smooth the loss, re-plan the time budget, advance the bar."""
@@ -98,15 +131,52 @@ class TrainingProgress:
         self.loss = loss
         self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
         it = run.iteration
-        if self.budget is not None and (it % run.cfg.log_every == 0 or it - self.first <= 5):
-            train_seconds = self._train_seconds()
-            total = self.budget.fit(train_seconds, it, run.clock.seconds(), self.val_seconds)
-            if total is not None:
-                run.set_total_iterations(total)
-        if not self.val_said and it - self.first >= 5:
+        if self.budget is not None:
+            self._replan(it)
+        elif not self.val_said and it - self.first >= 5:
             self.say_validation()
         if self.bar is not None:
             self._advance_bar()
+
+    def _replan(self, it: int) -> None:
+        """Re-plan the budgeted run; say the plan the first time and when its schedule
+        (validation interval and images, checkpoint interval) changes."""
+        run, budget = self.run, self.budget
+        assert budget is not None
+        budget.observe(self._train_seconds(), it)
+        plan = budget.plan(it, run.clock.seconds())
+        if plan is None:
+            return
+        plan = run.apply_plan(plan)
+        if plan.schedule() != self.plan_said:
+            first = self.plan_said is None
+            self.plan_said = plan.schedule()
+            run.log.text(self._plan_line(plan, first))
+
+    def _plan_line(self, plan: BudgetPlan, first: bool) -> str:
+        """What the fitter decided, in one line."""
+        run, cfg = self.run, self.run.cfg
+        budget = self.budget
+        assert budget is not None
+        head = f"time budget {cfg.time_limit:g} min"
+        if first:
+            head += f" (set-up took {self.times['setup']:.0f} s)"
+        else:
+            head += f" re-planned at iteration {run.iteration}"
+        parts = [f"{head}: {plan.total} iterations at {plan.per_iteration:.2g} s each"]
+        n_all = run.val_images(full=True)
+        if n_all:
+            images = f"{plan.val_images} images"
+            if plan.val_images < n_all:
+                images = f"{plan.val_images} of {n_all} images (evenly spaced)"
+            when = f"every {plan.val_every} iterations" if plan.val_every else "at the end only"
+            share = 100 * plan.val_seconds / budget.seconds
+            parts.append(f"validation on {images} {when}, ~{share:.0f}% of the budget")
+        if plan.ckpt_every != cfg.ckpt_every:
+            parts.append(f"checkpoints every {plan.ckpt_every} iterations")
+        if first and plan.warmup < cfg.warmup_iters:
+            parts.append(f"warm-up {plan.warmup} iterations (10% of the run)")
+        return "; ".join(parts)
 
     def _advance_bar(self) -> None:
         run = self.run
@@ -125,19 +195,11 @@ class TrainingProgress:
         run = self.run
         self.val_said = True
         done = run.iteration - self.first
-        if done <= 0:
+        if done <= 0 or self.budget is not None:  # a budgeted run says its plan instead
             return
         per_it = self._train_seconds() / done
-        budget_left = None
-        if self.budget is not None:
-            budget_left = self.budget.seconds - run.clock.seconds()
         share = validation_share(
-            self.val_seconds,
-            per_it,
-            run.iteration,
-            run.total_iterations,
-            run.cfg.val_every,
-            budget_left,
+            self.val_seconds, per_it, run.iteration, run.total_iterations, run.cfg.val_every
         )
         s = self.val_seconds
         secs = f"{s:.0f}" if s >= 10 else f"{s:.2g}"
@@ -162,19 +224,38 @@ class TrainingProgress:
             "images_per_s": ips,
             "data_wait_frac": wait / dt,
             "elapsed_s": round(run.clock.seconds(), 1),
+            "total_iterations": run.total_iterations,
             **{f"loss_{k}": v for k, v in run.criterion.parts.items()},
         }
         run.log.record(self.record)
 
     @contextmanager
-    def validating(self) -> Iterator[None]:
-        """Around a validation: its cost is said first (once), and its time is left out of
-        the speed and of the training seconds the budget plans with."""
+    def validating(self, images: int) -> Iterator[None]:
+        """Around a validation of ``images``: its cost is said first (once), and its time is
+        left out of the speed and of the training seconds the budget plans with."""
         if not self.val_said:
             self.say_validation()
+        t0, saving = time.perf_counter(), self.times["checkpoint"]
+        yield
+        # a best.pt written meanwhile counts as a checkpoint
+        seconds = time.perf_counter() - t0 - (self.times["checkpoint"] - saving)
+        self.times["validation"] += seconds
+        if self.budget is not None and images:
+            self.budget.validated(seconds, images)
+        self._resume_timing()
+
+    @contextmanager
+    def checkpointing(self) -> Iterator[None]:
+        """Around a checkpoint: its time is left out of the training seconds."""
         t0 = time.perf_counter()
         yield
-        self.t_val += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.times["checkpoint"] += seconds
+        if self.budget is not None:
+            self.budget.saved(seconds)
+        self._resume_timing()
+
+    def _resume_timing(self) -> None:
         self.t_log, self.it_log = time.perf_counter(), self.run.iteration
         self.run.take_data_wait()  # the next interval's data wait starts now
 
@@ -191,6 +272,8 @@ class TrainingProgress:
         run.log.text(f"iteration {run.iteration}: val mIoU {metrics['miou']:.4f}")
 
     def close(self) -> None:
+        """End of this call of ``train`` (before the clock stops): the time split is kept."""
+        self.final_split = self.time_split()
         if self.bar is not None:
             self.bar.close()
         self.run.log.bar = None

@@ -37,6 +37,9 @@ class Resumable(Protocol):
     skips: SkipReport
     class_names: list[str]
     log: RunLog
+    val_every: int  # the intervals a time_limit plan set
+    ckpt_every: int
+    validator: Any  # its ``planned`` images
 
     def set_total_iterations(self, total: int) -> None: ...
 
@@ -55,6 +58,11 @@ def training_state(run: Resumable) -> dict[str, Any]:
         "rng": rng_state(),
         "iteration": run.iteration,
         "total_iterations": run.total_iterations,
+        "plan": {
+            "val_every": run.val_every,
+            "ckpt_every": run.ckpt_every,
+            "val_images": run.validator.planned,
+        },
         "epoch": run.iteration * run.cfg.grad_accum // run.batches_per_epoch,
         "best_miou": run.best_miou,
         "elapsed": run.clock.seconds(),
@@ -80,6 +88,10 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
     if run.cfg.time_limit is not None:
         planned = state.get("total_iterations", state["config"]["iterations"])
         run.set_total_iterations(max(int(planned), run.iteration))
+        plan = state.get("plan") or {}  # the same validation subset and intervals go on
+        run.val_every = int(plan.get("val_every", run.val_every))
+        run.ckpt_every = int(plan.get("ckpt_every", run.ckpt_every))
+        run.validator.planned = plan.get("val_images")
     else:
         run.set_total_iterations(run.cfg.iterations)
     set_rng_state(state["rng"])

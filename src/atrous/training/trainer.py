@@ -40,7 +40,7 @@ from atrous.training.amp import autocast, mixed_precision
 from atrous.training.batchnorm import freeze_batchnorm
 from atrous.training.checkpoint import load_checkpoint, save_checkpoint
 from atrous.training.config import TrainConfig
-from atrous.training.curve import plot_learning_curve
+from atrous.training.curve import plot_learning_curve, pyplot
 from atrous.training.data_setup import (
     build_training_data,
     class_weights,
@@ -50,6 +50,7 @@ from atrous.training.data_setup import (
 from atrous.training.distributed import (
     gather_skipped,
     global_mean,
+    global_min,
     rank_and_world,
     training_device,
 )
@@ -61,7 +62,7 @@ from atrous.training.progress import TrainingProgress
 from atrous.training.run_log import RunLog
 from atrous.training.sampler import EpochSampler
 from atrous.training.state import restore_training_state, training_state
-from atrous.training.time_budget import RunClock
+from atrous.training.time_budget import BudgetPlan, RunClock
 from atrous.training.validator import Validator
 
 __all__ = ["Trainer"]
@@ -88,7 +89,11 @@ class Trainer:
         out_dir: str | os.PathLike,
         resume: str | os.PathLike | bool = False,
         progress: bool = True,
+        started: float | None = None,
     ) -> None:
+        # the run's wall time starts with its set-up (``started``: an earlier perf_counter(),
+        # e.g. the command's start), so a time_limit covers everything the user waits for
+        self._started: float | None = time.perf_counter() if started is None else started
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.progress = progress
@@ -103,6 +108,8 @@ class Trainer:
         self.log = RunLog(self.out, enabled=self.main, tensorboard=self.cfg.tensorboard)
         self.iteration = 0
         self.total_iterations = self.cfg.iterations  # re-planned under time_limit
+        self.val_every, self.ckpt_every = self.cfg.val_every, self.cfg.ckpt_every  # likewise
+        self._progress: TrainingProgress | None = None  # during train()
         self.clock = RunClock()  # training wall time, over all resumed segments
         self.best_miou = -1.0
         self.skips = SkipReport()  # bad samples met in any DataLoader worker (path -> problem)
@@ -179,6 +186,18 @@ class Trainer:
         self.total_iterations = int(total)
         self.scheduler.max_iterations = self.total_iterations
 
+    def apply_plan(self, plan: BudgetPlan) -> BudgetPlan:
+        """Follow a ``time_limit`` plan (the shortest over the ranks, so that all stop at
+        the same iteration): its length, warm-up, intervals and validation images."""
+        budget = self._progress.budget if self._progress is not None else None
+        if self.world > 1 and budget is not None:
+            plan = budget.agree(plan, global_min(plan.total, self.device))
+        self.total_iterations = plan.total
+        self.scheduler.replan(plan.total, plan.warmup)
+        self.val_every, self.ckpt_every = plan.val_every, plan.ckpt_every
+        self.validator.planned = plan.val_images
+        return plan
+
     def take_data_wait(self) -> float:
         """Seconds spent waiting for batches since the last call."""
         wait, self._data_wait = self._data_wait, 0.0
@@ -187,7 +206,9 @@ class Trainer:
     def save(self, name: str = "last.pt") -> Path | None:
         if not self.main:
             return None
-        path = save_checkpoint(self.state_dict(), self.out / name)
+        timing = self._progress.checkpointing() if self._progress else nullcontext()
+        with timing:
+            path = save_checkpoint(self.state_dict(), self.out / name)
         if name == "last.pt":
             self.last_good, self.last_good_iteration = path, self.iteration
         return path
@@ -258,16 +279,27 @@ class Trainer:
         return metrics
 
     def estimate_val_seconds(self) -> float:
-        """The estimated seconds of one validation; 0 where this process validates nothing."""
+        """The estimated seconds of one validation (its images and TensorBoard strips); 0
+        where this process validates nothing. What a first validation would load (the
+        TensorBoard writer, matplotlib for the curve) is loaded now, so that its seconds are
+        not a surprise at the end of a time-budgeted run."""
         if self.val_set is None or not self.main:
             return 0.0
-        seconds = self.validator.estimate_seconds(self.eval_model)
+        self.log.writer(self.iteration)
+        pyplot()
+        per_image = self.validator.estimate_seconds(self.eval_model) / max(self.val_images(), 1)
         self._train_mode()
-        return seconds
+        return per_image * self.val_cost_images()
 
-    def val_images(self) -> int:
-        """Images in one validation (``val_max_images`` of the validation split)."""
-        return self.validator.images()
+    def val_images(self, full: bool = False) -> int:
+        """Images in one validation: ``val_max_images`` of the validation split (``full``),
+        or the evenly spaced subset a ``time_limit`` plan chose."""
+        return self.validator.full_images() if full else self.validator.images()
+
+    def val_cost_images(self) -> int:
+        """Images one validation segments: its own and the TensorBoard strips'."""
+        strips = min(self.cfg.tb_images, self.val_images()) if self.log.tensorboard else 0
+        return self.val_images() + strips
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -281,9 +313,13 @@ class Trainer:
         return record
 
     def _train(self, stop_at: int | None) -> dict[str, Any]:
-        progress = TrainingProgress(self, stop_at, bar=self.main and self.progress)
         self.interrupted = False
-        batches = self._begin()
+        setup = self._begin()
+        progress = TrainingProgress(self, stop_at, self.main and self.progress, setup)
+        self._progress = progress
+        batches = train_batches(
+            self.cfg, self.train_set, self.sampler, self.iteration, self.device.type == "cuda"
+        )
         try:
             while self.iteration < progress.end():
                 try:
@@ -307,11 +343,15 @@ class Trainer:
             self._end(progress)
         self.skips.update(gather_skipped(self.skips.skipped).items())  # every rank's
         complete = self.iteration >= self.total_iterations and not self.interrupt.requested
+        times = progress.final_split
         if complete:
+            t0 = time.perf_counter()
             self.export()
             if self.cfg.val_split:
                 self.plot_curve()
-        self.write_summary(progress.record, complete)
+            times["export"] = round(time.perf_counter() - t0, 2)
+        times["total"] = round(time.perf_counter() - self._segment_start, 2)
+        self.write_summary(progress.record, complete, times)
         return progress.record
 
     def _at(self) -> str:
@@ -335,14 +375,14 @@ class Trainer:
         it, end, cfg = self.iteration, progress.end(), self.cfg
         if it % cfg.log_every == 0 or it == end:
             progress.log_training()
-        if it % cfg.val_every == 0 or it == self.total_iterations:
+        if (self.val_every and it % self.val_every == 0) or it == self.total_iterations:
             self._validation_step(progress)
-        if it % cfg.ckpt_every == 0 or it == end:
+        if it % self.ckpt_every == 0 or it == end:
             self.save("last.pt")
 
     def _validation_step(self, progress: TrainingProgress) -> None:
         """Validate (rank 0), log, keep ``best.pt`` and the curve; excluded from speed."""
-        with progress.validating():
+        with progress.validating(self.val_cost_images() if self.main else 0):
             metrics = self.validate() if self.main else {}
             if metrics:
                 progress.log_validation(metrics)
@@ -351,26 +391,34 @@ class Trainer:
                     self.save("best.pt")
                 self.plot_curve()
 
-    def _begin(self) -> Iterator[dict[str, Any]]:
-        """Write config.json (rank 0), enter train mode, catch Ctrl-C, start the clock."""
+    def _begin(self) -> float:
+        """Write config.json (rank 0), enter train mode, catch Ctrl-C, start the clock (at
+        the set-up's start on the first call); returns the set-up's seconds."""
         self.log.write_json("config.json", self.cfg.to_dict())
         self._train_mode()
         if self.world == 1:
             self.interrupt.install()
-        self.clock.start()
-        pin = self.device.type == "cuda"
-        return train_batches(self.cfg, self.train_set, self.sampler, self.iteration, pin)
+        now = time.perf_counter()
+        self._segment_start = self._started if self._started is not None else now
+        self._started = None
+        self.clock.start(at=self._segment_start)
+        return now - self._segment_start
 
     def _end(self, progress: TrainingProgress) -> None:
         self.interrupt.remove()
         progress.close()
+        self._progress = None
         self.clock.stop()
         self.log.flush()
 
     # ------------------------------------------------------------------ outputs
-    def write_summary(self, record: dict[str, Any], complete: bool) -> Path | None:
+    def write_summary(
+        self, record: dict[str, Any], complete: bool, times: dict[str, float] | None = None
+    ) -> Path | None:
         """``summary.json``: how the run (so far) went, with the bad samples skipped (over
-        all resumed segments) as ``skipped: [{"item": path, "problem": ...}]``."""
+        all resumed segments) as ``skipped: [{"item": path, "problem": ...}]`` and where
+        this process's seconds went (``seconds``: setup, training, validation, checkpoint,
+        export, total)."""
         if not self.main:
             return None
         summary = {
@@ -381,6 +429,7 @@ class Trainer:
             "best_val_miou": self.best_miou if self.best_miou >= 0 else None,
             "last": record,
             "skipped": [{"item": p, "problem": why} for p, why in self.skips.skipped.items()],
+            "seconds": times or {},
         }
         return self.log.write_json("summary.json", summary)
 

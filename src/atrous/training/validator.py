@@ -27,21 +27,52 @@ from atrous.training.validation import (
 __all__ = ["Validator"]
 
 
+class EvenlySpaced:
+    """``count`` items of ``dataset`` spread evenly over its first ``span`` (a time budget's
+    validation subset: the first few images of a video-frame split are one scene)."""
+
+    def __init__(self, dataset: Any, span: int, count: int) -> None:
+        self.dataset = dataset
+        picks = np.linspace(0, span - 1, num=max(1, min(count, span)))
+        self.indices = sorted({int(i) for i in np.round(picks)})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]  # IndexError past the end ends iteration
+
+    def __getattr__(self, name: str) -> Any:  # skip_report, class_names, ...
+        return getattr(self.dataset, name)
+
+
 class Validator:
     """Validation on ``dataset`` (untransformed; None: no validation) of a model with
-    ``class_names``, per ``cfg`` (``eval_scales``, ``val_max_images``, ``tb_images``)."""
+    ``class_names``, per ``cfg`` (``eval_scales``, ``val_max_images``, ``tb_images``).
+    :attr:`planned`: the images a ``time_limit`` plan allows (an evenly spaced subset)."""
 
     def __init__(
         self, cfg: TrainConfig, dataset: Any | None, class_names: list[str], bad: BadSamples
     ) -> None:
         self.cfg, self.dataset, self.class_names, self.bad = cfg, dataset, class_names, bad
+        self.planned: int | None = None
 
-    def images(self) -> int:
-        """Images in one validation (``val_max_images`` of the validation split)."""
+    def full_images(self) -> int:
+        """Images of a full validation (``val_max_images`` of the validation split)."""
         if self.dataset is None:
             return 0
         n = len(self.dataset)
         return min(n, self.cfg.val_max_images) if self.cfg.val_max_images else n
+
+    def images(self) -> int:
+        """Images in one validation: the full one's, or the time budget's subset."""
+        span = self.full_images()
+        return span if self.planned is None else min(span, self.planned)
+
+    def _items(self) -> Any:
+        """The validation items: the first ``val_max_images``, or the planned subset."""
+        span, n = self.full_images(), self.images()
+        return self.dataset if n >= span else EvenlySpaced(self.dataset, span, n)
 
     def run(self, model: nn.Module) -> dict[str, float]:
         """mIoU, pixel and mean class accuracy, per-class IoU (``iou/NAME``, classes seen)
@@ -52,11 +83,11 @@ class Validator:
         with self._samples():
             result = validate_model(
                 model,
-                self.dataset,
+                self._items(),
                 len(self.class_names),
                 tuple(cfg.eval_scales),
                 self.class_names,
-                limit=cfg.val_max_images,
+                limit=self.images(),
             )
         m = result.metrics
         metrics = {
@@ -87,7 +118,7 @@ class Validator:
             return 0.0
         with self._samples():
             return estimate_validation_seconds(
-                model, self.dataset, self.cfg.eval_scales, self.cfg.val_max_images
+                model, self.dataset, self.cfg.eval_scales, self.images()
             )
 
     @contextmanager
