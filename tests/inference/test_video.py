@@ -243,3 +243,25 @@ def test_unwritable_output_is_the_videos_problem(tmp_path: Path, segmenter, clip
     result = segment_video(segmenter, clip, tmp_path, PALETTE)
     assert result.problem.startswith(f"cannot write outputs to {tmp_path / 'street'} (")
     assert result.frames == 0
+
+
+def test_overlay_falls_back_to_mpeg4_without_h264(tmp_path: Path, segmenter, clip, monkeypatch):
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
+    result = segment_video(segmenter, clip, tmp_path, PALETTE, every=2)
+    assert result.ok, result.problem
+    with av.open(str(tmp_path / "street" / "street_overlay.mp4")) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "mpeg4" and s.frames == 5
+        drawn = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+    source = decode(clip)
+    # Outside the legend's box the overlay is the frame half-blended with its classes' colours.
+    for k, image in enumerate(drawn):
+        frame = source[2 * k][2]
+        labels = segmenter.predict(frame)
+        entries = [(f"class {c}", PALETTE[c]) for c in np.unique(labels)]
+        box = draw_legend(np.zeros_like(frame), entries).any(2)
+        outside = np.ones_like(box)
+        outside[: box.any(1).nonzero()[0].max() + 1, : box.any(0).nonzero()[0].max() + 1] = False
+        expected = 0.5 * frame.astype(float) + 0.5 * PALETTE[labels]
+        assert outside.mean() > 0.3
+        assert np.abs(image[outside].astype(float) - expected[outside]).mean() < 10

@@ -440,7 +440,7 @@ class VideoWriter:
             codec, options = (
                 ("libx264", {"preset": "veryfast", "crf": "18"})
                 if h264
-                else ("mpeg4", {"qscale": "3"})
+                else ("mpeg4", {"qmin": "2", "qmax": "4"})
             )
             self._overlay = self._stream(self.overlay_path, codec, "yuv420p", options)
         drawn = draw_legend(overlay(image, labels, self.palette, self.alpha), self._legend(labels))
