@@ -265,3 +265,28 @@ def test_overlay_falls_back_to_mpeg4_without_h264(tmp_path: Path, segmenter, cli
         expected = 0.5 * frame.astype(float) + 0.5 * PALETTE[labels]
         assert outside.mean() > 0.3
         assert np.abs(image[outside].astype(float) - expected[outside]).mean() < 10
+
+
+class _FailsOnSecondBatch(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("boom")
+        return self.model(x)
+
+
+def test_model_failure_keeps_the_frames_before_it(tmp_path: Path, segmenter, clip) -> None:
+    failing = Segmenter(_FailsOnSecondBatch(segmenter.model), batch_size=3)
+    result = segment_video(failing, clip, tmp_path, PALETTE)
+    assert result.problem == "segmentation failed after 3 frames: RuntimeError: boom"
+    assert result.frames == 3
+    folder = tmp_path / "street"
+    assert sorted(p.name for p in folder.glob("frame_*.png")) == [
+        f"frame_{i:06d}.png" for i in range(3)
+    ]
+    with av.open(str(folder / "street_overlay.mp4")) as c:
+        assert c.streams.video[0].frames == 3  # the overlay is finished, not left half-written

@@ -623,32 +623,34 @@ def segment_video(
         frames = _Prefetch(reader, depth)
         sink = _Sink(writer.write, depth)
         failed: str | None = None
+        done = 0
         try:
             for pred in predict_frames(segmenter, frames, probs, probs_hook):
                 sink.put(pred)
-                result.frames += 1
+                done += 1
                 if bar is not None:
                     bar.update(1)
         except Exception as e:
-            failed = _failure(e, sink.error, result.frames, folder)
-        finally:
+            failed = _failure(e, sink.error, done, folder)
+        finally:  # Ctrl-C too: what was segmented is written and the videos are finished
             frames.close()
-        try:
-            sink.close()
-        except Exception as e:
-            failed = failed or _failure(e, e, result.frames, folder)
-        try:
-            result.outputs = writer.close()
-        except Exception as e:
-            failed = failed or f"cannot finish the outputs in {folder} ({describe_error(e)})"
-        if bar is not None:
-            bar.close()
+            try:
+                sink.close()
+            except Exception as e:
+                failed = failed or _failure(e, e, done, folder)
+            try:
+                result.outputs = writer.close()
+            except Exception as e:
+                failed = failed or f"cannot finish the outputs in {folder} ({describe_error(e)})"
+            if bar is not None:
+                bar.close()
     result.frames = len(writer.rows)
     result.problem = failed or _damage(reader, result.frames, folder, start, end)
     return result
 
 
 def _failure(e: Exception, write_error: BaseException | None, done: int, folder: Path) -> str:
+    """The problem of a video whose loop stopped on ``e``: the writer's error if it had one."""
     if write_error is not None:
         if isinstance(write_error, OSError):
             return f"cannot write outputs to {folder} ({write_error})"
