@@ -5,7 +5,9 @@ frames before it, and files without frames, without video or without PyAV say so
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 
 import av
@@ -290,3 +292,24 @@ def test_model_failure_keeps_the_frames_before_it(tmp_path: Path, segmenter, cli
     ]
     with av.open(str(folder / "street_overlay.mp4")) as c:
         assert c.streams.video[0].frames == 3  # the overlay is finished, not left half-written
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_decode_and_encode_threads_yield_to_the_model(tmp_path: Path, segmenter, clip) -> None:
+    """The writer (and reader) threads run at a higher nice value than the model's thread,
+    and so do the codec threads they start: they take the CPU time the model leaves."""
+    from atrous.inference import video
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+    real = video.VideoWriter.write
+
+    def write(self, pred) -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        real(self, pred)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(video.VideoWriter, "write", write)
+        assert segment_video(segmenter, clip, tmp_path, PALETTE, every=5).ok
+    assert seen == [min(19, main + video.WORKER_NICENESS)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main

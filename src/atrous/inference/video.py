@@ -19,9 +19,11 @@ wheels bundle FFmpeg.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -487,6 +489,21 @@ class VideoWriter:
 
 # --------------------------------------------------------------------------- threads
 _END = object()
+# Niceness added to the decode and encode threads (and the codec threads they start).
+WORKER_NICENESS = 10
+
+
+def yield_to_the_model() -> None:
+    """Lower the calling thread's scheduling priority by :data:`WORKER_NICENESS` (Linux, where
+    a thread has its own nice value and the threads it starts inherit it; elsewhere nothing),
+    so that decoding and encoding run on the time the model's threads leave and never
+    preempt them: on a busy CPU the overlap costs the model nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):  # e.g. a sandbox that forbids it: run as it is
+        nice = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + WORKER_NICENESS))
 
 
 class _Prefetch:
@@ -510,6 +527,7 @@ class _Prefetch:
         return False
 
     def _run(self, iterable: Iterable[Any]) -> None:
+        yield_to_the_model()
         try:
             for item in iterable:
                 if not self._put(item):
@@ -541,6 +559,7 @@ class _Sink:
         self._thread.start()
 
     def _run(self) -> None:
+        yield_to_the_model()
         while (item := self._queue.get()) is not _END:
             if self.error is None:
                 try:
