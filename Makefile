@@ -15,7 +15,7 @@ TORCH_INDEX := $(if $(filter cuda,$(TORCH)),--extra-index-url $(CUDA_INDEX),)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(CONSTRAINTS) $(TORCH_INDEX) -e '.[test,export,serve]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) $(TORCH_INDEX) -e '.[test,export,serve,video]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -104,8 +104,8 @@ def test_predict_nothing_found_and_bad_alpha(tmp_path: Path, weights: Path, caps
     rc = main(["predict", str(weights), *map(str, inputs), *flags])
     assert rc == 2  # nothing to segment: the run could not start
     err = capsys.readouterr().err
-    assert "no image files" in err and "no file matches" in err and "missing.png" in err
-    assert len(err.splitlines()) == 3 and "no image to segment" in err
+    assert "no image or video files" in err and "no file matches" in err and "missing.png" in err
+    assert len(err.splitlines()) == 3 and "no image or video to segment" in err
     flags = ["-o", str(tmp_path / "o"), "--overlay-alpha", "2"]
     rc = main(["predict", str(weights), str(tmp_path), *flags])
     assert rc == 2 and "--overlay-alpha" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""palette_for (a model's or dataset's colours, VOC fallback), colorize and overlay."""
+"""palette_for (a model's or dataset's colours, VOC fallback), colorize, overlay and the
+legend drawn on video overlays."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from atrous.data import colorize, overlay, palette_for
-from atrous.data.palettes import VOC_PALETTE, voc_colormap
+from atrous.data.palettes import VOC_PALETTE, draw_legend, voc_colormap
 
 
 def test_palette_for_falls_back_to_voc_colours() -> None:
@@ -75,3 +76,24 @@ def test_overlay_checks_its_arguments() -> None:
         overlay(image, labels, palette_for(3), 1.5)
     with pytest.raises(ValueError, match="HxW"):
         overlay(image, labels[:-1], palette_for(3))
+
+
+def test_draw_legend_names_the_colours_in_a_corner() -> None:
+    image = np.full((120, 160, 3), 200, np.uint8)
+    colours = [(250, 0, 0), (0, 250, 0)]
+    drawn = draw_legend(image, [("road", colours[0]), ("sky", colours[1])], size=10)
+    assert drawn.shape == image.shape and drawn is not image and (image == 200).all()
+    changed = (drawn != image).any(2)
+    rows, cols = changed.any(1).nonzero()[0], changed.any(0).nonzero()[0]
+    assert rows.max() < 40 and cols.max() < 80  # a box in the top-left corner, the rest kept
+    assert (drawn[rows.max() + 1 :] == 200).all() and (drawn[:, cols.max() + 1 :] == 200).all()
+    # Each row's swatch (inside its white outline) is its colour, one under the other.
+    for k, colour in enumerate(colours):
+        y = 2 + k * 12 + 5  # pad 2, rows of 10 + 2 pixels, the swatch's middle
+        assert tuple(drawn[y, 6]) == colour
+    # Too many classes for the height: the last row says how many more there are.
+    many = draw_legend(image[:40], [(f"c{k}", (k, k, k)) for k in range(10)], size=10)
+    assert tuple(many[2 + 12 + 5, 6]) == (1, 1, 1)  # the second class's swatch
+    assert tuple(many[2 + 24 + 5, 6]) == (80, 80, 80)  # "+8 more": text on the box, no swatch
+    assert many[2 + 24 : 2 + 24 + 10, 14:30].max() > 150  # white text on the box
+    assert draw_legend(image, []).tobytes() == image.tobytes()

@@ -4,14 +4,17 @@ The datasets' class names and palettes are in :mod:`atrous.class_tables` (re-exp
 Every palette is a ``(num_classes, 3)`` uint8 array indexed by *train id* (the label the loss
 sees); the ignore index 255 has no entry. :func:`palette_for` picks the colours of a model or
 dataset (its own palette, else the VOC colour map), :func:`colorize` draws a label map with
-them and :func:`overlay` blends that drawing over the image.
+them, :func:`overlay` blends that drawing over the image and :func:`draw_legend` names the
+colours on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 # Defined in atrous.class_tables (layer 0), re-exported here where they always were.
 from atrous.class_tables import (  # noqa: F401
@@ -91,4 +94,52 @@ def overlay(
     out = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
     if where is not None:
         out = np.where(np.asarray(where, bool)[..., None], out, image.astype(np.uint8))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` pixels (its fixed bitmap font without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, TypeError):  # Pillow built without FreeType, or before 10.1
+        return ImageFont.load_default()
+
+
+def draw_legend(
+    image: np.ndarray,
+    entries: Sequence[tuple[str, Sequence[int]]],
+    size: int | None = None,
+) -> np.ndarray:
+    """``image`` (HxWx3 uint8) with a legend in its top-left corner: one row per ``(name,
+    (r, g, b))`` entry, a swatch of the colour and the name, on a dark translucent box. ``size``
+    is the text height in pixels (default: 1/40 of the image height, at least 10). Rows that do
+    not fit in the image are summed up as a last "+N more" row. Returns a new array."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"need an HxWx3 image, got shape {image.shape}")
+    h, w = image.shape[:2]
+    if not entries:
+        return image.copy()
+    px = int(size) if size is not None else max(10, round(h / 40))
+    font = _font(px)
+    pad, row = max(2, px // 4), px + max(2, px // 4)
+    fit = max(1, (h - 2 * pad) // row)
+    shown = list(entries) if len(entries) <= fit else list(entries)[: fit - 1]
+    lines = [(name, tuple(int(c) for c in colour)) for name, colour in shown]
+    if len(shown) < len(entries):
+        lines.append((f"+{len(entries) - len(shown)} more", None))  # type: ignore[arg-type]
+    text_w = max(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(n, font=font) for n, _ in lines)
+    box_w = min(w, int(3 * pad + px + text_w + pad))
+    box_h = min(h, 2 * pad + len(lines) * row)
+    out = image.astype(np.uint8, copy=True)
+    # Darken the box behind the rows (to 40%), then draw on it alone: the rest is untouched.
+    region = Image.fromarray((out[:box_h, :box_w].astype(np.uint16) * 2 // 5).astype(np.uint8))
+    draw = ImageDraw.Draw(region)
+    for k, (name, colour) in enumerate(lines):
+        y = pad + k * row
+        if colour is not None:
+            draw.rectangle((pad, y, pad + px - 1, y + px - 1), fill=colour, outline=(255, 255, 255))
+        draw.text((2 * pad + px, y), name, fill=(255, 255, 255), font=font)
+    out[:box_h, :box_w] = np.asarray(region)
     return out

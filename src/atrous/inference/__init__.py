@@ -9,6 +9,8 @@ CRF hook (v1 sec. 4). Start with :func:`build_segmenter` (or :meth:`Segmenter.fr
 - :mod:`~atrous.inference.segmenter`: :class:`Segmenter` and :func:`build_segmenter`.
 - :mod:`~atrous.inference.optimize`: the fast CPU path (:func:`optimize`).
 - :mod:`~atrous.inference.io`: input files, output names and writers.
+- :mod:`~atrous.inference.video`: videos (PyAV): frames with their timestamps, the frame loop,
+  label PNGs or a label video, an overlay video, :func:`~atrous.inference.video.segment_video`.
 
 Names load on first access (PEP 562), so that the settings (and the command line built from
 them) do not import torch.

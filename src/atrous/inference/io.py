@@ -50,9 +50,14 @@ _GLOB_CHARS = set("*?[")
 
 
 # --------------------------------------------------------------------------- inputs
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike],
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    what: str = "image",
+) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files to segment, in order and without duplicates, and ``(input, problem)`` for the
-    inputs that gave none. Folders are searched recursively for :data:`IMAGE_EXTENSIONS`;
+    inputs that gave none. Folders are searched recursively for ``extensions`` (default
+    :data:`IMAGE_EXTENSIONS`; ``what`` names them in the problem of a folder without any);
     files named explicitly are tried whatever their extension, so that a mistake is reported
     rather than skipped silently."""
     files: list[Path] = []
@@ -65,12 +70,12 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
             seen.add(r)
             files.append(r)
 
-    def add_dir(d: Path, what: str) -> None:
-        found = sorted(
-            q for q in d.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file()
-        )
+    suffixes = {e.lower() for e in extensions}
+
+    def add_dir(d: Path, where: str) -> None:
+        found = sorted(q for q in d.rglob("*") if q.suffix.lower() in suffixes and q.is_file())
         if not found:
-            problems.append((what, "folder holds no image files"))
+            problems.append((where, f"folder holds no {what} files"))
         for q in found:
             add(q)
 
