@@ -15,6 +15,7 @@ from atrous.cli._common import (
     load_model,
     warnings_as_lines,
 )
+from atrous.cli._predict_shards import add_shard_args, finish, join_shard, on_shard, take_share
 from atrous.constants import MAX_PIXELS
 
 
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(unreadable, too large, one the model fails on) is reported in one line and skipped, "
         "the others are segmented, a summary lists the failures, and the exit status is 1 "
         "(0: all segmented; 2: the run could not start, e.g. bad weights). Images above "
-        "--auto-tile megapixels are segmented in 513-pixel tiles, so memory stays bounded.",
+        "--auto-tile megapixels are segmented in 513-pixel tiles, so memory stays bounded. "
+        "Under torchrun (torchrun --nproc-per-node K -m atrous predict ...) the processes "
+        "share the files; --skip-existing resumes a killed run (docs/large_inputs.md).",
     )
     p.add_argument("weights", help="checkpoint: atrous .safetensors, torchvision/VainF .pth")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
@@ -53,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse images with more pixels than this, read from the header before decoding "
         f"(decompression bombs; default {MAX_PIXELS:.0e})",
     )
+    add_shard_args(p)
     add_inference_args(p, auto_tile=True)
     p.set_defaults(func=run)
 
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
         what, problem = problems[-1] if problems else ("inputs", "no image given")
         raise CLIError(f"{what}: {problem}; no image to segment")
-    settings = inference_settings(args)
+    shard = join_shard(args)
+    settings = on_shard(inference_settings(args), shard)
     model = load_model(args.weights)
     segmenter = build_segmenter(model, args, settings)
     out = Path(args.out)
@@ -78,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"{out}: cannot create the output folder ({e})") from None
+    files, names, skipped = take_share(shard, files, out, args)
 
     log = failure_log("predict", args.fail_fast)
-    for what, problem in problems:
+    for what, problem in problems if shard.rank == 0 else ():  # said once, not by every rank
         log.add(what, problem)
     done = 0
     results = segment_files(
@@ -91,10 +97,16 @@ def run(args: argparse.Namespace) -> int:
         overlay_alpha=args.overlay_alpha,
         probs=args.probs,
         max_pixels=int(args.max_pixels),
+        names=names,
+        overwrite=not args.skip_existing,
     )
     with warnings_as_lines(log, "note"):  # e.g. auto-tiling, said once
         for result in tqdm(
-            results, total=len(files), desc="predict", unit="img", disable=args.no_progress
+            results,
+            total=len(files),
+            desc="predict",
+            unit="img",
+            disable=args.no_progress or shard.rank > 0,
         ):
             for w in result.warnings:
                 log.report(f"atrous predict: warning: {w}")
@@ -102,5 +114,4 @@ def run(args: argparse.Namespace) -> int:
                 done += 1
             else:
                 log.add(result.path, result.problem)
-    print(log.summary(done, "input", done_as=f"segmented into {out}"))
-    return log.exit_status
+    return finish(shard, log, done, skipped, out, args)
