@@ -188,5 +188,5 @@ def test_launcher_store_only_under_torchrun() -> None:
     assert launcher_store({}) is None
     assert launcher_store({"MASTER_ADDR": "localhost", "MASTER_PORT": "1"}) is None
     env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
-    with pytest.raises(Exception, match="(?i)connect|timed out|refused"):
+    with pytest.raises(Exception, match=r"(?i)connect|timed out|refused"):
         launcher_store(env, timeout=0.5)
