@@ -22,7 +22,7 @@ import atrous.weights as W
 from atrous.cli import main
 from atrous.fileio import temp_target
 from atrous.inference.io import collect_inputs, output_names, output_paths
-from atrous.inference.shards import Shard
+from atrous.inference.shards import REPORTS_FOLDER, RankReport, Shard
 
 # Both runs single-threaded, one image a batch: the same arithmetic, so the same bytes.
 SAME_MATH = ["--no-progress", "--device", "cpu", "--threads", "1", "--batch-size", "1"]
@@ -71,24 +71,41 @@ def _files(out: Path) -> dict[str, bytes]:
 
 def test_two_processes_write_what_one_writes_and_one_summary(tmp_path: Path, weights) -> None:
     inputs = _images(tmp_path / "in", 12)
-    (inputs / "s1" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    bad = [inputs / f"s{i % 3}" / f"bad{i}.png" for i in range(4)]
+    for path in bad:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    files, _ = collect_inputs([inputs])
+    shares = [set(Shard(r, 2).take(files, output_names(files))[0]) for r in (0, 1)]
+    assert all(shares[r] & set(bad) for r in (0, 1))  # both ranks meet bad files
     assert _one_process(weights, inputs, tmp_path / "one") == 1
 
     two = tmp_path / "two"
     res = subprocess.run(
         _torchrun(weights, inputs, two), env=_env(), capture_output=True, text=True, timeout=300
     )
-    assert res.returncode == 1, res.stderr[-3000:]  # a bad file: torchrun's failure status
+    assert res.returncode == 1, res.stderr[-3000:]  # bad files: torchrun's failure status
     expected = _files(tmp_path / "one")
-    assert len(expected) == 24 and _files(two) == expected
-    summary = [ln for ln in res.stdout.splitlines() if ln.startswith("atrous predict:")]
-    assert summary == [
-        f"atrous predict: 13 input(s): 12 segmented into {two} by 2 processes, 1 failed:"
+    written = {k: v for k, v in _files(two).items() if not k.startswith(REPORTS_FOLDER)}
+    assert len(expected) == 24 and written == expected
+    # One summary over both ranks; the reports it points to hold the failures it leaves out.
+    lines = res.stdout.splitlines()
+    assert [ln for ln in lines if ln.startswith("atrous predict:")] == [
+        f"atrous predict: 16 input(s): 12 segmented into {two} by 2 processes, 4 failed:"
     ]
-    assert f"  {inputs / 's1' / 'bad.png'}: unreadable image" in res.stdout
-    assert res.stderr.count("error: ") == 1 and res.stderr.count("bad.png") == 1
-    for rank in (0, 1):
-        assert f"atrous predict: rank {rank} of 2 finished: 6 segmented, 0 skipped" in res.stderr
+    assert len(lines) == 5 and all(": unreadable image" in ln for ln in lines[1:4])
+    (run,) = (two / REPORTS_FOLDER).iterdir()
+    assert lines[4] == f"  ... and 1 more (see {run}/rank-*.json)"
+    reports = [RankReport.from_json(p.read_bytes()) for p in sorted(run.glob("rank-*.json"))]
+    assert sorted(item for r in reports for item, _ in r.failures) == sorted(map(str, bad))
+    assert [r.done for r in reports] == [6, 6]
+    for path in bad:  # each reported once, by the rank that met it
+        assert res.stderr.count(f"error: {path}: unreadable image") == 1
+    for r in reports:
+        n = len(r.failures)
+        finished = (
+            f"atrous predict: rank {r.rank} of 2 finished: 6 segmented, 0 skipped, {n} failed"
+        )
+        assert finished in res.stderr
 
 
 def _worker(torchrun: subprocess.Popen, rank: int, timeout: float = 120) -> int:
@@ -144,14 +161,14 @@ def test_a_killed_run_resumed_with_skip_existing(tmp_path: Path, weights) -> Non
     reference = _files(ref)
     after_kill = _files(out)
     assert not output_paths(out, rank1[3].as_posix())[0].exists()
-    for name, data in after_kill.items():
-        if temp_target(out / name) is None:
+    for name, data in after_kill.items():  # and maybe the finished rank's report
+        if temp_target(out / name) is None and not name.startswith(REPORTS_FOLDER):
             assert data == reference[name], name
     # A write cut short by the kill leaves its temporary; plant one to be sure.
     mask = output_paths(out, rank1[3].as_posix())[0]
     stale = mask.with_name(mask.name + ".abcdefgh.tmp")
     stale.write_bytes(b"\x89PNG half")
-    done = [p for p in out.rglob("*") if p.is_file() and temp_target(p) is None]
+    done = [p for p in out.glob("s*/*") if temp_target(p) is None]
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done}
     whole = {n for n in output_names(files) if all(p.exists() for p in output_paths(out, n))}
     assert 3 <= len(whole) < 24
@@ -166,5 +183,6 @@ def test_a_killed_run_resumed_with_skip_existing(tmp_path: Path, weights) -> Non
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"{len(whole)} skipped (outputs already there), 0 failed" in res.stdout
     assert f"{24 - len(whole)} segmented into {out} by 2 processes" in res.stdout
-    assert _files(out) == reference  # every output once, right, and no temporary left
+    # Every output once and right; no temporary left, nor the killed run's reports.
+    assert _files(out) == reference
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done} == stamps  # none rewritten

@@ -19,10 +19,10 @@ from atrous.fileio import atomic_path, temp_target
 from atrous.inference import io
 from atrous.inference.io import output_names, output_paths, write_mask, write_overlay, write_probs
 from atrous.inference.shards import (
+    Meeting,
     RankReport,
     Shard,
     launcher_store,
-    post_report,
     remove_stale_temps,
     skip_done,
 )
@@ -170,23 +170,81 @@ def test_a_resumed_run_writes_only_the_missing_outputs(tmp_path: Path) -> None:
     assert (out / "0.png").stat().st_ino != kept[out / "0.png"]  # replaced, not written into
 
 
-def test_reports_meet_in_the_last_rank_to_post() -> None:
+class GoneStore(HashStore):
+    """torchrun's store after its agent exited: every call fails."""
+
+    def set(self, *args):
+        raise RuntimeError("Connection reset by peer")
+
+
+def test_reports_meet_in_the_last_rank_to_post(tmp_path: Path) -> None:
     store = HashStore()
     reports = [
         RankReport(0, 5, 1, [("in/bad.png", "unreadable image")]),
         RankReport(1, 6, 0, []),
         RankReport(2, 4, 2, [("in/x.png", "segmentation failed: boom")]),
     ]
-    assert post_report(store, reports[2], 3) is None
-    assert post_report(store, reports[0], 3) is None
-    assert post_report(store, reports[1], 3) == reports  # in rank order
-    # A restarted job (torchrun --max-restarts) counts its own attempt afresh.
-    assert post_report(store, reports[1], 2, attempt="1") is None
+    ranks = [Meeting(3, store, tmp_path, "0") for _ in range(3)]  # one client per rank
+    assert len({m.folder for m in ranks}) == 1  # the run they agreed on
+    assert ranks[2].post(reports[2]) == (None, None)
+    assert ranks[0].post(reports[0]) == (None, None)
+    assert ranks[1].post(reports[1]) == (reports, None)  # in rank order
+    folder = ranks[0].folder
+    assert sorted(p.name for p in folder.iterdir()) == ["rank-0.json", "rank-1.json", "rank-2.json"]
+    stale = tmp_path / ".atrous-predict" / "killed-run"
+    stale.mkdir()
+    (stale / "rank-0.json").write_bytes(RankReport(0).to_json())
+    ranks[0].tidy(keep=True)  # failures to keep: this run's reports stay, earlier runs' go
+    assert [p.name for p in (tmp_path / ".atrous-predict").iterdir()] == [folder.name]
+    ranks[0].tidy(keep=False)
+    assert not (tmp_path / ".atrous-predict").exists()
+    # A restarted job (torchrun --max-restarts) is another run, counted afresh.
+    again = Meeting(2, store, tmp_path, "1")
+    assert again.folder != folder and again.post(reports[1]) == (None, None)
 
 
-def test_launcher_store_only_under_torchrun() -> None:
-    assert launcher_store({}) is None
-    assert launcher_store({"MASTER_ADDR": "localhost", "MASTER_PORT": "1"}) is None
+def test_reports_meet_in_files_when_the_store_has_gone(tmp_path: Path) -> None:
+    store = HashStore()
+    early = [Meeting(3, store, tmp_path, "0") for _ in range(3)]
+    assert early[0].post(RankReport(0, 5)) == (None, None)
+    assert early[1].post(RankReport(1, 4, 0, [("b.png", "bad")])) == (None, None)
+    late = early[2]
+    late.store = GoneStore()  # rank 2 finishes after torchrun's first agent exited
+    assert late.post(RankReport(2, 3)) == (
+        [RankReport(0, 5), RankReport(1, 4, 0, [("b.png", "bad")]), RankReport(2, 3)],
+        None,
+    )
+    # Another late rank seeing the files too leaves the summary to the first.
+    assert late.post(RankReport(2, 3)) == (None, None)
+    # A rank whose partners' files are missing cannot tell.
+    lone = Meeting(3, HashStore(), tmp_path, "0")
+    lone.store = GoneStore()
+    reports, why = lone.post(RankReport(1, 2))
+    assert reports is None and "holds no report of rank(s) [0, 2] yet" in why
+    assert "torchrun's store has gone (RuntimeError)" in why
+
+
+def test_meetings_open_only_under_torchrun(tmp_path: Path) -> None:
+    assert Meeting.open(Shard(), tmp_path, {})[1] == "one process"
+    assert Meeting.open(Shard(0, 2), tmp_path, {"MASTER_ADDR": "x"})[1] == "not started by torchrun"
     env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
-    with pytest.raises(Exception, match=r"(?i)connect|timed out|refused"):
+    assert launcher_store({}) is None
+    with pytest.raises(RuntimeError, match=r"(?i)connect|timed out|refused"):
         launcher_store(env, timeout=0.5)
+    meeting, problem = Meeting.open(Shard(0, 2), tmp_path, env, timeout=0.5)
+    assert problem.startswith("cannot reach torchrun's store (") and meeting.store is None
+    assert meeting.post(RankReport(0)) == (None, "not started by torchrun")
+
+
+def test_each_process_takes_its_local_rank_gpu(tmp_path: Path) -> None:
+    from atrous.cli import CLIError
+    from atrous.cli._predict_shards import Share, on_share
+    from atrous.inference.settings import InferenceSettings
+
+    share = Share(Shard(1, 2, 1, 2), Meeting(2, None, tmp_path, "0"), None)
+    assert on_share(InferenceSettings(device="cpu"), share).device == "cpu"
+    if torch.cuda.device_count() >= 2:
+        assert on_share(InferenceSettings(device="cuda"), share).device == "cuda:1"
+    else:  # no second GPU here: one line naming the device, before any work
+        with pytest.raises(CLIError, match=r"^--device cuda:1: "):
+            on_share(InferenceSettings(device="cuda"), share)

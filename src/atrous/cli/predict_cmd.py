@@ -15,7 +15,7 @@ from atrous.cli._common import (
     load_model,
     warnings_as_lines,
 )
-from atrous.cli._predict_shards import add_shard_args, finish, join_shard, on_shard, take_share
+from atrous.cli._predict_shards import add_shard_args, finish, join_job, on_share, take_share
 from atrous.constants import MAX_PIXELS
 
 
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
         what, problem = problems[-1] if problems else ("inputs", "no image given")
         raise CLIError(f"{what}: {problem}; no image to segment")
-    shard = join_shard(args)
-    settings = on_shard(inference_settings(args), shard)
+    share = join_job(args)
+    settings = on_share(inference_settings(args), share)
     model = load_model(args.weights)
     segmenter = build_segmenter(model, args, settings)
     out = Path(args.out)
@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"{out}: cannot create the output folder ({e})") from None
-    files, names, skipped = take_share(shard, files, out, args)
+    files, names, skipped = take_share(share, files, out, args)
 
     log = failure_log("predict", args.fail_fast)
-    for what, problem in problems if shard.rank == 0 else ():  # said once, not by every rank
+    for what, problem in problems if share.rank == 0 else ():  # said once, not by every rank
         log.add(what, problem)
     done = 0
     results = segment_files(
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             total=len(files),
             desc="predict",
             unit="img",
-            disable=args.no_progress or shard.rank > 0,
+            disable=args.no_progress or share.rank > 0,
         ):
             for w in result.warnings:
                 log.report(f"atrous predict: warning: {w}")
@@ -114,4 +114,4 @@ def run(args: argparse.Namespace) -> int:
                 done += 1
             else:
                 log.add(result.path, result.problem)
-    return finish(shard, log, done, skipped, out, args)
+    return finish(share, log, done, skipped, out, args)

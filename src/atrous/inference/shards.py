@@ -9,36 +9,41 @@ resuming after a crash: the parts of ``atrous predict`` under ``torchrun``.
   outputs are written atomically (:mod:`atrous.inference.io`), so one that exists is whole.
 - :func:`remove_stale_temps`: the temporary files a killed process left beside this shard's
   outputs.
-- :class:`RankReport`, :func:`launcher_store`, :func:`post_report`: each rank posts its counts
-  and failures to torchrun's own key-value store and leaves; the last rank to post gets every
+- :class:`RankReport`, :class:`Meeting`: each rank posts its counts and failures to torchrun's
+  own key-value store (and to a file in OUT) and leaves; the last rank to post gets every
   rank's report. Nothing waits on another rank, so a rank that dies hangs no other (torchrun
   then stops the job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from atrous.fileio import temp_target
+from atrous.fileio import atomic_write_bytes, temp_target
 from atrous.inference.io import output_paths
 
 __all__ = [
+    "REPORTS_FOLDER",
+    "Meeting",
     "RankReport",
     "Shard",
     "launcher_store",
-    "post_report",
     "remove_stale_temps",
     "skip_done",
 ]
 
-# Where the ranks' reports go in torchrun's store (beside the rendezvous' own keys).
+# Where the ranks' reports go in torchrun's store (beside the rendezvous' own keys) and in OUT.
 _KEY_PREFIX = "atrous/predict"
+REPORTS_FOLDER = ".atrous-predict"
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -172,14 +177,8 @@ class RankReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "rank": self.rank,
-                "done": self.done,
-                "skipped": self.skipped,
-                "failures": self.failures,
-            }
-        ).encode("utf-8")
+        d = {"rank": self.rank, "done": self.done, "skipped": self.skipped}
+        return json.dumps({**d, "failures": self.failures}).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> RankReport:
@@ -206,14 +205,87 @@ def launcher_store(env: Mapping[str, str] | None = None, timeout: float = 60.0) 
     )
 
 
-def post_report(
-    store: Any, report: RankReport, world: int, attempt: str = "0"
-) -> list[RankReport] | None:
-    """Post ``report`` to ``store`` and count it. The rank whose report completes the
-    ``world`` gets all of them, in rank order; the others get None at once. ``attempt``
-    (torchrun's ``TORCHELASTIC_RESTART_COUNT``) keeps a restarted job's count apart."""
-    prefix = f"{_KEY_PREFIX}/{attempt}"
-    store.set(f"{prefix}/rank/{report.rank}", report.to_json())
-    if store.add(f"{prefix}/posted", 1) < world:
-        return None
-    return [RankReport.from_json(store.get(f"{prefix}/rank/{r}")) for r in range(world)]
+class Meeting:
+    """Where the ranks' reports meet at the end, no rank waiting for another.
+
+    Each rank posts its report to torchrun's store and counts itself in; the rank that
+    completes the count gets every report. Each also writes its report to
+    ``OUT/.atrous-predict/<run>/rank-<K>.json`` (``run``: an id the ranks agree on through
+    the store when they start), for when the store has gone: torchrun's first agent, which
+    serves it, exits at most 5 minutes (its exit barrier) after its own processes end, so a
+    process on another machine that finishes later reads the others' reports from there
+    (OUT being one folder that every machine sees).
+    """
+
+    def __init__(self, world: int, store: Any | None, out_dir: str | os.PathLike, attempt: str):
+        self.world, self.store = world, store
+        self.prefix = f"{_KEY_PREFIX}/{attempt}"
+        self.folder: Path | None = None
+        if store is not None:  # the first rank here names the run
+            run = store.compare_set(f"{self.prefix}/run", "", uuid.uuid4().hex).decode()
+            self.folder = Path(out_dir) / REPORTS_FOLDER / run
+
+    @classmethod
+    def open(
+        cls,
+        shard: Shard,
+        out_dir: str | os.PathLike,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[Meeting, str | None]:
+        """The meeting of ``shard``'s job, and why its reports cannot meet (None when they
+        can): one process, or processes not started by torchrun, or its store unreachable
+        (within ``timeout`` seconds)."""
+        env = os.environ if env is None else env
+        attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+        if shard.world == 1:
+            return cls(1, None, out_dir, attempt), "one process"
+        try:
+            store = launcher_store(env, timeout)
+            if store is None:
+                return cls(shard.world, None, out_dir, attempt), "not started by torchrun"
+            return cls(shard.world, store, out_dir, attempt), None
+        except RuntimeError as e:  # DistNetworkError, DistStoreError
+            problem = f"cannot reach torchrun's store ({type(e).__name__}: {e})"
+            return cls(shard.world, None, out_dir, attempt), problem
+
+    def post(self, report: RankReport) -> tuple[list[RankReport] | None, str | None]:
+        """Post ``report``. Returns every rank's reports, in rank order, to the last rank to
+        post; ``(None, None)`` to the others; ``(None, why)`` when this rank cannot tell."""
+        if self.store is None or self.folder is None:
+            return None, "not started by torchrun"
+        try:  # before the store: the file must be there whenever the count is complete
+            atomic_write_bytes(self.folder / f"rank-{report.rank}.json", report.to_json())
+        except OSError as e:
+            return None, f"cannot write {self.folder} ({e})"
+        try:
+            self.store.set(f"{self.prefix}/rank/{report.rank}", report.to_json())
+            if self.store.add(f"{self.prefix}/posted", 1) < self.world:
+                return None, None
+            keys = [f"{self.prefix}/rank/{r}" for r in range(self.world)]
+            return [RankReport.from_json(self.store.get(k)) for k in keys], None
+        except RuntimeError as e:  # the store has gone: the files
+            gone = f"torchrun's store has gone ({type(e).__name__})"
+        missing = [r for r in range(self.world) if not self._file(r).exists()]
+        if missing:
+            return None, f"{gone} and {self.folder} holds no report of rank(s) {missing} yet"
+        try:  # the last ranks may see all the files together: one of them summarizes
+            os.close(os.open(self.folder / "summarized", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return None, None
+        return [RankReport.from_json(self._file(r).read_bytes()) for r in range(self.world)], None
+
+    def _file(self, rank: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"rank-{rank}.json"
+
+    def tidy(self, keep: bool) -> None:
+        """Once summarized: remove the reports of earlier runs (killed before they met), and
+        this run's unless ``keep`` (they list failures the summary does not)."""
+        if self.folder is None or not self.folder.parent.is_dir():
+            return
+        for run in self.folder.parent.iterdir():
+            if run != self.folder or not keep:
+                shutil.rmtree(run, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: reports kept
+            self.folder.parent.rmdir()
