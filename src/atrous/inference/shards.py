@@ -255,7 +255,7 @@ class Meeting:
         if self.store is None or self.folder is None:
             return None, "not started by torchrun"
         try:  # before the store: the file must be there whenever the count is complete
-            atomic_write_bytes(self.folder / f"rank-{report.rank}.json", report.to_json())
+            atomic_write_bytes(self._file(report.rank), report.to_json())
         except OSError as e:
             return None, f"cannot write {self.folder} ({e})"
         try:
