@@ -50,6 +50,13 @@ def test_a_long_failure_summary_lists_a_few_one_per_line():
     assert len(lines) == 5
     more = log.summary(3, "input", listed_in="out/metrics.json").splitlines()[-1]
     assert more == "  ... and 9 more (see out/metrics.json)"
+    skips = log.summary(3, "input", done_as="done", skipped=5, skipped_as="already there")
+    assert skips.splitlines()[0] == (
+        "atrous predict: 20 input(s): 3 done, 5 already there, 12 failed:"
+    )
+    assert FailureLog("predict").summary(2, skipped=0) == (
+        "atrous predict: 2 item(s): 2 done, 0 skipped, 0 failed"
+    )
 
 
 def test_bad_training_samples_are_reported_once_or_stop_the_run():

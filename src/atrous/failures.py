@@ -109,12 +109,17 @@ class FailureLog:
         done_as: str = "done",
         listed_in: str | None = None,
         limit: int = 3,
+        skipped: int | None = None,
+        skipped_as: str = "skipped",
     ) -> str:
         """``"atrous predict: 10 items: 8 done, 2 failed:"``, then the first ``limit`` failures,
         one a line, and ``"... and N more (see ...)"``: ``listed_in`` (a file that holds them
-        all), else the errors reported above. ``done_as`` words the good ones."""
+        all), else the errors reported above. ``done_as`` words the good ones; ``skipped``
+        items (``"..., 3 skipped, ..."``, worded by ``skipped_as``) count when given."""
         n = len(self.failures)
-        head = f"atrous {self.command}: {done + n} {what}(s): {done} {done_as}, {n} failed"
+        skips = f", {skipped} {skipped_as}" if skipped is not None else ""
+        total = done + n + (skipped or 0)
+        head = f"atrous {self.command}: {total} {what}(s): {done} {done_as}{skips}, {n} failed"
         if not n:
             return head
         lines = [f"{head}:", *(f"  {f}" for f in self.failures[:limit])]

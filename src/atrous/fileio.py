@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "temp_target",
+]
+
+# atomic_path's temporary names: mkstemp(prefix=NAME + ".", suffix=".tmp" [+ NAME's suffix]),
+# whose random part is 8 of [a-z0-9_].
+_TEMP_NAME = re.compile(r"^(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?$")
 
 
 @contextmanager
@@ -40,6 +51,17 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_target(path: str | os.PathLike) -> Path | None:
+    """The file that ``path``, a temporary of :func:`atomic_path`, was to replace
+    (``x.png.k2j4a_1z.tmp`` -> ``x.png``), or None for any other name. A process killed
+    mid-write (``kill -9``: no ``finally`` runs) leaves its temporary; this names its owner."""
+    path = Path(path)
+    m = _TEMP_NAME.match(path.name)
+    if m is None or (m["suffix"] and not m["name"].endswith(m["suffix"])):
+        return None
+    return path.with_name(m["name"])
 
 
 def _umask() -> int:

@@ -18,6 +18,7 @@ from atrous.cli._common import (
     positive_int,
     warnings_as_lines,
 )
+from atrous.cli._predict_shards import add_shard_args, finish, join_job, on_share, take_share
 from atrous.constants import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the others are segmented, a summary lists the failures, and the exit status is 1 "
         "(0: all segmented; 2: the run could not start, e.g. bad weights); a damaged or "
         "truncated video keeps the frames before the damage and counts as failed. Images above "
-        "--auto-tile megapixels are segmented in 513-pixel tiles, so memory stays bounded.",
+        "--auto-tile megapixels are segmented in 513-pixel tiles, so memory stays bounded. "
+        "Under torchrun (torchrun --nproc-per-node K -m atrous predict ...) the processes "
+        "share the files; --skip-existing resumes a killed run (docs/large_inputs.md).",
     )
     p.add_argument("weights", help="checkpoint: atrous .safetensors, torchvision/VainF .pth")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
@@ -104,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one lossless label video (FFV1 .mkv, gray pixels = class ids) instead of a PNG "
         "per frame",
     )
+    add_shard_args(p)
     add_inference_args(p, auto_tile=True)
     p.set_defaults(func=run)
 
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from atrous.imageio import IMAGE_EXTENSIONS
-    from atrous.inference.io import collect_inputs, model_palette, output_names, segment_files
+    from atrous.inference.io import collect_inputs, model_palette, segment_files
     from atrous.inference.video import VIDEO_EXTENSIONS, is_video
 
     if not 0.0 <= args.overlay_alpha <= 1.0:
@@ -127,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"atrous predict: error: {what}: {problem}", file=sys.stderr)
         what, problem = problems[-1] if problems else ("inputs", "no image given")
         raise CLIError(f"{what}: {problem}; no image or video to segment")
-    settings = inference_settings(args)
+    share = join_job(args)
+    args.no_progress = args.no_progress or share.rank > 0  # one bar: rank 0's
+    settings = on_share(inference_settings(args), share)
     model = load_model(args.weights)
     segmenter = build_segmenter(model, args, settings)
     out = Path(args.out)
@@ -135,11 +141,12 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"{out}: cannot create the output folder ({e})") from None
+    files, share_names, skipped = take_share(share, files, out, args)
 
     log = failure_log("predict", args.fail_fast)
-    for what, problem in problems:
+    for what, problem in problems if share.rank == 0 else ():  # said once, not by every rank
         log.add(what, problem)
-    names = dict(zip(files, output_names(files)))
+    names = dict(zip(files, share_names))  # named over every process's files
     is_clip = {f: is_video(f) for f in files}
     videos = [f for f in files if is_clip[f]]
     images = [f for f in files if not is_clip[f]]
@@ -156,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 probs=args.probs,
                 names=[names[f] for f in images],
                 max_pixels=int(args.max_pixels),
+                overwrite=not args.skip_existing,
             )
             for result in tqdm(
                 results, total=len(images), desc="predict", unit="img", disable=args.no_progress
@@ -168,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
                     log.add(result.path, result.problem)
         for video in videos:
             done += _segment_video(args, segmenter, model, palette, video, names[video], out, log)
-    print(log.summary(done, "input", done_as=f"segmented into {out}"))
-    return log.exit_status
+    return finish(share, log, done, skipped, out, args)
 
 
 def _segment_video(

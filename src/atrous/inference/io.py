@@ -4,7 +4,9 @@ the Python API (and a server) can call too.
 - :func:`collect_inputs`: image files from paths, folders (recursive) and glob patterns.
 - :func:`output_names`: output names that mirror the inputs' paths, without collisions.
 - :func:`read_image`: the package's one image reader (:mod:`atrous.imageio`: EXIF applied).
-- :func:`write_mask`, :func:`write_overlay`, :func:`write_probs`: the three outputs.
+- :func:`write_mask`, :func:`write_overlay`, :func:`write_probs`: the three outputs, each
+  written atomically (:mod:`atrous.fileio`): a killed run leaves whole files or none;
+  :func:`output_paths` names them.
 - :func:`segment_files`: all of it over a list of files, one :class:`FileResult` each; a file
   that cannot be read or written is reported in its result and the run goes on.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import torch
 from PIL import Image
 
 from atrous.data.palettes import overlay, palette_for
+from atrous.fileio import atomic_path
 from atrous.imageio import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
@@ -39,6 +42,7 @@ __all__ = [
     "describe_error",
     "model_palette",
     "output_names",
+    "output_paths",
     "read_image",
     "segment_files",
     "write_mask",
@@ -127,6 +131,15 @@ def model_palette(model: Any) -> np.ndarray:
     return palette_for(256, (getattr(model, "metadata", None) or {}).get("palette"))
 
 
+def output_paths(out_dir: str | os.PathLike, name: str, probs: bool = False) -> list[Path]:
+    """What :func:`segment_files` writes for the input named ``name``
+    (:func:`output_names`): ``<name>.png``, ``<name>_overlay.jpg`` and with ``probs``
+    ``<name>_probs.npy``, in that order."""
+    target = Path(out_dir) / name
+    suffixes = [".png", "_overlay.jpg"] + (["_probs.npy"] if probs else [])
+    return [target.with_name(target.name + s) for s in suffixes]
+
+
 def write_mask(labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> Path:
     """A 'P'-mode PNG whose pixel values are the class ids, drawn with ``palette`` (16-bit
     grey when an id exceeds 255)."""
@@ -136,7 +149,8 @@ def write_mask(labels: np.ndarray, palette: np.ndarray, path: str | os.PathLike)
         im.putpalette(np.asarray(palette, np.uint8)[:256].reshape(-1).tolist())  # L -> P
     else:
         im = Image.fromarray(labels.astype(np.uint16))
-    im.save(path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
     return path
 
 
@@ -149,14 +163,16 @@ def write_overlay(
 ) -> Path:
     """The class colours blended over the image (:func:`atrous.data.overlay`), as JPEG."""
     path = Path(path)
-    Image.fromarray(overlay(image, labels, palette, alpha)).save(path, quality=90)
+    with atomic_path(path) as tmp:
+        Image.fromarray(overlay(image, labels, palette, alpha)).save(tmp, format="JPEG", quality=90)
     return path
 
 
 def write_probs(probs: np.ndarray, path: str | os.PathLike) -> Path:
     """Class probabilities (C, H, W) as a float16 ``.npy``."""
     path = Path(path)
-    np.save(path, probs.astype(np.float16))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file: np.save would add .npy
+        np.save(f, probs.astype(np.float16))
     return path
 
 
@@ -219,6 +235,7 @@ def segment_files(
     probs: bool = False,
     names: Sequence[str] | None = None,
     max_pixels: int | None = MAX_PIXELS,
+    overwrite: bool = True,
 ) -> Iterator[FileResult]:
     """Segment ``files`` into ``out_dir``: ``<name>.png`` (palette mask), ``<name>_overlay.jpg``
     and with ``probs`` ``<name>_probs.npy``, names from :func:`output_names`. Yields one
@@ -227,7 +244,8 @@ def segment_files(
     limit), an image the model fails on (its batch is re-run image by image) and an
     unwritable output are reported in that file's result. Images of equal size are batched;
     warnings met while reading a file (16-bit scaled, alpha dropped...) are in its result's
-    ``warnings``."""
+    ``warnings``. ``overwrite`` False keeps an output that exists (a resumed run writes only
+    what is missing); each result's ``outputs`` are the files it wrote."""
     out = Path(out_dir)
     files = [Path(f) for f in files]
     names = list(names) if names is not None else output_names(files)
@@ -263,26 +281,35 @@ def segment_files(
             result.problem = f"segmentation failed: {describe_error(got)}"
         else:
             labels, p = got
-            _write_outputs(result, out / result.name, image, labels, p, palette, overlay_alpha)
+            paths = output_paths(out, result.name, probs)
+            keep = set() if overwrite else {q for q in paths if q.exists()}
+            _write_outputs(result, paths, keep, image, labels, p, palette, overlay_alpha)
         yield result
     yield from failed_first()
 
 
 def _write_outputs(
     result: FileResult,
-    target: Path,
+    paths: list[Path],
+    keep: set[Path],
     image: np.ndarray,
     labels: np.ndarray,
     probs: np.ndarray | None,
     palette: np.ndarray,
     alpha: float,
 ) -> None:
-    path = lambda suffix: target.with_name(target.name + suffix)
+    """Write the mask, overlay and probabilities (``paths``, :func:`output_paths`), except
+    those in ``keep``."""
+    writers: list[Callable[[Path], Path]] = [
+        lambda q: write_mask(labels, palette, q),
+        lambda q: write_overlay(image, labels, palette, q, alpha),
+    ]
+    if probs is not None:
+        writers.append(lambda q: write_probs(probs, q))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        result.outputs.append(write_mask(labels, palette, path(".png")))
-        result.outputs.append(write_overlay(image, labels, palette, path("_overlay.jpg"), alpha))
-        if probs is not None:
-            result.outputs.append(write_probs(probs, path("_probs.npy")))
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        for path, write in zip(paths, writers, strict=True):
+            if path not in keep:
+                result.outputs.append(write(path))
     except OSError as e:
-        result.problem = f"cannot write outputs to {target.parent} ({e})"
+        result.problem = f"cannot write outputs to {paths[0].parent} ({e})"
