@@ -45,8 +45,8 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
 
 
 def shell_commands() -> list[list[str]]:
-    """Every ``atrous ...`` command of the README's bash blocks, continuation lines joined,
-    comments dropped, as argument lists."""
+    """Every ``atrous ...`` command of the README's bash blocks (and ``torchrun ... -m atrous
+    ...``), continuation lines joined, comments dropped, as argument lists."""
     import shlex
 
     commands = []
@@ -55,6 +55,8 @@ def shell_commands() -> list[list[str]]:
             words = shlex.split(line, comments=True)
             if words and words[0] == "atrous":
                 commands.append(words[1:])
+            elif words and words[0] == "torchrun" and "atrous" in words:  # -m atrous ...
+                commands.append(words[words.index("atrous") + 1 :])
     return commands
 
 

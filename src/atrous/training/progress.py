@@ -21,7 +21,13 @@ from torch.optim.lr_scheduler import LRScheduler
 from atrous.losses import SegmentationLoss
 from atrous.training.config import TrainConfig
 from atrous.training.run_log import RunLog
-from atrous.training.time_budget import BudgetPlan, RunClock, TimeBudget, validation_share
+from atrous.training.time_budget import (
+    BudgetPlan,
+    RunClock,
+    TimeBudget,
+    multiples,
+    validation_share,
+)
 
 __all__ = ["TrainingProgress", "TrainingRun"]
 
@@ -169,9 +175,15 @@ class TrainingProgress:
             images = f"{plan.val_images} images"
             if plan.val_images < n_all:
                 images = f"{plan.val_images} of {n_all} images (evenly spaced)"
-            when = f"every {plan.val_every} iterations" if plan.val_every else "at the end only"
+            more = multiples(run.iteration, plan.total, plan.val_every)
+            when = f"every {plan.val_every} iterations" if more else "at the end only"
             share = 100 * plan.val_seconds / budget.seconds
             parts.append(f"validation on {images} {when}, ~{share:.0f}% of the budget")
+            if first and (plan.val_images < n_all or plan.val_every != cfg.val_every):
+                parts.append(
+                    f"validation is capped at time_limit_val_share={cfg.time_limit_val_share:g} "
+                    "of the budget (raise it, or time_limit, to validate more)"
+                )
         if plan.ckpt_every != cfg.ckpt_every:
             parts.append(f"checkpoints every {plan.ckpt_every} iterations")
         if first and plan.warmup < cfg.warmup_iters:

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
-__all__ = ["BudgetPlan", "RunClock", "TimeBudget", "validation_share"]
+__all__ = ["BudgetPlan", "RunClock", "TimeBudget", "multiples", "validation_share"]
 
 CKPT_SHARE = 0.03  # checkpoints' largest share of the time left
 WARMUP_SHARE = 0.10  # warm-up's largest share of the planned iterations
@@ -68,7 +68,7 @@ class BudgetPlan:
         return self.val_every, self.val_images, self.ckpt_every
 
 
-def _multiples(lo: int, hi: int, every: int) -> int:
+def multiples(lo: int, hi: int, every: int) -> int:
     """Multiples of ``every`` in [lo, hi): the intervals still to come round after iteration
     ``lo`` (whose own validation and checkpoint come after the plan) before the last, ``hi``."""
     if every <= 0 or hi <= lo:
@@ -161,17 +161,17 @@ class TimeBudget:
         for _ in range(3):  # the validation count depends on the length, and back
             if n and v > 0:
                 val_every, n = self._validation(iteration, total, val_left, n)
-            if c > 0 and _multiples(iteration, total, self.ckpt_every) * c > ckpt_left:
+            if c > 0 and multiples(iteration, total, self.ckpt_every) * c > ckpt_left:
                 fit = int(ckpt_left // c)  # intermediate checkpoints that fit
                 ckpt_every = total + 1 if fit < 1 else math.ceil((total - iteration) / fit)
                 ckpt_every = max(self.ckpt_every, ckpt_every)
-            vals = (_multiples(iteration, total, val_every) + 1) * cost(n) if n else 0.0
-            ckpts = (_multiples(iteration, total, ckpt_every) + 1) * c
+            vals = (multiples(iteration, total, val_every) + 1) * cost(n) if n else 0.0
+            ckpts = (multiples(iteration, total, ckpt_every) + 1) * c
             train = left - vals - ckpts - self.export_seconds - MARGIN_SHARE * self.seconds
             total = iteration + max(0, int(train / p))
         self.val_images = n
         warmup = self.warmup_for(total)
-        vals = (_multiples(iteration, total, val_every) + 1) * cost(n) if n else 0.0
+        vals = (multiples(iteration, total, val_every) + 1) * cost(n) if n else 0.0
         plan = BudgetPlan(total, val_every, n, ckpt_every, warmup, p, vals, (total - iteration) * p)
         self.last = plan
         return plan
@@ -185,9 +185,9 @@ class TimeBudget:
         """(interval, images) of the validations left, their cost within ``budget``: the
         configured interval when it fits, else fewer validations, else fewer images."""
         cost = self.validation_seconds(n)
-        k_cfg = _multiples(iteration, total, self.val_every) + 1
+        k_cfg = multiples(iteration, total, self.val_every) + 1
         prev = self.last.val_every if self.last is not None else self.val_every
-        k_prev = _multiples(iteration, total, prev) + 1
+        k_prev = multiples(iteration, total, prev) + 1
         if k_prev * cost <= budget and k_prev >= k_cfg:  # the plan so far holds
             return prev, n
         if k_cfg * cost <= budget:
@@ -195,7 +195,7 @@ class TimeBudget:
         k = int(budget // cost)  # full validations that fit, the final one included
         if k >= 2:
             every = max(1, math.ceil((total - iteration) / k))
-            while _multiples(iteration, total, every) + 1 > k:
+            while multiples(iteration, total, every) + 1 > k:
                 every += 1
             return every, n
         while n > 1 and self.validation_seconds(n) > budget:
