@@ -282,7 +282,7 @@ def test_time_limit_sets_iterations_from_speed(tmp_path):
     cfg = tiny_config(iterations=1000, time_limit=0.1, log_every=2, val_every=1000)
     tr = Trainer(cfg, tmp_path, progress=False)
     tr.train()
-    assert 5 <= tr.iteration < 1000
+    assert 1 <= tr.iteration < 1000  # planned after 5 (fewer where those 5 spent the budget)
     assert tr.total_iterations == tr.iteration
     assert tr.elapsed < 15.0  # 6 s budget, set-up included; loose, as CI machines are noisy
     assert (tmp_path / "model.safetensors").is_file()

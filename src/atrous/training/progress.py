@@ -94,6 +94,7 @@ class TrainingProgress:
             if run.val_images():
                 self.budget.validated(self.val_seconds, run.val_cost_images(), estimate=True)
             self.budget.spent_val += self.times["validation"]  # the estimate's own cost
+            self.budget.observe(self._train_seconds(), run.iteration)  # the speed's origin
         self.val_said = self.val_seconds <= 0  # nothing to say where nothing is validated
         self.plan_said: tuple[int, int, int] | None = None
         self.bar = self._make_bar() if bar else None

@@ -109,6 +109,8 @@ class Trainer:
         self.iteration = 0
         self.total_iterations = self.cfg.iterations  # re-planned under time_limit
         self.val_every, self.ckpt_every = self.cfg.val_every, self.cfg.ckpt_every  # likewise
+        if self.cfg.time_limit is not None:  # no validation before the plan says it fits
+            self.val_every = 0
         self._progress: TrainingProgress | None = None  # during train()
         self.clock = RunClock()  # training wall time, over all resumed segments
         self.best_miou = -1.0
