@@ -23,7 +23,8 @@ frame size or class count changes, and at a scene cut: a colour-histogram distan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def cut_score(a: np.ndarray, b: np.ndarray) -> float:
     """How different two HxWx3 uint8 frames' colours are, in [0, 1]: half the L1 distance of
     their 8x8x8-bin RGB histograms (every other pixel). Consecutive CamVid frames score
     below 0.04, frames one second apart below 0.25, different streets above 0.35."""
-    return 0.5 * float(np.abs(_histogram(a) - _histogram(b)).sum())
+    return _distance(_histogram(a), _histogram(b))
 
 
 def _histogram(image: np.ndarray) -> np.ndarray:
@@ -68,10 +69,14 @@ def _histogram(image: np.ndarray) -> np.ndarray:
     return h / max(h.sum(), 1.0)
 
 
+def _distance(h1: np.ndarray, h2: np.ndarray) -> float:
+    return 0.5 * float(np.abs(h1 - h2).sum())
+
+
 class TemporalSmoother:
     """The shared frame loop: called as ``smoother(frame, probs) -> probs`` once per frame, in
-    order (a :data:`~atrous.inference.video.ProbsHook`). Subclasses say how the previous
-    state is aligned with the frame and how much each pixel trusts the new frame
+    order (a :data:`~atrous.inference.video.ProbsHook`). Subclasses say what they keep of
+    each frame (:meth:`_view`) and how the previous state meets the new probabilities
     (:meth:`_blend`). :attr:`resets` lists the frame numbers where it started again."""
 
     method: ClassVar[str] = ""
@@ -83,33 +88,39 @@ class TemporalSmoother:
         self.alpha, self.cut = float(alpha), float(cut)
         self.resets: list[int] = []
         self._state: np.ndarray | None = None
-        self._image: np.ndarray | None = None
+        self._hist: np.ndarray | None = None
+        self._size: tuple[int, ...] = ()
+        self._view_prev: Any = None
 
     def reset(self) -> None:
         """Forget the past: the next frame's probabilities are taken as they are."""
-        self._state = self._image = None
+        self._state = self._hist = self._view_prev = None
 
     def __call__(self, frame: Frame, probs: np.ndarray) -> np.ndarray:
         p = np.asarray(probs, dtype=np.float32)
         image = np.asarray(frame.image)
-        prev, prev_image = self._state, self._image
+        hist = _histogram(image)
+        prev = self._state
+        view = self._view(image)
         if (
             prev is None
-            or prev_image is None
+            or self._hist is None
             or prev.shape != p.shape
-            or prev_image.shape != image.shape
-            or cut_score(prev_image, image) > self.cut
+            or self._size != image.shape
+            or _distance(self._hist, hist) > self.cut
         ):
             self.resets.append(frame.index)
             state = p.copy()
         else:
-            state = self._blend(prev, p, prev_image, image)
-        self._state, self._image = state, image
+            state = self._blend(prev, p, self._view_prev, view)
+        self._state, self._hist, self._size, self._view_prev = state, hist, image.shape, view
         return state
 
-    def _blend(
-        self, prev: np.ndarray, p: np.ndarray, prev_image: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
+    def _view(self, image: np.ndarray) -> Any:
+        """What the next frame needs of this one (nothing for the plain EMA)."""
+        return None
+
+    def _blend(self, prev: np.ndarray, p: np.ndarray, view_prev: Any, view: Any) -> np.ndarray:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -122,9 +133,7 @@ class EMASmoother(TemporalSmoother):
 
     method = "ema"
 
-    def _blend(
-        self, prev: np.ndarray, p: np.ndarray, prev_image: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
+    def _blend(self, prev: np.ndarray, p: np.ndarray, view_prev: Any, view: Any) -> np.ndarray:
         return self.alpha * p + (1.0 - self.alpha) * prev
 
 
@@ -143,18 +152,20 @@ class GatedEMA(TemporalSmoother):
             raise ValueError(f"tau must be > 0, got {tau}")
         self.tau = float(tau)
 
-    def _weight(self, change: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def _view(self, image: np.ndarray) -> torch.Tensor:
+        return _gray(image)
+
+    def _weight(self, change: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Per-pixel weight of the new frame (H x W) from a half-size change map."""
         change = F.avg_pool2d(change[None, None], 3, stride=1, padding=1, count_include_pad=False)
         w = self.alpha + (1.0 - self.alpha) * (change / self.tau).clamp(max=1.0)
-        return _resize(w, size)[0, 0].numpy()
+        return _resize(w, size)[0, 0]
 
     def _blend(
-        self, prev: np.ndarray, p: np.ndarray, prev_image: np.ndarray, image: np.ndarray
+        self, prev: np.ndarray, p: np.ndarray, view_prev: torch.Tensor, view: torch.Tensor
     ) -> np.ndarray:
-        change = (_gray(image) - _gray(prev_image)).abs()
-        w = self._weight(change, p.shape[1:])
-        return w * p + (1.0 - w) * prev
+        w = self._weight((view - view_prev).abs(), p.shape[1:])
+        return _mix(w, torch.from_numpy(p), torch.from_numpy(prev))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(alpha={self.alpha:g}, cut={self.cut:g}, tau={self.tau:g})"
@@ -162,33 +173,38 @@ class GatedEMA(TemporalSmoother):
 
 class FlowEMA(GatedEMA):
     """The gated EMA after moving the previous state along the optical flow
-    (:func:`lucas_kanade` on half-size gray frames): the gate is the change the warp leaves
-    (occlusions, flow errors), and pixels whose source is outside the previous frame take
-    the new frame's probabilities."""
+    (:func:`lucas_kanade` on half-size gray frames; the state moved to the nearest pixel, so
+    it never blurs): the gate is the change the warp leaves (occlusions, flow errors), and
+    pixels whose source is outside the previous frame take the new frame's probabilities."""
 
     method = "flow"
 
     def _blend(
-        self, prev: np.ndarray, p: np.ndarray, prev_image: np.ndarray, image: np.ndarray
+        self, prev: np.ndarray, p: np.ndarray, view_prev: torch.Tensor, view: torch.Tensor
     ) -> np.ndarray:
-        cur_g, prev_g = _gray(image), _gray(prev_image)
-        flow = lucas_kanade(prev_g, cur_g)  # half size, in half-size pixels
-        warped_g, _ = _warp(prev_g[None, None], flow)
-        w = self._weight((warped_g[0, 0] - cur_g).abs(), p.shape[1:])
+        flow = lucas_kanade(view_prev, view)  # half size, in half-size pixels
+        warped, _ = _warp(view_prev[None, None], flow)
+        w = self._weight((warped[0, 0] - view).abs(), p.shape[1:])
         h, wd = p.shape[1:]
-        scale = torch.tensor([wd / cur_g.shape[1], h / cur_g.shape[0]]).view(1, 2, 1, 1)
-        full = _resize(flow[None], (h, wd)) * scale
-        aligned, inside = _warp(torch.from_numpy(prev)[None], full[0])
-        w = np.where(inside[0, 0].numpy(), w, 1.0).astype(np.float32)
-        return w * p + (1.0 - w) * aligned[0].numpy()
+        scale = torch.tensor([wd / view.shape[1], h / view.shape[0]]).view(2, 1, 1)
+        full = _resize(flow[None], (h, wd))[0] * scale
+        aligned, inside = _warp(torch.from_numpy(prev)[None], full, mode="nearest")
+        return _mix(torch.where(inside, w, 1.0), torch.from_numpy(p), aligned[0])
+
+
+def _mix(w: torch.Tensor, p: torch.Tensor, prev: torch.Tensor) -> np.ndarray:
+    """``w * p + (1 - w) * prev`` with a per-pixel weight ``w`` (H x W), as numpy."""
+    return (w * p + (1.0 - w) * prev).numpy()
 
 
 def _gray(image: np.ndarray) -> torch.Tensor:
     """An HxWx3 uint8 frame as a half-size (2x2 means) gray image in [0, 1]."""
-    rgb = torch.from_numpy(np.ascontiguousarray(image[..., :3])).float()
-    g = (rgb @ torch.tensor([0.299, 0.587, 0.114])) / 255.0
-    h, w = g.shape
-    return F.avg_pool2d(g[None, None, : h - h % 2, : w - w % 2], 2)[0, 0]
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    blocks = image[: 2 * h, : 2 * w, :3].reshape(h, 2, w, 2, 3).sum((1, 3), dtype=np.uint16)
+    return torch.from_numpy(blocks.astype(np.float32) @ _LUMA)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32) / (4 * 255)  # Rec. 601, 2x2 sums
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -198,20 +214,37 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _warp(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+@lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> torch.Tensor:
+    """Every pixel's position in grid_sample's coordinates (align_corners): H x W x 2."""
+    ys = torch.linspace(-1, 1, h) if h > 1 else torch.zeros(1)
+    xs = torch.linspace(-1, 1, w) if w > 1 else torch.zeros(1)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+
+
+def _warp(
+    x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` (N x C x H x W) sampled at each pixel plus ``flow`` (2 x H x W: dx, dy in
-    pixels), bilinear, and where that point lies inside ``x`` (N x 1 x H x W, bool)."""
+    pixels), and where that point lies inside ``x`` (H x W, bool)."""
     h, w = x.shape[-2:]
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
-    )
-    sx, sy = xs + flow[0], ys + flow[1]
-    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
-    grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], dim=-1)
+    step = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)])
+    grid = _grid(h, w) + flow.permute(1, 2, 0) * step
+    inside = (grid.abs() <= 1.0 + 1e-6).all(dim=-1)
     out = F.grid_sample(
-        x, grid[None].expand(x.shape[0], -1, -1, -1), align_corners=True, padding_mode="border"
+        x,
+        grid[None].expand(x.shape[0], -1, -1, -1),
+        mode=mode,
+        align_corners=True,
+        padding_mode="border",
     )
-    return out, inside[None, None].expand(x.shape[0], 1, h, w)
+    return out, inside
+
+
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over k x k neighbourhoods (separable; zeros beyond the edges)."""
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0))
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, k // 2))
 
 
 def lucas_kanade(
@@ -236,13 +269,16 @@ def lucas_kanade(
             gx, gy = _gradients(warped)
             gt = warped - b
             terms = torch.cat([gx * gx, gx * gy, gy * gy, gx * gt, gy * gt], dim=1)
-            s = F.avg_pool2d(terms, window, stride=1, padding=window // 2, count_include_pad=False)
-            sxx, sxy, syy, sxt, syt = (s[0, i] + (1e-4 if i in (0, 2) else 0.0) for i in range(5))
+            sxx, sxy, syy, sxt, syt = _box(terms, window)[0]
+            sxx, syy = sxx + _RIDGE, syy + _RIDGE
             det = sxx * syy - sxy * sxy
-            du = -(syy * sxt - sxy * syt) / det
-            dv = -(sxx * syt - sxy * sxt) / det
+            du = (sxy * syt - syy * sxt) / det
+            dv = (sxy * sxt - sxx * syt) / det
             flow = flow + torch.stack([du, dv]).clamp(-2.0, 2.0)
     return flow
+
+
+_RIDGE = 1e-4  # added to the gradients' mean squares: below it, a window is textureless
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
