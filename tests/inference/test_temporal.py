@@ -19,7 +19,7 @@ import atrous.weights as W
 from atrous.cli import build_parser, main
 from atrous.inference import Segmenter
 from atrous.inference.temporal import (
-    DEFAULT_ALPHA,
+    SMOOTHING_METHODS,
     EMASmoother,
     FlowEMA,
     GatedEMA,
@@ -172,7 +172,9 @@ def test_lucas_kanade_finds_a_shift() -> None:
 
 def test_parse_smoothing() -> None:
     assert parse_smoothing("off") is None and parse_smoothing("none") is None
-    assert parse_smoothing("ema") == SmoothingSpec("ema", DEFAULT_ALPHA)
+    assert parse_smoothing("ema") == SmoothingSpec("ema", EMASmoother.default_alpha)
+    assert parse_smoothing("gated") == SmoothingSpec("gated", GatedEMA.default_alpha)
+    assert parse_smoothing("gated").new().alpha == GatedEMA().alpha == 0.2
     assert parse_smoothing("Flow:0.25") == SmoothingSpec("flow", 0.25)
     assert str(parse_smoothing("gated:1")) == "gated:1"
     assert isinstance(parse_smoothing("gated:0.4").new(), GatedEMA)
@@ -243,7 +245,8 @@ def test_bad_smooth_values_are_one_line(tmp_path: Path, weights: Path, capsys) -
     assert not (tmp_path / "o").exists()
 
 
-def test_help_states_the_default_alpha() -> None:
+def test_help_states_the_default_alphas() -> None:
     predict = build_parser()._subparsers._group_actions[0].choices["predict"]
     (action,) = [a for a in predict._actions if "--smooth" in a.option_strings]
-    assert f"default {DEFAULT_ALPHA:g}" in action.help
+    said = ", ".join(f"{m} {cls.default_alpha:g}" for m, cls in SMOOTHING_METHODS.items())
+    assert f"default: {said})" in action.help

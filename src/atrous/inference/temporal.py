@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from atrous.inference.video import Frame
 
 __all__ = [
-    "DEFAULT_ALPHA",
     "SMOOTHING_METHODS",
     "EMASmoother",
     "FlowEMA",
@@ -46,12 +45,11 @@ __all__ = [
     "parse_smoothing",
 ]
 
-# The new frame's weight when ``--smooth METHOD`` names none.
-DEFAULT_ALPHA = 0.5
 # Colour-histogram distance above which two frames are different shots (see cut_score).
 DEFAULT_CUT = 0.3
-# Gray-level change (0..1) at which the gated smoothers take the new frame whole.
-DEFAULT_TAU = 0.1
+# Gray-level change (0..1) at which the gated smoothers take the new frame whole: the best
+# trade of flicker for mIoU of 0.1, 0.15, 0.2, 0.3 and 0.5 on CamVid (docs/video.md).
+DEFAULT_TAU = 0.2
 _BINS = 8  # per colour channel, for cut_score
 
 
@@ -80,8 +78,11 @@ class TemporalSmoother:
     (:meth:`_blend`). :attr:`resets` lists the frame numbers where it started again."""
 
     method: ClassVar[str] = ""
+    # The new frame's weight when none is given (``--smooth METHOD``), from the benchmark.
+    default_alpha: ClassVar[float] = 0.5
 
-    def __init__(self, alpha: float = DEFAULT_ALPHA, cut: float = DEFAULT_CUT) -> None:
+    def __init__(self, alpha: float | None = None, cut: float = DEFAULT_CUT) -> None:
+        alpha = self.default_alpha if alpha is None else alpha
         _check_alpha(alpha)
         if not 0 < cut <= 1:
             raise ValueError(f"the scene-cut threshold must be in (0, 1], got {cut}")
@@ -98,6 +99,8 @@ class TemporalSmoother:
 
     def __call__(self, frame: Frame, probs: np.ndarray) -> np.ndarray:
         p = np.asarray(probs, dtype=np.float32)
+        if not p.flags.writeable:  # torch.from_numpy warns about read-only arrays
+            p = p.copy()
         image = np.asarray(frame.image)
         hist = _histogram(image)
         prev = self._state
@@ -143,9 +146,10 @@ class GatedEMA(TemporalSmoother):
     above. Static pixels are smoothed; moving edges take the new frame."""
 
     method = "gated"
+    default_alpha = 0.2
 
     def __init__(
-        self, alpha: float = DEFAULT_ALPHA, cut: float = DEFAULT_CUT, tau: float = DEFAULT_TAU
+        self, alpha: float | None = None, cut: float = DEFAULT_CUT, tau: float = DEFAULT_TAU
     ) -> None:
         super().__init__(alpha, cut)
         if not tau > 0:
@@ -178,6 +182,7 @@ class FlowEMA(GatedEMA):
     pixels whose source is outside the previous frame take the new frame's probabilities."""
 
     method = "flow"
+    default_alpha = 0.3
 
     def _blend(
         self, prev: np.ndarray, p: np.ndarray, view_prev: torch.Tensor, view: torch.Tensor
@@ -301,16 +306,19 @@ SMOOTHING_METHODS: dict[str, type[TemporalSmoother]] = {
 
 @dataclass(frozen=True)
 class SmoothingSpec:
-    """A smoothing method and its ``alpha``; :meth:`new` makes a smoother for one video."""
+    """A smoothing method and its ``alpha`` (None: the method's ``default_alpha``);
+    :meth:`new` makes a smoother for one video."""
 
     method: str
-    alpha: float = DEFAULT_ALPHA
+    alpha: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in SMOOTHING_METHODS:
             raise ValueError(
                 f"unknown smoothing {self.method!r}: choose off, " + ", ".join(SMOOTHING_METHODS)
             )
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", SMOOTHING_METHODS[self.method].default_alpha)
         _check_alpha(self.alpha)
 
     def new(self) -> TemporalSmoother:
@@ -323,7 +331,7 @@ class SmoothingSpec:
 
 def parse_smoothing(text: str) -> SmoothingSpec | None:
     """``off`` -> None; ``METHOD[:ALPHA]`` (``ema``, ``gated``, ``flow``; ``ALPHA`` in (0, 1],
-    default :data:`DEFAULT_ALPHA`) -> its :class:`SmoothingSpec`. A bad value raises
+    default the method's ``default_alpha``) -> its :class:`SmoothingSpec`. A bad value raises
     ValueError with a one-line message."""
     method, _, value = text.strip().lower().partition(":")
     if method in ("off", "none") and not value:
