@@ -115,9 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "less: ema (a moving average), gated (the average, except where the image changed), "
         "flow (the average moved along the optical flow, gated by what the flow misses); "
         "ALPHA in (0, 1] is the new frame's weight (1: no smoothing; default: ema 0.5, "
-        "gated 0.2, flow 0.3); starts "
-        "again at a scene cut or size change; the written labels and --probs are the "
-        "smoothed ones (default off; docs/video.md)",
+        "gated 0.2, flow 0.3); starts again at a scene cut or size change; the written "
+        "labels and --probs are the smoothed ones (default off; docs/video.md)",
     )
     add_shard_args(p)
     add_inference_args(p, auto_tile=True)

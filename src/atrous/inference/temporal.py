@@ -48,7 +48,7 @@ __all__ = [
 # Colour-histogram distance above which two frames are different shots (see cut_score).
 DEFAULT_CUT = 0.3
 # Gray-level change (0..1) at which the gated smoothers take the new frame whole: the best
-# trade of flicker for mIoU of 0.1, 0.15, 0.2, 0.3 and 0.5 on CamVid (docs/video.md).
+# trade of flicker for mIoU of 0.1, 0.2, 0.3 and 0.5 on CamVid (docs/video.md).
 DEFAULT_TAU = 0.2
 _BINS = 8  # per colour channel, for cut_score
 
