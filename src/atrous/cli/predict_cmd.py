@@ -107,6 +107,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one lossless label video (FFV1 .mkv, gray pixels = class ids) instead of a PNG "
         "per frame",
     )
+    video.add_argument(
+        "--smooth",
+        default="off",
+        metavar="METHOD[:ALPHA]",
+        help="carry each pixel's class probabilities from frame to frame so labels flicker "
+        "less: ema (a moving average), gated (the average, except where the image changed), "
+        "flow (the average moved along the optical flow, gated by what the flow misses); "
+        "ALPHA in (0, 1] is the new frame's weight (1: no smoothing; default: ema 0.5, "
+        "gated 0.2, flow 0.3); starts again at a scene cut or size change; the written "
+        "labels and --probs are the smoothed ones (default off; docs/video.md)",
+    )
     add_shard_args(p)
     add_inference_args(p, auto_tile=True)
     p.set_defaults(func=run)
@@ -117,12 +128,17 @@ def run(args: argparse.Namespace) -> int:
 
     from atrous.imageio import IMAGE_EXTENSIONS
     from atrous.inference.io import collect_inputs, model_palette, segment_files
+    from atrous.inference.temporal import parse_smoothing
     from atrous.inference.video import VIDEO_EXTENSIONS, is_video
 
     if not 0.0 <= args.overlay_alpha <= 1.0:
         raise CLIError(f"--overlay-alpha must be in [0, 1], got {args.overlay_alpha}")
     if args.end is not None and args.end <= args.start:
         raise CLIError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
+    try:
+        args.smooth = parse_smoothing(args.smooth)
+    except ValueError as e:
+        raise CLIError(f"--smooth: {e}") from None
     files, problems = collect_inputs(
         args.inputs, (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS), "image or video"
     )
@@ -210,6 +226,7 @@ def _segment_video(
         every=args.every,
         start=args.start,
         end=args.end,
+        probs_hook=args.smooth.new() if args.smooth is not None else None,
         progress=partial(tqdm, disable=args.no_progress, file=sys.stderr),
     )
     if result.ok:
