@@ -126,7 +126,6 @@ def _worker(torchrun: subprocess.Popen, rank: int, timeout: float = 120) -> int:
     raise AssertionError(f"no worker of rank {rank} within {timeout} s")
 
 
-@pytest.mark.slow
 def test_a_killed_run_resumed_with_skip_existing(tmp_path: Path, weights) -> None:
     inputs = _images(tmp_path / "in", 24)
     files, _ = collect_inputs([inputs])
