@@ -64,6 +64,7 @@ def test_the_camera_streams_frames_draws_the_overlay_and_stops(weights_file) -> 
             colours = np.asarray(PALETTE)[samples[:, 0]]
             assert np.all(np.abs(samples[:, 1:4] - colours) <= 3)
             assert driver.find_elements(By.CSS_SELECTOR, "#legend li")
+            assert not driver.find_element(By.ID, "views").is_displayed()  # the still views
             ARTIFACTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(ARTIFACTS / "serve_camera.png"))
 
@@ -75,6 +76,8 @@ def test_the_camera_streams_frames_draws_the_overlay_and_stops(weights_file) -> 
             )
             assert driver.find_element(By.ID, "camera-start").is_enabled()
             assert not driver.find_element(By.ID, "error").is_displayed()
+            assert driver.find_element(By.ID, "views").is_displayed()
+            assert not driver.find_element(By.ID, "camera-view").is_displayed()
 
             # a denied permission is one line in the error area
             driver.execute_script(
