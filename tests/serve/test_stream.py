@@ -191,3 +191,22 @@ def test_a_frame_waiting_in_the_queue_is_replaced_by_the_newer_one(model) -> Non
     assert (second[0]["frame"], second[0]["status"]) == (1, "ok")
     assert set(np.unique(np.asarray(Image.open(io.BytesIO(second[1]))))) == {3}
     assert slow.calls - calls == 2  # A's frame and B's newest
+
+
+def test_a_client_that_leaves_mid_stream_has_its_frames_counted(model) -> None:
+    app = create_app(model, ServerSettings(warmup_size=(64, 64)))
+    slow_down(app, 0.3)
+    with app_client(app) as client:
+        with client.websocket_connect("/v1/stream") as ws:
+            for k in range(3):
+                ws.send_bytes(frame(k))
+            first = ws.receive_json()  # a frame replaced while another ran: dropped
+        deadline = time.monotonic() + 10
+        while _metric(metrics := client.get("/metrics").text, "atrous_stream_clients") != 0:
+            assert time.monotonic() < deadline, "the stream was never closed"
+            time.sleep(0.02)
+    assert first["status"] == "dropped"
+    received = _metric(metrics, "atrous_stream_frames_received_total")
+    answered = _metric(metrics, "atrous_stream_frames_answered_total")
+    dropped = _metric(metrics, "atrous_stream_frames_dropped_total")
+    assert received == 3 and answered + dropped == 3 and dropped >= 2

@@ -1,8 +1,9 @@
 """The server under a camera stream for a bounded time: a real uvicorn server (WebSocket through
 the serve extra's wsproto) and a simulated client sending frames at 15 frames/s for 10 s to a
 model made slower than the camera (the tiny model plus 0.1 s a call). Every frame must be
-answered or dropped, never lost, and the latency must stay bounded: the last frames' no larger
-than the first's (a queue would have grown by about a second a second)."""
+answered or dropped, never lost, and the latency must stay bounded: the last quarter's median
+at most twice the first quarter's plus 0.2 s (a queue would grow by about half a second every
+second)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,12 @@ The protocol:
   or ``{"frame": n, "status": "error", "error": {"status", "code", "message"}}``, the error
   POST answers the same image with. A text message from the client gets an error with
   ``"frame": null``; the connection stays open.
-- **Stale frames are dropped, not queued.** A client has at most one frame at the model
-  and one waiting. A frame that arrives while another waits replaces it (the one waiting,
-  not yet decoded, or still in the batcher's queue, is answered ``dropped``), so a camera
-  faster than the model costs latency of at most about two model calls, never a growing
-  queue. The newest frame is always the next one answered.
+- **Stale frames are dropped, not queued.** A client has at most one frame at the model and
+  one waiting (and one being encoded and sent, which overlaps the next model call). A frame
+  that arrives while another waits replaces it, and the one replaced (not yet decoded, or
+  still in the batcher's queue) is answered ``dropped``: under a camera faster than the model
+  a frame waits at most about one frame interval, never in a growing queue, and the newest
+  frame is always the next one the model sees.
 """
 
 from __future__ import annotations
@@ -80,18 +81,32 @@ class Frame:
     arrived: float
 
 
+@dataclass
+class Segmented:
+    """A frame through the model: its image, labels, batcher job, reader notes and times."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    job: Job
+    notes: list[str]
+    started: float  # when the worker took the frame
+    decoded: float
+    labelled: float
+
+
 class FrameStream:
     """One client's stream: a receiving loop that keeps only the newest waiting frame, and a
-    worker that answers one frame at a time through the batcher."""
+    worker that takes one frame at a time through the model; each result is encoded and sent
+    while the next frame goes to the model."""
 
     def __init__(
         self, websocket: WebSocket, service: StreamBackend, options: RequestOptions
     ) -> None:
         self.ws, self.service, self.options = websocket, service, options
         self.waiting: Frame | None = None  # received, not yet taken by the worker
-        self.current: Frame | None = None  # the worker's frame, until its reply is sent
-        self.job: Job | None = None  # the current frame at the batcher (queued or running)
+        self.job: Job | None = None  # the worker's frame at the batcher (queued or running)
         self.received = 0
+        self.settled = 0  # frames whose reply was sent
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
 
@@ -102,11 +117,11 @@ class FrameStream:
             await self._receive()
         finally:
             worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # the worker ends cancelled, or earlier on a reply to a client already gone
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
                 await worker
-            left = (self.waiting is not None) + (self.current is not None)
-            if left:
-                self.service.metrics.frames_dropped.inc(left)
+            if self.received > self.settled:
+                self.service.metrics.frames_dropped.inc(self.received - self.settled)
 
     # --- receiving ------------------------------------------------------------------------
     async def _receive(self) -> None:
@@ -137,44 +152,38 @@ class FrameStream:
 
     # --- answering ------------------------------------------------------------------------
     async def _work(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            frame, self.waiting = self.waiting, None
-            if frame is not None:
-                self.current = frame
-                await self._answer(frame)
-                self.current = None
-
-    async def _answer(self, frame: Frame) -> None:
-        """Decode, segment and encode one frame; send its reply (result, dropped or error)."""
-        metrics = self.service.metrics
+        replies: set[asyncio.Task] = set()
         try:
-            header, body = await self._segment(frame)
-        except Withdrawn:
-            await self._dropped(frame.index)
-            return
-        except HTTPProblem as p:
-            header, body = {"frame": frame.index, "status": "error", **p.body()}, None
-        except Exception as e:  # never a traceback to the client
-            log.exception("stream frame failed")
-            header = {"frame": frame.index, "status": "error", **internal_error(e).body()}
-            body = None
-        seconds = time.perf_counter() - frame.arrived
-        ok = header["status"] == "ok"
-        if ok:
-            header["seconds"] = round(seconds, 4)
-        await self._send(header, body)
-        if ok:
-            metrics.frames_answered.inc()
-            metrics.frame_latency.observe(seconds)
-        else:
-            metrics.frames_failed.inc()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                frame, self.waiting = self.waiting, None
+                if frame is None:
+                    continue
+                try:
+                    done = await self._segment(frame)
+                except Withdrawn:
+                    await self._dropped(frame.index)
+                    continue
+                except HTTPProblem as p:
+                    await self._fail(frame, p)
+                    continue
+                except Exception as e:  # never a traceback to the client
+                    log.exception("stream frame failed")
+                    await self._fail(frame, internal_error(e))
+                    continue
+                # the reply is encoded and sent while the next frame goes to the model
+                task = asyncio.get_running_loop().create_task(self._reply(frame, done))
+                replies.add(task)
+                task.add_done_callback(replies.discard)
+        finally:
+            for task in replies:
+                task.cancel()
 
-    async def _segment(self, frame: Frame) -> tuple[dict[str, Any], bytes | None]:
-        """The reply of one frame (header, binary body or None); raises :class:`HTTPProblem`
-        as POST would, or :class:`Withdrawn` when a newer frame replaced it in the queue."""
-        service, options = self.service, self.options
+    async def _segment(self, frame: Frame) -> Segmented:
+        """Decode one frame and run the model on it; raises :class:`HTTPProblem` as POST
+        would, or :class:`Withdrawn` when a newer frame replaced it in the queue."""
+        service = self.service
         limit = service.settings.max_upload_bytes
         if len(frame.data) > limit:
             raise HTTPProblem(
@@ -184,11 +193,11 @@ class FrameStream:
                 f"{service.settings.max_upload_mb:g} MB (--max-upload-mb)",
             )
         notes: list[str] = []
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         with service.batcher.expect():  # a batch being formed may wait for this frame
             image = await asyncio.to_thread(service.decode, frame.data, "frame", notes)
-        t_decode = time.perf_counter()
-        job = Job(image, (image.shape[0], image.shape[1], options.inference_key))
+        decoded = time.perf_counter()
+        job = Job(image, (image.shape[0], image.shape[1], self.options.inference_key))
         self.job = job
         try:
             labels = await service.batcher.submit_job(job)
@@ -197,37 +206,57 @@ class FrameStream:
             raise HTTPProblem(503, "busy", f"the server is busy: {e}; try again shortly") from None
         finally:
             self.job = None
-        t_model = time.perf_counter()
-        body, media = await asyncio.to_thread(service.payload, image, labels, options, None)
+        return Segmented(image, labels, job, notes, started, decoded, time.perf_counter())
+
+    async def _reply(self, frame: Frame, done: Segmented) -> None:
+        """Encode a segmented frame in the options' format and send it."""
+        service, options = self.service, self.options
+        try:
+            body, media = await asyncio.to_thread(
+                service.payload, done.image, done.labels, options, None
+            )
+        except Exception as e:
+            log.exception("stream frame failed")
+            await self._fail(frame, internal_error(e))
+            return
         timing = {
-            "wait": t0 - frame.arrived,
-            "decode": t_decode - t0,
-            "queue": job.queued_seconds,
-            "model": job.model_seconds,
-            "encode": time.perf_counter() - t_model,
+            "wait": done.started - frame.arrived,
+            "decode": done.decoded - done.started,
+            "queue": done.job.queued_seconds,
+            "model": done.job.model_seconds,
+            "encode": time.perf_counter() - done.labelled,
         }
+        seconds = time.perf_counter() - frame.arrived
         header: dict[str, Any] = {
             "frame": frame.index,
             "status": "ok",
             "format": options.format,
-            "width": int(labels.shape[1]),
-            "height": int(labels.shape[0]),
+            "width": int(done.labels.shape[1]),
+            "height": int(done.labels.shape[0]),
+            "seconds": round(seconds, 4),
             "timing": {k: round(v, 4) for k, v in timing.items()},
-            "batch_size": job.batch_size,
-            "warnings": notes,
+            "batch_size": done.job.batch_size,
+            "warnings": done.notes,
         }
         if isinstance(body, dict):
-            header["result"] = body
-            return header, None
-        header.update(media=media, bytes=len(body))
-        if options.format == "raw":
-            header["dtype"] = np.dtype(label_dtype(service.num_classes)).name
-        return header, body
+            header["result"], body = body, None
+        else:
+            header.update(media=media, bytes=len(body))
+            if options.format == "raw":
+                header["dtype"] = np.dtype(label_dtype(service.num_classes)).name
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client is gone
+            await self._send(header, body)
+            service.metrics.frames_answered.inc()
+            service.metrics.frame_latency.observe(seconds)
+
+    async def _fail(self, frame: Frame, problem: HTTPProblem) -> None:
+        await self._send({"frame": frame.index, "status": "error", **problem.body()})
+        self.service.metrics.frames_failed.inc()
 
     # --- sending ----------------------------------------------------------------------------
     async def _dropped(self, index: int) -> None:
-        self.service.metrics.frames_dropped.inc()
         await self._send({"frame": index, "status": "dropped"})
+        self.service.metrics.frames_dropped.inc()
 
     async def _send(self, header: dict[str, Any], body: bytes | None = None) -> None:
         """One reply: the JSON header and, when there is one, the binary body right after it
@@ -236,6 +265,8 @@ class FrameStream:
             await self.ws.send_json(header)
             if body is not None:
                 await self.ws.send_bytes(body)
+            if header["frame"] is not None:
+                self.settled += 1
 
 
 async def serve_stream(websocket: WebSocket, service: StreamBackend) -> None:
