@@ -1,5 +1,5 @@
-"""The dynamic batcher on its own: grouping by key, the wait bound, the queue bound, and one
-failing image that does not fail its batch-mates."""
+"""The dynamic batcher on its own: grouping by key, the wait bound, the queue bound, one
+failing image that does not fail its batch-mates, and taking a waiting job back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from atrous.serve.batcher import DynamicBatcher, QueueFull
+from atrous.serve.batcher import DynamicBatcher, Job, QueueFull, Withdrawn
 
 
 def _run(coro):
@@ -155,3 +155,38 @@ def test_the_event_loop_stays_free_while_the_model_runs() -> None:
         return ticks
 
     assert _run(main()) > 10
+
+
+def test_a_waiting_job_can_be_withdrawn_but_not_a_running_one() -> None:
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def run_batch(jobs):
+        calls.append([j.image for j in jobs])
+        release.wait(5)
+        return [f"{j.image}!" for j in jobs]
+
+    async def main():
+        b = DynamicBatcher(run_batch, max_batch=4, max_wait_ms=0)
+        b.start()
+        running = Job("running", "A")
+        first = asyncio.ensure_future(b.submit_job(running))
+        while b.running == 0:
+            await asyncio.sleep(0.005)
+        stale, fresh = Job("stale", "A"), Job("fresh", "A")
+        waiting = [asyncio.ensure_future(b.submit_job(j)) for j in (stale, fresh)]
+        await asyncio.sleep(0.01)
+        assert b.depth == 2
+        took_running, took_stale = b.withdraw(running), b.withdraw(stale)
+        again = b.withdraw(stale)
+        assert b.depth == 1
+        release.set()
+        results = await asyncio.gather(first, *waiting, return_exceptions=True)
+        await b.stop()
+        return took_running, took_stale, again, results
+
+    took_running, took_stale, again, results = _run(main())
+    assert (took_running, took_stale, again) == (False, True, False)
+    assert results[0] == "running!" and results[2] == "fresh!"
+    assert isinstance(results[1], Withdrawn)
+    assert calls == [["running"], ["fresh"]]  # the withdrawn job never reached the model

@@ -7,43 +7,17 @@ says what to install."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NAMES, encode, rgb, running
+from conftest import NAMES, chromium_driver, encode, rgb, running
 
 import atrous.weights as W
 from atrous.inference import Segmenter
 from atrous.serve import ServerSettings, create_app
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def _driver():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip(
-            "BROWSER TEST NOT RUN: headless Chromium is not installed (apt-get install "
-            "chromium chromium-driver; .ci/run does this)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,900",
-        "--force-color-profile=srgb",
-    ):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 def _open_page(driver, url: str, classes: str):
@@ -90,7 +64,7 @@ def test_page_uploads_an_image_and_shows_overlay_legend_and_hover(weights_file, 
         for k, n in enumerate(np.bincount(expected.ravel(), minlength=5))
         if n
     }
-    driver = _driver()
+    driver = chromium_driver()
     try:
         with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
             wait = _open_page(driver, url, "5 classes")
@@ -149,7 +123,7 @@ def test_page_reads_labels_above_255_exactly(tmp_path) -> None:
     photo.write_bytes(encode(image))
     expected = Segmenter.from_model(model).predict(image)
     assert expected.min() >= 256 and len(np.unique(expected)) > 1
-    driver = _driver()
+    driver = chromium_driver()
     try:
         with running(create_app(model, ServerSettings(warmup_size=(64, 64)))) as url:
             wait = _open_page(driver, url, "300 classes")

@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve a model over HTTP, with a web page",
         description="Serve a model (atrous .safetensors, a torchvision/VainF .pth, or an "
         "exported .onnx/.pt2) over HTTP: POST /v1/segment (an image in; a label PNG, an "
-        "overlay or JSON out), GET /v1/model, /healthz, /readyz, /metrics, and a web page at "
-        "/. Concurrent requests of the same size run as one batch. Binds to 127.0.0.1 unless "
+        "overlay or JSON out), a WebSocket /v1/stream for live camera frames, GET /v1/model, "
+        "/healthz, /readyz, /metrics, and a web page at / (with a live camera). Concurrent requests of the same size run as one batch. Binds to 127.0.0.1 unless "
         "--host says otherwise; SIGTERM or Ctrl-C finishes the requests in flight and exits "
         "0. Needs the serve extra: pip install 'atrous[serve]'.",
     )

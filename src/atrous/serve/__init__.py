@@ -17,7 +17,7 @@ from typing import Any
 
 # Public name -> the module that defines it.
 _NAMES = {
-    "HTTPProblem": "app",
+    "HTTPProblem": "problems",
     "SegmentService": "app",
     "create_app": "app",
     "DynamicBatcher": "batcher",

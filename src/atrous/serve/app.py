@@ -6,6 +6,8 @@
   for per-class masks). Options: :mod:`atrous.serve.options`.
 - ``GET /v1/model``: the model card. ``GET /healthz``: alive. ``GET /readyz``: the model is
   loaded and a warm-up forward is done. ``GET /metrics``: Prometheus text.
+- ``/v1/stream``: a WebSocket for the page's live camera, frames in and one reply each out,
+  stale frames dropped rather than queued (:mod:`atrous.serve.stream`).
 - ``GET /``: the web page (``static/index.html``, served by the package: no CDN).
 
 Every refusal is a JSON ``{"error": {"status", "code", "message"}}`` with a 4xx status (503
@@ -28,7 +30,8 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from atrous.imageio import (
     ImageReadError,
@@ -42,25 +45,14 @@ from atrous.serve.encode import json_body, label_png, label_raw, overlay_jpeg
 from atrous.serve.memory import MemoryGuard, rss_bytes
 from atrous.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from atrous.serve.options import OptionError, RequestOptions, ServerSettings, parse_options
+from atrous.serve.problems import HTTPProblem, internal_error
+from atrous.serve.stream import serve_stream
 
 __all__ = ["ACCEPTED", "HTTPProblem", "SegmentService", "create_app"]
 
 log = logging.getLogger("atrous.serve")
 
 ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WebP": "image/webp"}
-
-
-class HTTPProblem(Exception):
-    """A request the service refuses: HTTP ``status``, a short ``code`` and a message."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"status": self.status, "code": self.code, "message": self.message}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 class SegmentService:
@@ -293,11 +285,7 @@ class SegmentService:
             response = p.response()
         except Exception as e:  # never a traceback to the client
             log.exception("segment failed")
-            response = HTTPProblem(
-                500,
-                "internal_error",
-                f"the model failed on this image ({type(e).__name__}: {str(e)[:200]})",
-            ).response()
+            response = internal_error(e).response()
         finally:
             self.metrics.in_flight.dec()
         self.metrics.requests.labels("/v1/segment", str(response.status_code)).inc()
@@ -342,6 +330,24 @@ class SegmentService:
             self.respond, image, labels, options, seconds, timing, job.batch_size, notes
         )
 
+    def payload(
+        self,
+        image: np.ndarray,
+        labels: np.ndarray,
+        options: RequestOptions,
+        info: dict[str, Any] | None = None,
+    ) -> tuple[bytes | dict[str, Any], str]:
+        """The result in ``options.format`` and its media type: the label PNG, the raw labels
+        or the overlay JPEG as bytes; for ``json`` the body as a dict, ``info`` joined in."""
+        if options.format == "png":
+            return label_png(labels, self.num_classes), "image/png"
+        if options.format == "raw":
+            return label_raw(labels, self.num_classes), "application/octet-stream"
+        if options.format == "overlay":
+            return overlay_jpeg(image, labels, self.palette), "image/jpeg"
+        content = json_body(labels, self.class_names, self.palette, options.masks, info)
+        return content, "application/json"
+
     def respond(
         self,
         image: np.ndarray,
@@ -357,24 +363,14 @@ class SegmentService:
         browsers' developer tools show it), ``X-Batch-Size`` and, when the reader had
         something to say, ``X-Image-Warnings``."""
         t0 = time.perf_counter()
-        if options.format == "png":
-            body, media = label_png(labels, self.num_classes), "image/png"
-        elif options.format == "raw":
-            body, media = label_raw(labels, self.num_classes), "application/octet-stream"
-        elif options.format == "overlay":
-            body, media = overlay_jpeg(image, labels, self.palette), "image/jpeg"
-        else:
-            info = {
-                "options": {
-                    "scales": list(options.scales),
-                    "flip": options.flip,
-                    "crf": options.crf,
-                },
-                "seconds": round(seconds, 4),
-                "warnings": list(notes),
-            }
-            content = json_body(labels, self.class_names, self.palette, options.masks, info)
-            body, media = JSONResponse(content).body, "application/json"
+        info = {
+            "options": {"scales": list(options.scales), "flip": options.flip, "crf": options.crf},
+            "seconds": round(seconds, 4),
+            "warnings": list(notes),
+        }
+        body, media = self.payload(image, labels, options, info)
+        if isinstance(body, dict):
+            body = JSONResponse(body).body
         timing = {**(timing or {}), "encode": time.perf_counter() - t0}
         headers = {
             "X-Inference-Seconds": f"{seconds:.4f}",
@@ -442,7 +438,7 @@ async def _warm(service: SegmentService) -> None:
     service.ready = True
 
 
-def _routes(service: SegmentService) -> list[Route]:
+def _routes(service: SegmentService) -> list[BaseRoute]:
     """The endpoints; each answer is counted in the metrics by endpoint and status."""
 
     def counted(endpoint: str, response: Response) -> Response:
@@ -469,6 +465,9 @@ def _routes(service: SegmentService) -> list[Route]:
         service.metrics.queue_depth.set(service.batcher.depth)
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    async def stream(websocket: WebSocket) -> None:
+        await serve_stream(websocket, service)
+
     return [
         Route("/", index),
         Route("/healthz", healthz),
@@ -476,6 +475,7 @@ def _routes(service: SegmentService) -> list[Route]:
         Route("/metrics", metrics),
         Route("/v1/model", model_card),
         Route("/v1/segment", service.segment, methods=["POST"]),
+        WebSocketRoute("/v1/stream", stream),
     ]
 
 

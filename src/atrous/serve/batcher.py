@@ -8,7 +8,9 @@ answered while it works; the queue is bounded, and a full queue refuses at once 
 answers 503 with ``Retry-After``).
 
 A batch is run with ``errors="return"`` (:meth:`atrous.inference.Segmenter.predict_many`):
-an image that fails yields its own exception, and its batch-mates get their results.
+an image that fails yields its own exception, and its batch-mates get their results. A job
+still waiting can be taken back (:meth:`DynamicBatcher.withdraw`): the camera stream replaces a
+stale frame by the newest one this way.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DynamicBatcher", "Job", "QueueFull"]
+__all__ = ["DynamicBatcher", "Job", "QueueFull", "Withdrawn"]
 
 
 class QueueFull(RuntimeError):
     """The batcher's queue holds ``max_queue`` requests already."""
+
+
+class Withdrawn(RuntimeError):
+    """The job was taken back from the queue before the model saw it
+    (:meth:`DynamicBatcher.withdraw`)."""
 
 
 @dataclass
@@ -146,6 +153,16 @@ class DynamicBatcher:
         self._waiting.append(job)
         self._arrived.set()
         return await job.future
+
+    def withdraw(self, job: Job) -> bool:
+        """Take ``job`` back if it is still waiting: its submitter gets :class:`Withdrawn`,
+        and True is returned. False once the job is in a batch (being formed or running) or
+        done: it is then answered as usual."""
+        if job.future is None or job.future.done() or not any(j is job for j in self._waiting):
+            return False
+        self._waiting = collections.deque(j for j in self._waiting if j is not job)
+        job.future.set_exception(Withdrawn("replaced by a newer job before the model saw it"))
+        return True
 
     # --- the collecting loop ---------------------------------------------------------------
     def _take(self, key: Hashable, room: int) -> list[Job]:

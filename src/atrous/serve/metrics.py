@@ -13,7 +13,8 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 class ServiceMetrics:
     """Requests by endpoint and status, request latency, batch sizes, model time per batch,
-    queue depth, in-flight requests, RSS and heap trims."""
+    queue depth, in-flight requests, RSS and heap trims; the camera stream's connections and
+    frames (received, answered, dropped, failed) and its frame latency."""
 
     def __init__(self, max_batch: int) -> None:
         self.registry = CollectorRegistry()
@@ -49,6 +50,32 @@ class ServiceMetrics:
         self.rss = Gauge("atrous_resident_memory_bytes", "RSS after the last batch", registry=r)
         self.trims = Counter(
             "atrous_memory_trims", "heap trims after a batch passed the memory limit", registry=r
+        )
+        self.stream_clients = Gauge(
+            "atrous_stream_clients", "camera streams (/v1/stream) open now", registry=r
+        )
+        self.frames_received = Counter(
+            "atrous_stream_frames_received", "camera-stream frames received", registry=r
+        )
+        self.frames_answered = Counter(
+            "atrous_stream_frames_answered",
+            "camera-stream frames answered with a result",
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "atrous_stream_frames_dropped",
+            "camera-stream frames dropped: replaced by a newer frame of the same client before "
+            "the model saw them, or left when the client went away",
+            registry=r,
+        )
+        self.frames_failed = Counter(
+            "atrous_stream_frames_failed", "camera-stream frames answered with an error", registry=r
+        )
+        self.frame_latency = Histogram(
+            "atrous_stream_frame_latency_seconds",
+            "camera-stream frame latency, arrival to reply",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
 
     def render(self) -> bytes:

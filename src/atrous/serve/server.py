@@ -9,7 +9,16 @@ from typing import Any
 
 from atrous.serve.options import ServerSettings
 
-__all__ = ["ENV_SPEC", "Stopped", "Stopper", "app_from_env", "load_service", "run", "run_workers"]
+__all__ = [
+    "ENV_SPEC",
+    "Stopped",
+    "Stopper",
+    "app_from_env",
+    "load_service",
+    "run",
+    "run_workers",
+    "ws_max_size",
+]
 
 ENV_SPEC = "ATROUS_SERVE_SPEC"  # what each worker process of run_workers loads (JSON)
 
@@ -92,6 +101,7 @@ def run(
         lifespan="on",
         timeout_graceful_shutdown=graceful_timeout,
         access_log=log_level == "debug",
+        ws_max_size=ws_max_size(settings),
     )
     server = uvicorn.Server(config)
     # A signal from here until uvicorn installs its handler (and after it restores ours) asks
@@ -109,6 +119,14 @@ def run(
         stopper.finish()
         if own:
             stopper.restore()
+
+
+def ws_max_size(settings: ServerSettings) -> int:
+    """uvicorn's limit on one WebSocket message: a camera frame over ``--max-upload-mb`` by up
+    to 1 MiB gets the 413 error reply (:mod:`atrous.serve.stream`); a larger one closes the
+    connection (1009, message too big) before it is buffered whole. uvicorn speaks WebSocket
+    through ``websockets`` when it is installed, else ``wsproto`` (the serve extra's)."""
+    return settings.max_upload_bytes + 2**20
 
 
 def _watch(server: Any, on_start: Any) -> None:
@@ -160,6 +178,7 @@ def run_workers(
             lifespan="on",
             timeout_graceful_shutdown=graceful_timeout,
             access_log=log_level == "debug",
+            ws_max_size=ws_max_size(ServerSettings.from_dict(_settings_of(spec))),
         )
     finally:
         for s, h in previous.items():
