@@ -36,9 +36,7 @@ import datetime
 import io
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +47,7 @@ from typing import Any
 
 import numpy as np
 from bench_serve import Server
+from common import cpu_model
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +55,6 @@ CAMVID_VAL = ROOT.parent / "shared" / "data" / "camvid" / "val"
 PAGE_SIZE = (480, 360)  # the page's frame: the long side at 480 pixels (CAMERA_SIDE)
 PAGE_AHEAD = 4  # the page's frames sent and not yet answered, at most (CAMERA_AHEAD)
 PAUSE = 2.0  # seconds between runs, longer than a model call: no run inherits another's work
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (the processor's, when lscpu is missing)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def camera_frames(count: int = 30) -> list[bytes]:

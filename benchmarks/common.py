@@ -3,7 +3,9 @@ this folder on ``sys.path``)."""
 
 from __future__ import annotations
 
+import platform
 import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,3 +43,16 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (the platform's processor string where lscpu is missing), which
+    every benchmark figure names."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

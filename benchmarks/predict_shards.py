@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,20 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID_VAL = ROOT.parent / "shared" / "data" / "camvid" / "val"
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (the processor's, when lscpu is missing)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def predict(

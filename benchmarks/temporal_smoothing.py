@@ -37,7 +37,6 @@ import io
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_model
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,18 +58,6 @@ DEFAULT_SETTINGS = (
     "gated:0.2@0.1,gated:0.2@0.3,gated:0.2@0.5,"
     "flow:0.5,flow:0.3,flow:0.2,flow:0.1"
 )
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (the platform's processor string without lscpu)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def sequence_pairs(root: Path, split: str, sequence: str) -> tuple[list[tuple[Path, Path]], int]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,19 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "camvid_deeplabv3plus_mobilenetv2_30min.json"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def one_run(camvid: Path, minutes: float, busy: bool) -> dict:

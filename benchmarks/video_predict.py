@@ -29,7 +29,6 @@ import io
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,22 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_model
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid" / "train"
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (the platform's processor string without lscpu)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def street_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
