@@ -12,7 +12,7 @@ TORCH_INDEX := $(if $(filter cuda,$(TORCH)),--extra-index-url $(CUDA_INDEX),)
 
 .PHONY: demo test test-slow lint format bench bench-deploy bench-train gpu-check clean
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml setup.py src/atrous/crf/_native.c $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) $(TORCH_INDEX) -e '.[test,export,serve,video]'

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import native
 from .fused import FusedMeanField
 from .heap import retained_heap, rss_bytes, trim_if_grown
 from .kernels import GaussianKernel, bilateral_features, positional_kernel
@@ -207,6 +208,12 @@ def _mean_field(
     """Q ``(B, C, H, W)`` in ``dtype`` from ``q0`` ``(B*H*W, C)`` (used as a work buffer):
     the fused sparse products on the lattice, or the reference :func:`mean_field`."""
     b, h, w, c = shape
+    if method == "lattice" and kernels and mu is None and native.usable(kernels, q0):
+        stamp("built")
+        q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
+        qn = native.mean_field(q0, kernels, iterations)
+        q.view(b, c, h * w).copy_(qn.view(b, h * w, c).transpose(1, 2))
+        return q
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None, labels=c)
         stamp("built")

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import native
+
 __all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # The direct-address table is used while it has at most this many slots per (point, vertex).
@@ -325,8 +327,18 @@ class PermutohedralLattice:
     def _build(self, f: Tensor) -> None:
         """The lattice of the points ``f`` ``(N, d)`` (float32): each point's simplex and
         barycentric weights, then the distinct vertices, the splat order and the blur
-        neighbours (:meth:`_build_dense` or :meth:`_build_sorted`)."""
+        neighbours (compiled, :mod:`atrous.crf.native`, on CPU where it was built; else
+        :meth:`_build_dense` or :meth:`_build_sorted`)."""
         d = self.d
+        self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
+        if (
+            native.available()
+            and f.device.type == "cpu"
+            and d < 64
+            and f.shape[0] * (d + 1) < 2**31 - 1
+        ):
+            self._build_native(f)
+            return
         elevated = _elevate(f, d)
         v, wrap, rem0, rank_i = _enclosing_simplex(elevated, d)
         bary = _barycentric(elevated, rem0, rank_i, d)
@@ -339,7 +351,32 @@ class PermutohedralLattice:
         else:
             self._build_sorted(keys)
         self._bary = bary
-        self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
+
+    def _build_native(self, f: Tensor) -> None:
+        """The compiled build: the same simplices, weights and vertices, numbered by first use
+        in point order (as the C++ hash table does), with a hash table where the key range is
+        large; the splat rows are made when a sparse splat matrix is asked for."""
+        d = self.d
+        vid, bary, minus, plus, kmin, kmax = native.lattice_build(
+            f, self.num_pixels, _scale_factors(d), _inv_d1(d)
+        )
+        self.num_vertices = minus.shape[1]
+        self._offsets, self._bary = vid, bary
+        k_span = [hi + 4 - lo for lo, hi in zip(kmin, kmax)]
+        self._set_neighbours(minus, plus, _minus_is_upper(k_span, d))
+
+    def _splat_rows(self) -> tuple[Tensor, Tensor]:
+        """The splat matrix's row pointer and entry order (entries grouped by vertex, in entry
+        order within a row), made from the vertex ids where the build did not."""
+        if not hasattr(self, "_splat_crow"):
+            m = self.num_vertices
+            vid = self._offsets.reshape(-1).to(torch.int64)
+            counts = torch.bincount(vid, minlength=m + 1)  # (the zero row m: no entries)
+            crow = torch.zeros(m + 2, dtype=torch.int64, device=vid.device)
+            torch.cumsum(counts, 0, out=crow[1:])
+            self._splat_crow = crow
+            self._splat_order = _sort(vid, m)[1].to(_index_dtype(vid.numel()))
+        return self._splat_crow, self._splat_order
 
     def _vertex_keys(self, keys: _VertexKeys, big_k: Tensor, rank_i: Tensor) -> Tensor:
         """Packed keys ``(n, d+1)`` of the d+1 vertices of each row's simplex (``big_k``,
@@ -561,11 +598,12 @@ class PermutohedralLattice:
         """The (R, N) splat matrix (R = :attr:`num_rows`, the last row empty) with ``weights``
         ``(N * (d+1),)`` (point-major) as values: the barycentric weights, or those times a
         per-point factor (folded normalization)."""
-        d1, order = self.d + 1, self._splat_order
+        d1 = self.d + 1
+        crow, order = self._splat_rows()
         n_total, m = self._offsets.shape[0], self.num_rows
         idx_dt = torch.int32 if n_total * d1 < 2**31 - 1 else torch.int64
         return csr_matrix(
-            self._splat_crow.to(idx_dt),
+            crow.to(idx_dt),
             torch.div(order, d1, rounding_mode="floor").to(idx_dt),
             weights.index_select(0, order),
             size=(m, n_total),

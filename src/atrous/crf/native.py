@@ -1,0 +1,124 @@
+"""The compiled mean field of the dense CRF (``_native.c``), where it was built.
+
+:func:`~atrous.crf.dense_crf` runs its iterations here on CPU: each iteration splats Q onto
+every kernel's lattice, blurs (Adams et al. 2010) and slices back fused with the unary, the
+exponential and the normalization (Krähenbühl & Koltun 2011, alg. 1), in loops over the
+contiguous label dim, on ``threads`` threads.  The extension is built on install where a C
+compiler is present (``setup.py``); without it, or on another device, or with a label
+compatibility matrix, the torch sparse products of :mod:`atrous.crf.fused` run instead.
+``ATROUS_CRF_NATIVE=0`` turns it off (for comparisons).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+try:
+    from . import _native
+except ImportError:  # not built (no compiler at install): the torch path
+    _native = None
+
+__all__ = ["available", "mean_field"]
+
+_LANES = 8  # the C code's vector width in labels (its W)
+
+
+def available() -> bool:
+    """Whether the compiled mean field is built and not turned off (``ATROUS_CRF_NATIVE=0``)."""
+    return _native is not None and os.environ.get("ATROUS_CRF_NATIVE", "1") != "0"
+
+
+def lattice_build(
+    features: Tensor, per_image: int, scale: Tensor, inv_d1: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, list[int], list[int]]:
+    """The compiled lattice of ``features`` ``(N, d)`` float32 (``per_image`` points to an
+    image of a batch): vertex ids ``(N, d+1)`` int32 (first use in point order), barycentric
+    weights ``(N, d+1)``, "minus" and "plus" blur neighbours ``(d+1, M)`` int32 (M where
+    absent), and the range of the remainder-0 coordinates K (min, max per coordinate)."""
+    assert _native is not None
+    n, d = features.shape
+    f = features.contiguous()
+    vid = torch.empty(n, d + 1, dtype=torch.int32)
+    bary = torch.empty(n, d + 1, dtype=torch.float32)
+    sc = scale.to(torch.float32).contiguous()
+    m, nbr, kmin, kmax = _native.lattice_build(
+        n,
+        per_image,
+        d,
+        f.data_ptr(),
+        sc.data_ptr(),
+        inv_d1,
+        vid.data_ptr(),
+        bary.data_ptr(),
+        torch.get_num_threads(),
+    )
+    neighbours = torch.frombuffer(nbr, dtype=torch.int32).view(2, d + 1, m)
+    return vid, bary, neighbours[0], neighbours[1], kmin, kmax
+
+
+def usable(kernels: Sequence[tuple[Any, float]], probs: Tensor) -> bool:
+    """Whether :func:`mean_field` can run these ``(GaussianKernel, weight)`` pairs on these
+    probabilities."""
+    return (
+        available()
+        and probs.device.type == "cpu"
+        and 0 < len(kernels) <= 8
+        and all(k.lattice is not None for k, _ in kernels)
+        and probs.shape[0] < 2**31 - 1
+        and all(k.lattice.num_rows * probs.shape[1] < 2**62 for k, _ in kernels)  # type: ignore[union-attr]
+    )
+
+
+def mean_field(
+    probs: Tensor,
+    kernels: Sequence[tuple[Any, float]],
+    iterations: int,
+    threads: int | None = None,
+) -> Tensor:
+    """Q ``(N, C)`` (a view of a padded buffer) after ``iterations`` Potts mean-field updates
+    from ``probs`` ``(N, C)`` float32 (entries > 0; the unary is -log p).
+
+    ``threads`` defaults to ``torch.get_num_threads()``; results do not depend on it (every
+    row is summed in the same order).
+    """
+    if _native is None:
+        raise RuntimeError("atrous.crf._native was not built (no C compiler at install)")
+    n, c = probs.shape
+    cp = -(-c // _LANES) * _LANES  # labels padded to whole vectors
+    q = torch.zeros(n, cp, dtype=torch.float32)
+    neg_u = torch.full((n, cp), -1e30, dtype=torch.float32)  # padded labels: probability 0
+    torch.log(probs, out=neg_u[:, :c])
+    keep: list[Tensor] = []  # the arrays the C code reads, alive until it returns
+    specs = []
+    for kern, w in kernels:
+        lat = kern.lattice
+        assert lat is not None
+        norm = kern.norm(torch.float32).reshape(-1, 1)
+        vid = lat.vertex_ids.to(torch.int32).contiguous()
+        ws = (lat.barycentric * norm).contiguous()
+        wl = (ws * float(lat.alpha * w)).contiguous()
+        lower = lat._lower.to(torch.int32).contiguous()
+        upper = lat._upper.to(torch.int32).contiguous()
+        keep += [vid, ws, wl, lower, upper]
+        specs.append(
+            (
+                lat.d + 1,
+                lat.num_vertices,
+                vid.data_ptr(),
+                ws.data_ptr(),
+                wl.data_ptr(),
+                lower.data_ptr(),
+                upper.data_ptr(),
+            )
+        )
+    nt = torch.get_num_threads() if threads is None else int(threads)
+    # a thread per ~20k pixels at most: below that the barriers cost more than they save
+    nt = max(1, min(nt, n // 20_000 or 1))
+    _native.mean_field(n, cp, int(iterations), nt, q.data_ptr(), neg_u.data_ptr(), specs)
+    del keep
+    return q[:, :c]
