@@ -1,13 +1,17 @@
-"""Dense CRF over a set of real images: atrous.crf.dense_crf against pydensecrf2 (issue 14).
+"""Dense CRF over a set of real images: atrous.crf.dense_crf against pydensecrf2 (issues 14, 31).
 
     PYTHONPATH=src python benchmarks/bench_crf_images.py --suite --out benchmarks/results/crf_images
+    PYTHONPATH=src python benchmarks/bench_crf_images.py --suite --parts per-core --threads 1,2 \\
+        --out benchmarks/results/crf_per_core
     PYTHONPATH=src python benchmarks/bench_crf_images.py \\
         [IMAGES_OR_FOLDERS ...] [--sizes 500x375,1000x750] [--labels 21] \\
         [--probs onehot|net --model runs/deploy_mnv2/model.safetensors] [--limit N]
 
-``--suite`` is issue 14's whole benchmark in one run (65 minutes here): 21 labels at 500x375
-and 1000x750, 150 labels and a network's probabilities at 500x375, and 7 varied images at
-2000x1500 for linearity, with a summary table. pydensecrf2 is read from ``--ref-path``
+``--suite`` is the whole benchmark in one run (over an hour here): the *per-core* part (issue
+31: 21 labels at 500x375 with ours on each of ``--threads``, default 1 and 2, checked against
+the issue's targets), then at the largest thread count 21 labels at 1000x750, 150 labels and a
+network's probabilities at 500x375, and 7 varied images at 2000x1500 for linearity, with a
+summary table; ``--parts`` runs some of them. Every table names the CPU (``lscpu``). pydensecrf2 is read from ``--ref-path``
 (default ``/work/crfref_site``: ``pip install --target /work/crfref_site pydensecrf2``).
 
 Without image arguments the set is the real images of ``../shared/data``: 20 CamVid val street
@@ -43,10 +47,24 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 PARAMS = {"pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+CPU = cpu_model()
+
+
+def _native_built() -> bool:
+    """Whether atrous.crf's compiled part is built (the C++ comparison's subject)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from atrous.crf import native
+
+    return native.available()
 
 
 def default_images() -> list[Path]:
@@ -177,12 +195,14 @@ def child(method: str, npz: str, out: str, threads: int, iterations: int) -> Non
     print(json.dumps(res))
 
 
-def run_child(method: str, npz: str, out: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(
+    method: str, npz: str, out: str, args: argparse.Namespace, threads: int
+) -> dict[str, Any]:
     ref_site = [args.ref_path] if args.ref_path else []
     pythonpath = os.pathsep.join([str(ROOT / "src"), *ref_site, os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": pythonpath}
     cmd = [sys.executable, __file__, "--child", method, npz, out]
-    cmd += ["--threads", str(args.threads), "--iterations", str(args.iterations)]
+    cmd += ["--threads", str(threads), "--iterations", str(args.iterations)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{method} failed on {npz}: {r.stderr[-2000:]}")
@@ -210,15 +230,18 @@ def run_set(
     seg: Any,
     args: argparse.Namespace,
     title: str,
+    threads: int,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every image at every size, ours against the C++: the rows and the markdown lines."""
+    """Every image at every size, ours on ``threads`` threads against the C++ (one thread:
+    it has no other): the rows and the markdown lines."""
     rows: list[dict[str, Any]] = []
     lines = [f"# {title}"]
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             lines += [
                 "",
-                f"## {size[0]}x{size[1]}",
+                f"## {size[0]}x{size[1]}, ours on {threads} thread{'s' if threads > 1 else ''}"
+                f" ({CPU})",
                 "",
                 "| image | V positional | V bilateral (per pixel) | labels | ours first s "
                 "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
@@ -232,8 +255,8 @@ def run_set(
                 np.savez(npz, image=img, probs=p)
                 ours = ref = None
                 for _ in range(max(1, args.repeat)):  # interleaved; each time its fastest
-                    o = run_child("ours", npz, os.path.join(tmp, "ours.npy"), args)
-                    r = run_child("ref", npz, os.path.join(tmp, "ref.npy"), args)
+                    o = run_child("ours", npz, os.path.join(tmp, "ours.npy"), args, threads)
+                    r = run_child("ref", npz, os.path.join(tmp, "ref.npy"), args, 1)
                     ours = o if ours is None else _best(ours, o)
                     ref = r if ref is None else _best(ref, r)
                 ours_labels = np.load(os.path.join(tmp, "ours.npy"))
@@ -243,6 +266,7 @@ def run_set(
                 row = {
                     "image": f.name,
                     "size": f"{size[0]}x{size[1]}",
+                    "threads": threads,
                     "labels": p.shape[0],
                     "ours": ours,
                     "ref": ref,
@@ -265,7 +289,10 @@ def run_set(
                 print(line, flush=True)
             sel = [r for r in rows if r["size"] == f"{size[0]}x{size[1]}"]
             ratios = "; ".join(f"{k}: {v}" for k, v in summarize(sel).items())
-            text = f"\n**{size[0]}x{size[1]}, {len(sel)} images** (ratio ours / C++): {ratios}."
+            text = (
+                f"\n**{size[0]}x{size[1]}, {len(sel)} images, {threads} threads, {CPU}** "
+                f"(ratio ours / C++): {ratios}."
+            )
             lines.append(text)
             print(text, flush=True)
     return rows, lines
@@ -307,25 +334,61 @@ LINEARITY_SET = (
 )
 
 
+# Issue 31's targets for the per-core part (500x375, 21 labels, first call, ours / C++):
+# threads -> (median, worst); label agreement and peak memory hold at every thread count.
+TARGETS = {1: (0.5, 0.7), 2: (0.33, 0.5)}
+MIN_AGREEMENT, MAX_MEMORY = 0.999, 1.3
+PARTS = ("per-core", "onehot-21", "onehot-150", "net", "linearity")
+
+
+def verdict(sel: list[dict[str, Any]], threads: int) -> str:
+    """Issue 31's targets against the rows of one thread count."""
+    first = [r["first_ratio"] for r in sel]
+    med, worst = pct(first, 50), max(first)
+    agree = min(r["agreement"] for r in sel)
+    mem = max(r["mem_ratio"] for r in sel)
+    checks = []
+    if threads in TARGETS:
+        t_med, t_worst = TARGETS[threads]
+        checks += [
+            f"median {med:.2f} <= {t_med} {'met' if med <= t_med else 'MISSED'}",
+            f"worst {worst:.2f} <= {t_worst} {'met' if worst <= t_worst else 'MISSED'}",
+        ]
+    checks += [
+        f"agreement {100 * agree:.3f}% >= 99.9% {'met' if agree >= MIN_AGREEMENT else 'MISSED'}",
+        f"peak memory {mem:.2f} <= {MAX_MEMORY} {'met' if mem <= MAX_MEMORY else 'MISSED'}",
+    ]
+    return "; ".join(checks)
+
+
 def suite(files: list[Path], args: argparse.Namespace) -> None:
-    """Issue 14's whole benchmark in one run: the tables of ``benchmarks/results/crf.md``."""
+    """The whole benchmark in one run (``--parts`` picks some): the per-core part (issue 31:
+    500x375, 21 labels, at every ``--threads`` count), 21 labels at 1000x750, 150 labels and a
+    network's probabilities at 500x375, and 7 images at 2000x1500 for linearity (these at the
+    largest thread count)."""
     all_rows: list[dict[str, Any]] = []
     parts: list[str] = []
     summary = [
-        "| part | size | labels | images | first call: median / worst | new size | warm "
-        "| peak memory | worst agreement | ours s/MP (first, median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| part | size | threads | labels | images | first call: median / worst | new size "
+        "| warm | peak memory | worst agreement | ours s/MP (first, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    verdicts: list[str] = []
     lin = [f for f in files if f.name in LINEARITY_SET]
     seg = None
     model = Path(args.model) if args.model else ROOT / "runs/deploy_mnv2/model.safetensors"
+    most = max(args.thread_counts)
     plan = [
-        ("onehot-21", files, [(500, 375), (1000, 750)], "onehot", 21),
-        ("onehot-150", files, [(500, 375)], "onehot", 150),
-        ("net", files, [(500, 375)], "net", 0),
-        ("linearity", lin, [(2000, 1500)], "onehot", 21),
+        ("per-core", files, [(500, 375)], "onehot", 21, args.thread_counts),
+        ("onehot-21", files, [(1000, 750)], "onehot", 21, [most]),
+        ("onehot-150", files, [(500, 375)], "onehot", 150, [most]),
+        ("net", files, [(500, 375)], "net", 0, [most]),
+        ("linearity", lin, [(2000, 1500)], "onehot", 21, [most]),
     ]
-    for name, fs, sizes, probs, labels in plan:
+    wanted = set(args.parts.split(",")) if args.parts else set(PARTS)
+    for name, fs, sizes, probs, labels, counts in plan:
+        if name not in wanted:
+            continue
         if probs == "net":
             if not model.is_file():
                 note = (
@@ -335,29 +398,36 @@ def suite(files: list[Path], args: argparse.Namespace) -> None:
                 parts += ["", note]
                 print(parts[-1], flush=True)
                 continue
-            seg = load_segmenter(model, args.threads)
+            seg = load_segmenter(model, most)
         source = f" ({model.name})" if probs == "net" else f" ({labels} labels)"
-        title = f"{name}: {len(fs)} images, probabilities {probs}" + source
-        rows, lines = run_set(fs, sizes, probs, labels, seg, args, title)
-        for r in rows:
-            r["part"] = name
-        all_rows += rows
-        parts += [""] + lines
-        for w, h in sizes:
-            sel = [r for r in rows if r["size"] == f"{w}x{h}"]
-            sm = summarize(sel)
-            timings = " | ".join(
-                sm[k].replace("median ", "").replace(", worst ", " / ")
-                for k in ("first call", "new size", "warm", "peak memory")
-            )
-            summary.append(
-                f"| {name} | {w}x{h} | {sel[0]['labels']} | {len(sel)} | {timings}"
-                f" | {sm['label agreement'][6:]} | {sm['ours first call'][7:]} |"
-            )
+        for threads in counts:
+            title = f"{name}: {len(fs)} images, probabilities {probs}{source}, {threads} threads"
+            rows, lines = run_set(fs, sizes, probs, labels, seg, args, title, threads)
+            for r in rows:
+                r["part"] = name
+            all_rows += rows
+            parts += [""] + lines
+            for w, h in sizes:
+                sel = [r for r in rows if r["size"] == f"{w}x{h}"]
+                sm = summarize(sel)
+                timings = " | ".join(
+                    sm[k].replace("median ", "").replace(", worst ", " / ")
+                    for k in ("first call", "new size", "warm", "peak memory")
+                )
+                summary.append(
+                    f"| {name} | {w}x{h} | {threads} | {sel[0]['labels']} | {len(sel)} | "
+                    f"{timings} | {sm['label agreement'][6:]} | {sm['ours first call'][7:]} |"
+                )
+                if name == "per-core":
+                    verdicts.append(f"- {threads} thread(s): {verdict(sel, threads)}")
     # linearity: the same images at every size (the 21-label part gives the two smaller ones)
     lin_names = {f.name for f in lin}
     lin_rows = [
-        r for r in all_rows if r["image"] in lin_names and r["part"] in ("onehot-21", "linearity")
+        r
+        for r in all_rows
+        if r["image"] in lin_names
+        and r["threads"] == most
+        and r["part"] in ("per-core", "onehot-21", "linearity")
     ]
     table = [
         "| size | images | ours first s/MP (median) | ours warm s/MP | C++ s/MP | "
@@ -374,16 +444,20 @@ def suite(files: list[Path], args: argparse.Namespace) -> None:
             f" | {pct([r['ref']['first_s'] / mp for r in sel], 50):.2f}"
             f" | {pct(per_v, 50):.2f} |"
         )
+    compiled = "compiled mean field" if _native_built() else "torch path (no compiled part)"
     head = [
-        f"# Dense CRF over real images against pydensecrf2 (issue 14), {args.iterations} "
-        f"iterations, DeepLab v2 parameters, {args.threads} threads, each measurement a fresh "
-        f"process (fastest of {args.repeat}, interleaved); load average "
-        f"{os.getloadavg()[0]:.2f} at the end",
+        f"# Dense CRF over real images against pydensecrf2 (issues 14, 31), {CPU}, "
+        f"{args.iterations} iterations, DeepLab v2 parameters, ours on "
+        f"{'/'.join(map(str, args.thread_counts))} threads ({compiled}) against the C++ on one "
+        f"(its only), each measurement a fresh process (fastest of {args.repeat}, interleaved); "
+        f"load average {os.getloadavg()[0]:.2f} at the end",
         "",
-        "## Summary (ratio ours / C++)",
+        f"## Summary (ratio ours / C++), {CPU}",
         "",
     ]
-    linearity = ["", "## Linearity (the same images at every size)", ""]
+    if verdicts:
+        summary += ["", "Issue 31's targets (500x375, 21 labels, first call):", "", *verdicts]
+    linearity = ["", f"## Linearity (the same images at every size, {most} threads, {CPU})", ""]
     text = "\n".join(head + summary + linearity + table + parts) + "\n"
     print(text, flush=True)
     if args.out:
@@ -399,7 +473,13 @@ def main() -> None:
     ap.add_argument("--probs", choices=("onehot", "net"), default="onehot")
     ap.add_argument("--model", help="weights for --probs net")
     ap.add_argument("--limit", type=int, default=0, help="at most this many images")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        default="1,2",
+        help="ours' thread counts, comma-separated (the per-core part runs at each, the "
+        "other parts and a plain run at the largest)",
+    )
+    ap.add_argument("--parts", help=f"the suite's parts, comma-separated (default all: {PARTS})")
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument(
         "--repeat",
@@ -424,8 +504,9 @@ def main() -> None:
     )
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "NPZ", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.thread_counts = sorted({int(t) for t in str(args.threads).split(",")})
     if args.child:
-        child(*args.child, args.threads, args.iterations)
+        child(*args.child, args.thread_counts[0], args.iterations)
         return
     files = expand(args.images) if args.images else default_images()
     if args.limit:
@@ -435,16 +516,17 @@ def main() -> None:
         return
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     seg = None
+    threads = max(args.thread_counts)
     if args.probs == "net":
-        seg = load_segmenter(args.model, args.threads)
+        seg = load_segmenter(args.model, threads)
     source = f" ({args.model})" if seg is not None else f" ({args.labels} labels)"
     title = (
         f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
-        f"parameters, probabilities: {args.probs}{source}, {args.threads} threads, each "
+        f"parameters, probabilities: {args.probs}{source}, {threads} threads, {CPU}, each "
         f"measurement a fresh process (fastest of {args.repeat}, interleaved); load average "
         f"{os.getloadavg()[0]:.2f} at start"
     )
-    rows, lines = run_set(files, sizes, args.probs, args.labels, seg, args, title)
+    rows, lines = run_set(files, sizes, args.probs, args.labels, seg, args, title, threads)
     if args.out:
         Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
         Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))

@@ -1,19 +1,23 @@
 /* The dense CRF's mean field on the permutohedral lattice, compiled (atrous.crf.native).
  *
- * Krähenbühl & Koltun (2011, alg. 1) with the lattice filter of Adams et al. (2010): every
- * iteration splats Q onto each kernel's lattice vertices, blurs them along the d+1 lattice
- * directions and slices them back; the slice is fused with the unary, the exponential and the
- * normalization, so that Q is read once (splat) and written once (slice) per iteration.
- * Labels are the contiguous inner dimension of every array (vectorized loops over labels).
+ * Krähenbühl & Koltun (2011, alg. 1) with the lattice filter of Adams et al. (2010).  An
+ * iteration is one pass over the pixels and the blur:
+ * - the pixel pass: for each pixel, the logits (-U plus every kernel's slice of the blurred
+ *   vertex values), Q = softmax, and at once the splat of Q onto every kernel's vertices for
+ *   the next iteration: Q is never stored between iterations;
+ * - the blur along the d+1 lattice directions, as a wavefront over chunks of rows where every
+ *   blur neighbour is near (the positional kernel, numbered in raster order): a chunk's d+1
+ *   passes follow each other while it is in cache, instead of d+1 sweeps over memory.
+ * Labels are the contiguous inner dimension of every array, padded to whole vectors.
  *
- * No Python object is touched while the iterations run (the GIL is released); the work is
- * split between the caller's thread and nthreads - 1 POSIX threads by rows (vertices for the
- * splat and blur, pixels for the slice), with a barrier between phases.  Every row is summed
- * in the same order whatever the thread count, so results do not depend on it.
+ * No Python object is touched while the iterations run (the GIL is released).  The work is
+ * split between the caller's thread and nthreads - 1 POSIX threads by rows (pixels for the
+ * pixel pass, vertices for the blur) with a barrier between phases; a thread splats the
+ * vertices that other threads' pixels also use into a buffer of its own, summed before the
+ * blur.  Results differ between thread counts only in float rounding.
  *
  * The lattice itself (vertex ids, barycentric weights, blur neighbours) is built by
- * atrous.crf.lattice or by lattice_build below, following the float32 arithmetic of the C++
- * original of densecrf.
+ * lattice_build below, in the float32 arithmetic of densecrf's C++ (or by atrous.crf.lattice).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -94,7 +98,7 @@ typedef void (*Body)(void *ctx, int tid, int nthreads, Barrier *bar);
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int nthreads; /* 0 until every helper that could be started is */
+    int nthreads; /* 0 until the helpers are started; -1: run without them */
     Body body;
     void *ctx;
     Barrier bar;
@@ -112,12 +116,12 @@ static void *task_main(void *arg) {
     while (team->nthreads == 0) pthread_cond_wait(&team->cv, &team->mu);
     int nt = team->nthreads;
     pthread_mutex_unlock(&team->mu);
-    team->body(team->ctx, t->tid, nt, &team->bar);
+    if (nt > 1) team->body(team->ctx, t->tid, nt, &team->bar);
     return NULL;
 }
 
-/* Run body(ctx, tid, nt, barrier) on nt threads, the caller's being tid 0: nthreads, or fewer
- * where the system refuses a new thread (the helpers wait until the count is known). */
+/* Run body(ctx, tid, nt, barrier) on nthreads threads, the caller's being tid 0; where the
+ * system refuses a thread, on the caller's alone (nt = 1: the helpers that started leave). */
 static void run_parallel(Body body, void *ctx, int nthreads) {
     Team team;
     pthread_mutex_init(&team.mu, NULL);
@@ -139,12 +143,13 @@ static void run_parallel(Body body, void *ctx, int nthreads) {
             started++;
         }
     }
-    barrier_init(&team.bar, started);
+    int nt = started == nthreads ? nthreads : 1;
+    barrier_init(&team.bar, nt);
     pthread_mutex_lock(&team.mu);
-    team.nthreads = started;
+    team.nthreads = nt > 1 ? nt : -1;
     pthread_cond_broadcast(&team.cv);
     pthread_mutex_unlock(&team.mu);
-    body(ctx, 0, started, &team.bar);
+    body(ctx, 0, nt, &team.bar);
     for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
     barrier_destroy(&team.bar);
     pthread_mutex_destroy(&team.mu);
@@ -215,18 +220,55 @@ static inline __attribute__((always_inline)) void store(float *p, vf v) { *(vf *
 
 #define MAX_THREADS 64
 
+/* the wavefront's chunk of rows; WAVE_OFF=1 turns the wavefront off (for measurements) */
+#ifndef CHUNK
+#define CHUNK 1024
+#endif
+#ifndef WAVE_OFF
+#define WAVE_OFF 0
+#endif
+
 typedef struct {
     int d1;               /* d + 1 vertices per simplex */
     int64_t m;            /* vertices; row m of every value buffer is the zero row */
     const int32_t *vid;   /* (N, d1) vertex of each point's simplex */
-    const float *ws;      /* (N, d1) splat weights (barycentric x normalization) */
-    const float *wl;      /* (N, d1) slice weights (x alpha x kernel weight) */
-    const int32_t *lower; /* (d1, m) blur neighbours, m where absent */
+    const float *bary;    /* (N, d1) barycentric weights */
+    const float *norm;    /* (N,) the normalization D^-1/2 */
+    float aw;             /* alpha x kernel weight */
+    const int32_t *lower; /* (d1, m) blur neighbours, m where absent (either order) */
     const int32_t *upper;
-    float *buf[2];              /* (m + 1, cp) vertex values: splat target and blur ping-pong */
-    float *priv[MAX_THREADS];   /* threads >= 1: their own splat targets (summed before the blur) */
-    int scattered; /* whether successive pixels' vertices are far apart (then prefetched) */
+    /* Two (m + 1, cp) buffers: the splat lands in one, the d1 blur passes go back and forth
+     * between them, and the next splat lands in the one the last pass read (cleared behind
+     * it); Step.side says which is which. */
+    float *buf[2];
+    /* Thread t >= 1 splats the vertices that other threads' pixels use too (zone t, the rows
+     * [zlo, zhi)) into its own buffer priv, summed into the splat before the blur; the rest
+     * straight into the splat.  In raster order the positional kernel's zones are the few rows
+     * where two threads' bands of pixels meet; the bilateral kernel's span everything. */
+    float *priv[MAX_THREADS];
+    int64_t zlo[MAX_THREADS], zhi[MAX_THREADS];
+    int64_t ulo, uhi; /* the union of the zones */
+    int scattered;    /* whether successive pixels' vertices are far apart (then prefetched) */
+    /* The blur runs as a wavefront where every neighbour is within reach rows of its vertex
+     * (the positional kernel, numbered in raster order): pass j works on chunk s - j * lag at
+     * step s, so that a chunk's d+1 passes follow each other while it is in cache, and the
+     * buffer the last pass read is cleared lag chunks behind it.  Elsewhere chunk = m and
+     * lag = 1: one pass per step over every row, then the clearing. */
+    int64_t chunk, nchunks, lag;
 } Kern;
+
+typedef struct {
+    int64_t n;
+    int c;  /* labels */
+    int cp; /* labels, padded to a multiple of W */
+    int iters;
+    float *q;       /* (N, c) out: Q */
+    const float *u; /* (N, cp) -U = log p; -1e30 in the padding */
+    int nk;
+    int64_t steps; /* blur steps per iteration (every kernel's passes and clearing done) */
+    Kern k[MAX_KERNELS];
+    float *scratch; /* (nthreads, cp) */
+} MeanField;
 
 /* Whether successive pixels use vertices far apart in memory (the bilateral kernel: a vertex
  * gathers pixels of similar colour from far across the image) rather than nearby ones (the
@@ -241,21 +283,33 @@ static int is_scattered(const int32_t *vid, int64_t n, int d1) {
     return count > 0 && far * 4 > count;
 }
 
-typedef struct {
-    int64_t n;
-    int cp; /* labels, padded to a multiple of W */
-    int iters;
-    float *q;       /* (N, cp) out: Q */
-    const float *u; /* (N, cp) -U = log p; -1e30 in the padding */
-    int nk;
-    int maxd1;
-    Kern k[MAX_KERNELS];
-    float *scratch; /* (nthreads, cp) */
-} MeanField;
+/* The wavefront's chunk and lag (see Kern), from the farthest blur neighbour in rows. */
+static void plan_blur(Kern *k) {
+    int64_t m = k->m, reach = 0;
+    for (int j = 0; j < k->d1; j++) {
+        const int32_t *lo = k->lower + (int64_t)j * m, *up = k->upper + (int64_t)j * m;
+        for (int64_t v = 0; v < m; v++) {
+            if (lo[v] < m && llabs(lo[v] - v) > reach) reach = llabs(lo[v] - v);
+            if (up[v] < m && llabs(up[v] - v) > reach) reach = llabs(up[v] - v);
+        }
+    }
+    int64_t chunk = CHUNK;
+    int64_t lag = (reach + chunk - 1) / chunk + 1;
+    /* worth it while the passes' window (d+1 lags of chunks) is a small part of the rows */
+    if (!WAVE_OFF && m >= 8 * chunk && (int64_t)(k->d1 + 1) * lag * chunk * 4 <= m) {
+        k->chunk = chunk;
+        k->nchunks = (m + chunk - 1) / chunk;
+        k->lag = lag;
+    } else {
+        k->chunk = m > 0 ? m : 1;
+        k->nchunks = 1;
+        k->lag = 1;
+    }
+}
 
 /* Q = softmax of the logits lg (cp labels) into o. */
-static inline __attribute__((always_inline)) void softmax_into(const float *restrict lg,
-                                                               float *restrict o, int cp) {
+static inline __attribute__((always_inline)) void softmax_into(const float *lg,
+                                                               float *o, int cp) {
     vf mx = load(lg);
     for (int l = W; l < cp; l += W) {
         vf x = load(lg + l);
@@ -272,39 +326,50 @@ static inline __attribute__((always_inline)) void softmax_into(const float *rest
     for (int l = 0; l < cp; l += W) store(o + l, load(o + l) * inv);
 }
 
+#ifndef PREFETCH_PIXELS
 #define PREFETCH_PIXELS 6
-#define PREFETCH_ROWS 12
+#endif
 
-static inline __attribute__((always_inline)) void prefetch_row(const float *p, int cp) {
-    for (int l = 0; l < cp; l += 16) __builtin_prefetch(p + l, 0, 3);
+static inline __attribute__((always_inline)) void prefetch_bytes(const void *p, int bytes) {
+    for (int b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
 }
 
+/* What a thread reads and writes in an iteration: per kernel, the blurred values (res) and
+ * the splat's buffer (side: index into buf). */
+typedef struct {
+    const float *res[MAX_KERNELS];
+    int side[MAX_KERNELS];
+} Step;
+
 static inline __attribute__((always_inline)) void prefetch_pixel(const MeanField *mf,
-                                                                 float *const *res,
-                                                                 float *const *tgt, int64_t i) {
+                                                                 const Step *st, int res,
+                                                                 int tgt, int64_t i) {
     int cp = mf->cp;
     for (int t = 0; t < mf->nk; t++) {
         const Kern *k = &mf->k[t];
         if (!k->scattered) continue;
         const int32_t *vid = k->vid + i * k->d1;
         for (int r = 0; r < k->d1; r++) {
-            if (res) prefetch_row(res[t] + (int64_t)vid[r] * cp, cp);
-            if (tgt) prefetch_row(tgt[t] + (int64_t)vid[r] * cp, cp);
+            if (res) prefetch_bytes(st->res[t] + (int64_t)vid[r] * cp, cp * 4);
+            if (tgt) prefetch_bytes(k->buf[st->side[t]] + (int64_t)vid[r] * cp, cp * 4);
         }
     }
 }
 
 /* One pass over the pixels [lo, hi): logits = -U + sum over kernels and simplex vertices of
- * (slice weight x blurred value) (just -U when res is NULL: Q0), Q = softmax(logits); then
- * either Q is the result (out) or it is splatted at once onto every kernel's vertices
- * (tgt[k]).  Q itself is never stored between iterations. */
-HOT static void pixel_pass(const MeanField *mf, float *const *res, float *const *tgt,
-                           float *restrict out, float *restrict lg, int64_t lo, int64_t hi) {
+ * (slice weight x blurred value) (just -U without res: Q0), Q = softmax(logits); then either
+ * Q is the result (last: written to mf->q) or it is splatted at once onto every kernel's
+ * vertices.  Q itself is never stored between iterations.  The splat weight of (pixel i,
+ * vertex r) is barycentric x normalization, the slice weight that times alpha x the kernel's
+ * weight (the products the torch path folds into its matrices). */
+HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int last, int tid,
+                           float *restrict lg, int64_t lo, int64_t hi) {
     int cp = mf->cp;
     for (int64_t i = lo; i < hi; i++) {
         /* the vertex rows of a pixel a few ahead: random rows in L3 or memory, whose latency
          * (not bandwidth) bounds this loop otherwise */
-        if (i + PREFETCH_PIXELS < hi) prefetch_pixel(mf, res, tgt, i + PREFETCH_PIXELS);
+        if (PREFETCH_PIXELS && i + PREFETCH_PIXELS < hi)
+            prefetch_pixel(mf, st, res, !last, i + PREFETCH_PIXELS);
         for (int l = 0; l < cp; l += W) {
             vf acc = load(mf->u + i * cp + l);
             if (res) {
@@ -312,57 +377,90 @@ HOT static void pixel_pass(const MeanField *mf, float *const *res, float *const 
                     const Kern *k = &mf->k[t];
                     int d1 = k->d1;
                     const int32_t *vid = k->vid + i * d1;
-                    const float *wl = k->wl + i * d1;
-                    const float *x = res[t];
+                    const float *bary = k->bary + i * d1;
+                    float nw = k->norm[i];
+                    const float *x = st->res[t];
                     for (int r = 0; r < d1; r++)
-                        acc += wl[r] * load(x + (int64_t)vid[r] * cp + l);
+                        acc += ((bary[r] * nw) * k->aw) * load(x + (int64_t)vid[r] * cp + l);
                 }
             }
             store(lg + l, acc);
         }
-        float *q = out ? out + i * cp : lg;
-        softmax_into(lg, q, cp);
-        if (out) continue;
+        softmax_into(lg, lg, cp);
+        if (last) {
+            memcpy(mf->q + i * mf->c, lg, sizeof(float) * (size_t)mf->c);
+            continue;
+        }
         for (int t = 0; t < mf->nk; t++) {
             const Kern *k = &mf->k[t];
             int d1 = k->d1;
             const int32_t *vid = k->vid + i * d1;
-            const float *ws = k->ws + i * d1;
-            float *x = tgt[t];
+            const float *bary = k->bary + i * d1;
+            float nw = k->norm[i];
+            int64_t zlo = k->zlo[tid], zhi = k->zhi[tid];
+            float *splat = k->buf[st->side[t]];
             for (int r = 0; r < d1; r++) {
-                float *row = x + (int64_t)vid[r] * cp;
-                float w = ws[r];
-                for (int l = 0; l < cp; l += W) store(row + l, load(row + l) + w * load(q + l));
+                int64_t v = vid[r];
+                float *row = v >= zlo && v < zhi ? k->priv[tid] + (v - zlo) * cp : splat + v * cp;
+                float w = bary[r] * nw;
+                for (int l = 0; l < cp; l += W) store(row + l, load(row + l) + w * load(lg + l));
             }
         }
     }
 }
 
-HOT static void blur_rows(const int32_t *restrict lower, const int32_t *restrict upper,
-                          const float *restrict src, float *restrict dst, int cp, int64_t lo,
-                          int64_t hi, int prefetch) {
+/* Blur pass j (direction j), rows [lo, hi), from src into dst. */
+HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float *restrict dst,
+                          int cp, int64_t lo, int64_t hi) {
+    const int32_t *lower = k->lower + (int64_t)j * k->m, *upper = k->upper + (int64_t)j * k->m;
     const vf half = splat_vf(0.5f);
     for (int64_t v = lo; v < hi; v++) {
-        if (prefetch && v + PREFETCH_ROWS < hi) {
-            prefetch_row(src + (int64_t)lower[v + PREFETCH_ROWS] * cp, cp);
-            prefetch_row(src + (int64_t)upper[v + PREFETCH_ROWS] * cp, cp);
+        if (k->scattered && v + 12 < hi) {
+            prefetch_bytes(src + (int64_t)lower[v + 12] * cp, cp * 4);
+            prefetch_bytes(src + (int64_t)upper[v + 12] * cp, cp * 4);
         }
-        const float *a = src + (int64_t)lower[v] * cp;
-        const float *b = src + (int64_t)upper[v] * cp;
+        const float *a = src + (int64_t)lower[v] * cp, *b = src + (int64_t)upper[v] * cp;
         const float *s = src + v * cp;
         float *o = dst + v * cp;
         for (int l = 0; l < cp; l += W) store(o + l, load(s + l) + half * (load(a + l) + load(b + l)));
     }
 }
 
-/* rows [lo, hi) of dst += each helper's splat (which is zeroed for the next iteration) */
-HOT static void gather_rows(const Kern *k, float *restrict dst, int nt, int cp, int64_t lo,
-                            int64_t hi) {
+/* rows [lo, hi) of chunk c of kernel k, this thread's share */
+static inline int64_t share_lo(const Kern *k, int64_t c, int tid, int nt) {
+    int64_t a = c * k->chunk, b = a + k->chunk < k->m ? a + k->chunk : k->m;
+    return a + part(b - a, tid, nt);
+}
+
+/* Step s of the blur: pass j on chunk s - j * lag, and the clearing of the buffer the last
+ * pass read on chunk s - d1 * lag (those rows are read no more). */
+static void blur_step(MeanField *mf, const Step *st, int64_t s, int tid, int nt) {
+    int cp = mf->cp;
+    for (int t = 0; t < mf->nk; t++) {
+        Kern *k = &mf->k[t];
+        int side = st->side[t];
+        for (int j = 0; j <= k->d1; j++) {
+            int64_t c = s - j * k->lag;
+            if (c < 0 || c >= k->nchunks) continue;
+            int64_t lo = share_lo(k, c, tid, nt), hi = share_lo(k, c, tid + 1, nt);
+            int from = side ^ (j & 1);
+            if (j < k->d1) blur_rows(k, j, k->buf[from], k->buf[from ^ 1], cp, lo, hi);
+            else memset(k->buf[from ^ 1] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
+        }
+    }
+}
+
+/* rows [lo, hi) of the zones: splat += every helper's own splat, which is cleared */
+HOT static void gather_zones(const Kern *k, float *splat, int nt, int cp, int64_t lo,
+                             int64_t hi) {
     for (int t = 1; t < nt; t++) {
-        float *restrict p = k->priv[t];
-        for (int64_t e = lo * cp; e < hi * cp; e += W) {
-            store(dst + e, load(dst + e) + load(p + e));
-            store(p + e, splat_vf(0.0f));
+        int64_t a = lo > k->zlo[t] ? lo : k->zlo[t], b = hi < k->zhi[t] ? hi : k->zhi[t];
+        for (int64_t v = a; v < b; v++) {
+            float *p = k->priv[t] + (v - k->zlo[t]) * cp, *o = splat + v * cp;
+            for (int l = 0; l < cp; l += W) {
+                store(o + l, load(o + l) + load(p + l));
+                store(p + l, splat_vf(0.0f));
+            }
         }
     }
 }
@@ -372,55 +470,85 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     int cp = mf->cp, nk = mf->nk;
     int64_t n = mf->n;
     float *lg = mf->scratch + (int64_t)tid * cp;
-    int side[MAX_KERNELS]; /* which buffer the splat goes to */
-    float *res[MAX_KERNELS], *tgt[MAX_KERNELS];
+    Step st;
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
-        side[t] = 0;
-        memset(k->buf[0] + part(k->m, tid, nt) * cp, 0,
-               sizeof(float) * (size_t)((part(k->m, tid + 1, nt) - part(k->m, tid, nt)) * cp));
-        tgt[t] = tid == 0 ? k->buf[0] : k->priv[tid];
+        if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
+        int64_t lo = part(k->m, tid, nt), hi = part(k->m, tid + 1, nt);
+        memset(k->buf[0] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
+        st.side[t] = 0;
+        st.res[t] = NULL;
     }
     barrier_wait(bar);
     /* Q0 = softmax(-U), splatted */
-    pixel_pass(mf, NULL, tgt, mf->iters == 0 ? mf->q : NULL, lg, part(n, tid, nt),
-               part(n, tid + 1, nt));
+    pixel_pass(mf, &st, 0, mf->iters == 0, tid, lg, part(n, tid, nt), part(n, tid + 1, nt));
     barrier_wait(bar);
     for (int it = 0; it < mf->iters; it++) {
         if (nt > 1) {
             for (int t = 0; t < nk; t++) {
                 Kern *k = &mf->k[t];
-                gather_rows(k, k->buf[side[t]], nt, cp, part(k->m, tid, nt), part(k->m, tid + 1, nt));
+                int64_t span = k->uhi - k->ulo;
+                if (span > 0)
+                    gather_zones(k, k->buf[st.side[t]], nt, cp, k->ulo + part(span, tid, nt),
+                                 k->ulo + part(span, tid + 1, nt));
             }
             barrier_wait(bar);
         }
-        /* pass j of every kernel in one phase */
-        for (int j = 0; j < mf->maxd1; j++) {
-            for (int t = 0; t < nk; t++) {
-                Kern *k = &mf->k[t];
-                if (j >= k->d1) continue;
-                int from = side[t] ^ (j & 1);
-                blur_rows(k->lower + j * k->m, k->upper + j * k->m, k->buf[from],
-                          k->buf[from ^ 1], cp, part(k->m, tid, nt), part(k->m, tid + 1, nt),
-                          k->scattered);
-            }
+        for (int64_t s = 0; s < mf->steps; s++) {
+            blur_step(mf, &st, s, tid, nt);
             barrier_wait(bar);
         }
-        int last = it == mf->iters - 1;
         for (int t = 0; t < nk; t++) {
             Kern *k = &mf->k[t];
-            int r = side[t] ^ (k->d1 & 1); /* where the d1 passes ended */
-            res[t] = k->buf[r];
-            side[t] = r ^ 1; /* the next splat: the other buffer, cleared here */
-            if (!last)
-                memset(k->buf[side[t]] + part(k->m, tid, nt) * cp, 0,
-                       sizeof(float) * (size_t)((part(k->m, tid + 1, nt) - part(k->m, tid, nt)) * cp));
-            tgt[t] = tid == 0 ? k->buf[side[t]] : k->priv[tid];
+            int end = st.side[t] ^ (k->d1 & 1); /* where the d1 passes ended */
+            st.res[t] = k->buf[end];
+            st.side[t] = end ^ 1; /* the buffer the last pass read, cleared behind it */
         }
-        if (!last) barrier_wait(bar);
-        pixel_pass(mf, res, tgt, last ? mf->q : NULL, lg, part(n, tid, nt), part(n, tid + 1, nt));
+        pixel_pass(mf, &st, 1, it == mf->iters - 1, tid, lg, part(n, tid, nt),
+                   part(n, tid + 1, nt));
         barrier_wait(bar);
     }
+}
+
+/* Every thread's zone (see Kern) for nt threads taking equal ranges of pixels, and its own
+ * splat buffer (cleared). */
+static int plan_zones(Kern *k, int64_t n, int nt, int cp) {
+    int64_t rlo[MAX_THREADS], rhi[MAX_THREADS];
+    for (int t = 0; t < nt; t++) {
+        int64_t lo = k->m, hi = 0;
+        for (int64_t e = part(n, t, nt) * k->d1; e < part(n, t + 1, nt) * k->d1; e++) {
+            int64_t v = k->vid[e];
+            if (v < lo) lo = v;
+            if (v + 1 > hi) hi = v + 1;
+        }
+        rlo[t] = lo;
+        rhi[t] = hi;
+    }
+    k->zlo[0] = k->zhi[0] = 0;
+    k->ulo = k->m;
+    k->uhi = 0;
+    for (int t = 1; t < nt; t++) {
+        int64_t lo = k->m, hi = 0;
+        for (int u = 0; u < nt; u++) {
+            if (u == t) continue;
+            int64_t a = rlo[t] > rlo[u] ? rlo[t] : rlo[u], b = rhi[t] < rhi[u] ? rhi[t] : rhi[u];
+            if (a < b) {
+                if (a < lo) lo = a;
+                if (b > hi) hi = b;
+            }
+        }
+        if (lo >= hi) lo = hi = 0;
+        k->zlo[t] = lo;
+        k->zhi[t] = hi;
+        if (hi > lo) {
+            k->priv[t] = (float *)calloc((size_t)((hi - lo) * cp), sizeof(float));
+            if (!k->priv[t]) return -1;
+            if (lo < k->ulo) k->ulo = lo;
+            if (hi > k->uhi) k->uhi = hi;
+        }
+    }
+    if (k->uhi < k->ulo) k->ulo = k->uhi = 0;
+    return 0;
 }
 
 static void free_kern(Kern *k) {
@@ -438,17 +566,21 @@ static void *addr(PyObject *o) { return PyLong_AsVoidPtr(o); }
 
 /* mean_field(n, c, iterations, threads, q_addr, u_addr, kernels) with kernels a sequence of
  * (d1, m, vid_addr, ws_addr, wl_addr, lower_addr, upper_addr); q is overwritten with Q. */
+/* mean_field(n, c, cp, iterations, threads, q_addr, u_addr, kernels) with kernels a sequence
+ * of (d1, m, vid_addr, bary_addr, norm_addr, alpha_times_weight, minus_addr, plus_addr); Q
+ * (n, c) is written to q. */
 static PyObject *py_mean_field(PyObject *self, PyObject *args) {
     (void)self;
     Py_ssize_t n;
-    int c, iters, threads;
+    int c, cp, iters, threads;
     PyObject *qo, *uo, *kernels;
-    if (!PyArg_ParseTuple(args, "niiiOOO", &n, &c, &iters, &threads, &qo, &uo, &kernels))
+    if (!PyArg_ParseTuple(args, "niiiiOOO", &n, &c, &cp, &iters, &threads, &qo, &uo, &kernels))
         return NULL;
     MeanField mf;
     memset(&mf, 0, sizeof(mf));
     mf.n = n;
-    mf.cp = c;
+    mf.c = c;
+    mf.cp = cp;
     mf.iters = iters;
     mf.q = (float *)addr(qo);
     mf.u = (const float *)addr(uo);
@@ -463,51 +595,92 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
     mf.nk = (int)nk;
     for (Py_ssize_t t = 0; t < nk; t++) {
         Kern *k = &mf.k[t];
-        PyObject *vo, *wso, *wlo, *lo, *uo2;
+        PyObject *vo, *bo, *no, *lo, *uo2;
         Py_ssize_t m;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, t), "inOOOOO", &k->d1, &m, &vo, &wso,
-                              &wlo, &lo, &uo2)) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, t), "inOOOfOO", &k->d1, &m, &vo, &bo,
+                              &no, &k->aw, &lo, &uo2)) {
             Py_DECREF(seq);
             return NULL;
         }
         k->m = m;
         k->vid = (const int32_t *)addr(vo);
-        k->ws = (const float *)addr(wso);
-        k->wl = (const float *)addr(wlo);
+        k->bary = (const float *)addr(bo);
+        k->norm = (const float *)addr(no);
         k->lower = (const int32_t *)addr(lo);
         k->upper = (const int32_t *)addr(uo2);
     }
     Py_DECREF(seq);
     if (PyErr_Occurred()) return NULL;
-    if (c < W || c % W != 0) {
-        PyErr_Format(PyExc_ValueError, "the label stride must be a multiple of %d, got %d", W, c);
+    if (cp < W || cp % W != 0 || c < 1 || c > cp) {
+        PyErr_Format(PyExc_ValueError, "labels %d in a stride %d (a multiple of %d)", c, cp, W);
         return NULL;
     }
     if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS;
-    mf.scratch = (float *)malloc(sizeof(float) * (size_t)c * (size_t)threads);
+    mf.scratch = (float *)malloc(sizeof(float) * (size_t)cp * (size_t)threads);
     failed = mf.scratch == NULL;
     for (int t = 0; t < mf.nk && !failed; t++) {
         Kern *k = &mf.k[t];
-        if (k->d1 > mf.maxd1) mf.maxd1 = k->d1;
         k->scattered = is_scattered(k->vid, n, k->d1);
-        size_t rows = (size_t)(k->m + 1) * (size_t)c;
-        for (int s = 0; s < 2; s++) {
+        plan_blur(k);
+        int64_t steps = k->nchunks + (int64_t)k->d1 * k->lag;
+        if (steps > mf.steps) mf.steps = steps;
+        size_t rows = (size_t)(k->m + 1) * (size_t)cp;
+        for (int s = 0; s < 2 && !failed; s++) {
             k->buf[s] = (float *)malloc(sizeof(float) * rows);
             if (!k->buf[s]) failed = 1;
-            else memset(k->buf[s] + k->m * c, 0, sizeof(float) * c); /* the zero row */
+            else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }
-        for (int h = 1; h < threads && !failed; h++) {
-            k->priv[h] = (float *)calloc(rows, sizeof(float));
-            if (!k->priv[h]) failed = 1;
-        }
+        if (!failed && threads > 1 && plan_zones(k, n, threads, cp) != 0) failed = 1;
     }
     if (!failed) run_parallel(mean_field_body, &mf, threads);
     for (int t = 0; t < mf.nk; t++) free_kern(&mf.k[t]);
     free(mf.scratch);
+    Py_END_ALLOW_THREADS;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* lattice_degree(n, d1, m, vid, bary, minus, plus, alpha, out): the filter of ones (splat in
+ * point order, the d1 blur passes, slice times alpha) into out (n floats). */
+static PyObject *py_lattice_degree(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t n, m;
+    int d1;
+    float alpha;
+    PyObject *vo, *bo, *mo, *po, *oo;
+    if (!PyArg_ParseTuple(args, "ninOOOOfO", &n, &d1, &m, &vo, &bo, &mo, &po, &alpha, &oo))
+        return NULL;
+    const int32_t *vid = (const int32_t *)addr(vo), *minus = (const int32_t *)addr(mo),
+                  *plus = (const int32_t *)addr(po);
+    const float *bary = (const float *)addr(bo);
+    float *out = (float *)addr(oo);
+    if (PyErr_Occurred()) return NULL;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    float *a = (float *)calloc((size_t)(m + 1), sizeof(float));
+    float *b = (float *)calloc((size_t)(m + 1), sizeof(float));
+    if (!a || !b) {
+        failed = 1;
+    } else {
+        for (int64_t e = 0; e < n * d1; e++) a[vid[e]] += bary[e];
+        for (int j = 0; j < d1; j++) {
+            const int32_t *lo = minus + (int64_t)j * m, *up = plus + (int64_t)j * m;
+            for (int64_t v = 0; v < m; v++) b[v] = a[v] + 0.5f * (a[lo[v]] + a[up[v]]);
+            float *t = a;
+            a = b;
+            b = t;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            float s = 0.0f;
+            for (int r = 0; r < d1; r++) s += a[vid[i * d1 + r]] * bary[i * d1 + r];
+            out[i] = s * alpha;
+        }
+    }
+    free(a);
+    free(b);
     Py_END_ALLOW_THREADS;
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -522,9 +695,13 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
  * r mod d+1), packed into an int64 key r + (d+1) sum_i (k_i - kmin_i) radix_i. */
 
 typedef struct {
-    int64_t *keys; /* -1: empty */
-    int32_t *vals;
-    int64_t cap;   /* a power of two */
+    int64_t key; /* -1: empty */
+    int64_t val;
+} Slot; /* key and id side by side: one cache line per probe */
+
+typedef struct {
+    Slot *slots;
+    int64_t cap; /* a power of two */
     int bits;
     int64_t size;
 } Hash;
@@ -539,25 +716,22 @@ static int hash_init(Hash *h, int64_t want) {
     h->bits = bits;
     h->cap = (int64_t)1 << bits;
     h->size = 0;
-    h->keys = (int64_t *)malloc(sizeof(int64_t) * (size_t)h->cap);
-    h->vals = (int32_t *)malloc(sizeof(int32_t) * (size_t)h->cap);
-    if (!h->keys || !h->vals) return -1;
-    memset(h->keys, 0xff, sizeof(int64_t) * (size_t)h->cap);
+    h->slots = (Slot *)malloc(sizeof(Slot) * (size_t)h->cap);
+    if (!h->slots) return -1;
+    memset(h->slots, 0xff, sizeof(Slot) * (size_t)h->cap);
     return 0;
 }
 
 static void hash_free(Hash *h) {
-    free(h->keys);
-    free(h->vals);
-    h->keys = NULL;
-    h->vals = NULL;
+    free(h->slots);
+    h->slots = NULL;
 }
 
 static inline int32_t hash_find(const Hash *h, int64_t key) {
     uint64_t mask = (uint64_t)h->cap - 1, s = hash_slot(h, key);
     for (;;) {
-        int64_t k = h->keys[s];
-        if (k == key) return h->vals[s];
+        int64_t k = h->slots[s].key;
+        if (k == key) return (int32_t)h->slots[s].val;
         if (k < 0) return -1;
         s = (s + 1) & mask;
     }
@@ -568,11 +742,10 @@ static int hash_grow(Hash *h) {
     if (hash_init(&g, h->cap) != 0) return -1; /* twice the slots */
     uint64_t mask = (uint64_t)g.cap - 1;
     for (int64_t s = 0; s < h->cap; s++) {
-        if (h->keys[s] < 0) continue;
-        uint64_t t = hash_slot(&g, h->keys[s]);
-        while (g.keys[t] >= 0) t = (t + 1) & mask;
-        g.keys[t] = h->keys[s];
-        g.vals[t] = h->vals[s];
+        if (h->slots[s].key < 0) continue;
+        uint64_t t = hash_slot(&g, h->slots[s].key);
+        while (g.slots[t].key >= 0) t = (t + 1) & mask;
+        g.slots[t] = h->slots[s];
     }
     g.size = h->size;
     hash_free(h);
@@ -584,14 +757,14 @@ static int hash_grow(Hash *h) {
 static inline int32_t hash_insert(Hash *h, int64_t key, int64_t *m, int64_t *keys_by_id) {
     uint64_t mask = (uint64_t)h->cap - 1, s = hash_slot(h, key);
     for (;;) {
-        int64_t k = h->keys[s];
-        if (k == key) return h->vals[s];
+        int64_t k = h->slots[s].key;
+        if (k == key) return (int32_t)h->slots[s].val;
         if (k < 0) break;
         s = (s + 1) & mask;
     }
     int32_t id = (int32_t)(*m)++;
-    h->keys[s] = key;
-    h->vals[s] = id;
+    h->slots[s].key = key;
+    h->slots[s].val = id;
     keys_by_id[id] = key;
     if (++h->size * 2 > h->cap && hash_grow(h) != 0) return -1;
     return id;
@@ -715,7 +888,7 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
     int64_t m = 0;
     int32_t *nbr = NULL;
     int64_t *keys_by_id = NULL;
-    Hash h = {0};
+    Hash h = {NULL, 0, 0, 0};
     int32_t *table = NULL;
     SimplexJob *job = NULL;
     Py_BEGIN_ALLOW_THREADS;
@@ -766,7 +939,7 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
         if (direct) {
             table = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_keys);
             if (table) memset(table, 0xff, sizeof(int32_t) * (size_t)n_keys);
-        } else if (hash_init(&h, n) != 0) {
+        } else if (hash_init(&h, n / 4 + 1) != 0) { /* grows as vertices come */
             err = "memory";
         }
         if (!keys_by_id || (direct && !table)) err = "memory";
@@ -774,6 +947,12 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
         for (int64_t p = 0; p < n && !err; p++) {
             const int32_t *kk = b.big_k + p * d;
             const uint8_t *rk = b.rank + p * d1;
+            /* the simplex of the previous point of the same image (often the same one) */
+            if (p > 0 && p % per_image != 0 && memcmp(kk, kk - d, sizeof(int32_t) * d) == 0 &&
+                memcmp(rk, rk - d1, (size_t)d1) == 0) {
+                memcpy(b.vid + p * d1, b.vid + (p - 1) * d1, sizeof(int32_t) * d1);
+                continue;
+            }
             int64_t base = 0;
             for (int i = 0; i < d; i++) base += (int64_t)(kk[i] - (b.kmin[i] - 2)) * radix[i];
             base += (p / per_image) * radix[d];
@@ -858,9 +1037,20 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"mean_field", py_mean_field, METH_VARARGS, "Mean field on lattice kernels (see native.py)."},
     {"lattice_build", py_lattice_build, METH_VARARGS, "A permutohedral lattice (see lattice.py)."},
+    {"lattice_degree", py_lattice_degree, METH_VARARGS, "The lattice filter of ones."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+/* the interface version native.py expects (a stale build of an older source is not used) */
+#define ABI 3
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "ABI", ABI) != 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

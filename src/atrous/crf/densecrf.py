@@ -211,7 +211,7 @@ def _mean_field(
     if method == "lattice" and kernels and mu is None and native.usable(kernels, q0):
         stamp("built")
         q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
-        qn = native.mean_field(q0, kernels, iterations)
+        qn = native.mean_field(q0, kernels, iterations)  # (in q0's buffer)
         q.view(b, c, h * w).copy_(qn.view(b, h * w, c).transpose(1, 2))
         return q
     if method == "lattice" and kernels:

@@ -363,7 +363,10 @@ class PermutohedralLattice:
         self.num_vertices = minus.shape[1]
         self._offsets, self._bary = vid, bary
         k_span = [hi + 4 - lo for lo, hi in zip(kmin, kmax)]
-        self._set_neighbours(minus, plus, _minus_is_upper(k_span, d))
+        # lower / upper (the order of the torch path's sums) are made if a sparse filter asks
+        # for them; the compiled code reads minus / plus as they are
+        self._minus_is_upper = _minus_is_upper(k_span, d)
+        self.minus_plus = (minus, plus)
 
     def _splat_rows(self) -> tuple[Tensor, Tensor]:
         """The splat matrix's row pointer and entry order (entries grouped by vertex, in entry
@@ -403,6 +406,22 @@ class PermutohedralLattice:
         tab_t = torch.tensor(tab, dtype=keys.dtype, device=keys.device)
         return tab_t.index_select(1, r).add_(keys)
 
+    minus_plus: tuple[Tensor, Tensor] | None = None
+    """The compiled build's ``(d+1, M)`` int32 "minus" and "plus" blur neighbours per direction
+    (M where absent), or None."""
+
+    @property
+    def _lower(self) -> Tensor:
+        if "_lower_t" not in self.__dict__:
+            assert self.minus_plus is not None
+            self._set_neighbours(*self.minus_plus, self._minus_is_upper)
+        return self._lower_t
+
+    @property
+    def _upper(self) -> Tensor:
+        self._lower  # noqa: B018 (made together)
+        return self._upper_t
+
     def _set_neighbours(self, minus: Tensor, plus: Tensor, minus_is_upper: list[bool]) -> None:
         """Store ``(d+1, M)`` lower / upper neighbour ids (M: absent, the zero row) per
         direction, from the ``(d+1, M)`` minus / plus ids (which of the two is "lower" follows
@@ -410,8 +429,8 @@ class PermutohedralLattice:
         self._minus_is_upper = list(minus_is_upper)
         swap = torch.tensor(minus_is_upper, device=minus.device)[:, None]
         dt = _index_dtype(self.num_vertices)  # int32 halves what the lattice keeps
-        self._lower = torch.where(swap, plus, minus).to(dt)
-        self._upper = torch.where(swap, minus, plus).to(dt)
+        self._lower_t = torch.where(swap, plus, minus).to(dt)
+        self._upper_t = torch.where(swap, minus, plus).to(dt)
 
     def _build_dense(self, vk: _VertexKeys) -> None:
         """Distinct vertices by a direct-address table over the compressed key range.
@@ -697,6 +716,9 @@ class PermutohedralLattice:
         """``filter(ones)`` as ``(B, N, 1)`` float32 (the row sums of the kernel), without
         building the splat and slice matrices: splat by ``index_add_`` (which sums in point
         order, as the C++ splat does), blur, slice by a gather."""
+        if self.minus_plus is not None:  # the compiled build: the compiled filter
+            deg = native.lattice_degree(self._offsets, self._bary, *self.minus_plus, self.alpha)
+            return deg.view(self.batch, self.num_pixels, 1)
         n_total, d1 = self._offsets.shape[0], self.d + 1
         idx = self._offsets.reshape(-1)
         x = torch.zeros(self.num_rows, 1, dtype=torch.float32, device=self.device)

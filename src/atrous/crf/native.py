@@ -12,15 +12,28 @@ compatibility matrix, the torch sparse products of :mod:`atrous.crf.fused` run i
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+# The interface version of _native.c this module calls (its ABI constant): a build left over
+# from an older source is not used (reinstall to rebuild it: `make` does when _native.c changes).
+ABI = 3
+
 try:
     from . import _native
 except ImportError:  # not built (no compiler at install): the torch path
+    _native = None
+if _native is not None and getattr(_native, "ABI", None) != ABI:
+    warnings.warn(
+        f"atrous.crf._native is a stale build (ABI {getattr(_native, 'ABI', None)}, expected "
+        f"{ABI}); the dense CRF runs its slower torch path until the package is reinstalled",
+        RuntimeWarning,
+        stacklevel=1,
+    )
     _native = None
 
 __all__ = ["available", "mean_field"]
@@ -74,23 +87,44 @@ def usable(kernels: Sequence[tuple[Any, float]], probs: Tensor) -> bool:
     )
 
 
+def lattice_degree(vid: Tensor, bary: Tensor, minus: Tensor, plus: Tensor, alpha: float) -> Tensor:
+    """``(N,)`` float32 row sums of the lattice filter (the filter of ones: splat, blur, slice
+    times ``alpha``) of a compiled build."""
+    assert _native is not None
+    n, d1 = vid.shape
+    deg = torch.empty(n, dtype=torch.float32)
+    _native.lattice_degree(
+        n,
+        d1,
+        minus.shape[1],
+        vid.data_ptr(),
+        bary.data_ptr(),
+        minus.data_ptr(),
+        plus.data_ptr(),
+        float(alpha),
+        deg.data_ptr(),
+    )
+    return deg
+
+
 def mean_field(
     probs: Tensor,
     kernels: Sequence[tuple[Any, float]],
     iterations: int,
     threads: int | None = None,
 ) -> Tensor:
-    """Q ``(N, C)`` (a view of a padded buffer) after ``iterations`` Potts mean-field updates
-    from ``probs`` ``(N, C)`` float32 (entries > 0; the unary is -log p).
+    """Q ``(N, C)`` after ``iterations`` Potts mean-field updates from ``probs`` ``(N, C)``
+    float32 (entries > 0; the unary is -log p), written into ``probs`` (contiguous).
 
-    ``threads`` defaults to ``torch.get_num_threads()``; results do not depend on it (every
-    row is summed in the same order).
+    ``threads`` defaults to ``torch.get_num_threads()``; results differ between thread counts
+    only in float rounding.
     """
     if _native is None:
         raise RuntimeError("atrous.crf._native was not built (no C compiler at install)")
+    if not probs.is_contiguous():
+        raise ValueError("probs must be contiguous (it receives Q)")
     n, c = probs.shape
     cp = -(-c // _LANES) * _LANES  # labels padded to whole vectors
-    q = torch.zeros(n, cp, dtype=torch.float32)
     neg_u = torch.full((n, cp), -1e30, dtype=torch.float32)  # padded labels: probability 0
     torch.log(probs, out=neg_u[:, :c])
     keep: list[Tensor] = []  # the arrays the C code reads, alive until it returns
@@ -98,27 +132,27 @@ def mean_field(
     for kern, w in kernels:
         lat = kern.lattice
         assert lat is not None
-        norm = kern.norm(torch.float32).reshape(-1, 1)
+        norm = kern.norm(torch.float32).reshape(-1).contiguous()
         vid = lat.vertex_ids.to(torch.int32).contiguous()
-        ws = (lat.barycentric * norm).contiguous()
-        wl = (ws * float(lat.alpha * w)).contiguous()
-        lower = lat._lower.to(torch.int32).contiguous()
-        upper = lat._upper.to(torch.int32).contiguous()
-        keep += [vid, ws, wl, lower, upper]
+        bary = lat.barycentric.contiguous()
+        minus, plus = lat.minus_plus if lat.minus_plus is not None else (lat._lower, lat._upper)
+        minus, plus = minus.to(torch.int32).contiguous(), plus.to(torch.int32).contiguous()
+        keep += [norm, vid, bary, minus, plus]
         specs.append(
             (
                 lat.d + 1,
                 lat.num_vertices,
                 vid.data_ptr(),
-                ws.data_ptr(),
-                wl.data_ptr(),
-                lower.data_ptr(),
-                upper.data_ptr(),
+                bary.data_ptr(),
+                norm.data_ptr(),
+                float(lat.alpha * w),
+                minus.data_ptr(),
+                plus.data_ptr(),
             )
         )
     nt = torch.get_num_threads() if threads is None else int(threads)
     # a thread per ~20k pixels at most: below that the barriers cost more than they save
     nt = max(1, min(nt, n // 20_000 or 1))
-    _native.mean_field(n, cp, int(iterations), nt, q.data_ptr(), neg_u.data_ptr(), specs)
+    _native.mean_field(n, c, cp, int(iterations), nt, probs.data_ptr(), neg_u.data_ptr(), specs)
     del keep
-    return q[:, :c]
+    return probs
