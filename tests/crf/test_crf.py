@@ -59,8 +59,24 @@ PARITY = [
 ]
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def crf_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both implementations of the dense CRF's hot path: the compiled mean field and lattice
+    (atrous.crf.native, where it was built) and the torch sparse products."""
+    if request.param == "compiled":
+        from atrous.crf import native
+
+        if not native.available():
+            pytest.skip("atrous.crf._native is not built (no C compiler at install)")
+    else:
+        monkeypatch.setenv("ATROUS_CRF_NATIVE", "0")
+    clear_kernel_cache()  # (cached positional lattices were built by the other path)
+    yield request.param
+    clear_kernel_cache()
+
+
 @pytest.mark.parametrize(("case", "key"), PARITY)
-def test_parity_with_pydensecrf_reference(case: str, key: str) -> None:
+def test_parity_with_pydensecrf_reference(case: str, key: str, crf_path: str) -> None:
     z = _load(case)
     setting, its = key.rsplit("_Q", 1)
     q = dense_crf(z["image"], z["probs"], iterations=int(its), **CONFIG["params"][setting])
@@ -126,6 +142,7 @@ def test_lattice_table_and_sort_builds_agree(kind: str, monkeypatch: pytest.Monk
     """The direct-address-table and the sort-based vertex search build the same lattice."""
     import atrous.crf.lattice as lattice_mod
 
+    monkeypatch.setenv("ATROUS_CRF_NATIVE", "0")  # the torch builds (the compiled one: test_native)
     img, _ = _synthetic(23, 31, 3)
     image = torch.from_numpy(img)[None].expand(2, -1, -1, -1)
     if kind == "positional":
@@ -458,7 +475,7 @@ def test_parity_with_live_pydensecrf() -> None:
     assert np.abs(q - ref).mean() <= 1e-4
 
 
-def test_textured_frame_many_colours_matches_the_cpp() -> None:
+def test_textured_frame_many_colours_matches_the_cpp(crf_path: str) -> None:
     """The structure of the slowest real frames (issue 14: about one bilateral vertex per
     pixel, most blur neighbours absent) at a small size: the lattice has that structure, the
     two vertex searches agree on it, and the CRF matches pydensecrf2's output stored in

@@ -13,6 +13,9 @@ Public API:
   end (``TrainConfig.crf_rnn``), saved and loaded by :mod:`atrous.weights`.
 - :class:`StageTimes` — the stage times of a ``dense_crf`` call (``profile=``), for benchmarks.
 - :func:`set_heap_retention` — how much freed memory dense_crf keeps for its next call.
+
+On CPU the lattice and the mean field run compiled (:mod:`atrous.crf.native`, built on install
+where a C compiler is present), else through torch's sparse products (:mod:`atrous.crf.fused`).
 """
 
 from __future__ import annotations

@@ -781,6 +781,7 @@ typedef struct {
     int32_t *big_k;     /* (N, d) K of each point's remainder-0 vertex */
     uint8_t *rank;      /* (N, d+1) rank of each coordinate */
     int32_t kmin[64], kmax[64];
+    int bad; /* a point float32 cannot place (features too large for their precision) */
 } Build;
 
 /* Elevation, enclosing simplex and barycentric weights of points [lo, hi) (thread body part),
@@ -825,9 +826,18 @@ static void simplex_rows(Build *b, int64_t lo, int64_t hi, int32_t *kmin, int32_
             rf += wrap * (float)d1;
             rem0[i] += wrap * (float)d1;
             rank[i] = (int)rf;
+            if (rank[i] < 0 || rank[i] > d) { /* float32 lost the features (huge values) */
+                b->bad = 1;
+                rank[i] = 0;
+            }
             rk[i] = (uint8_t)rank[i];
             if (i < d) {
-                int32_t K = (int32_t)(v[i] + wrap);
+                float kf = v[i] + wrap;
+                if (!(kf > -1.0e9f && kf < 1.0e9f)) { /* (and NaN) */
+                    b->bad = 1;
+                    kf = 0.0f;
+                }
+                int32_t K = (int32_t)kf;
                 kk[i] = K;
                 if (K < kmin[i]) kmin[i] = K;
                 if (K > kmax[i]) kmax[i] = K;
@@ -898,6 +908,7 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
     if (!b.big_k || !b.rank || !job) err = "memory";
     if (!err) {
         job->b = &b;
+        b.bad = 0;
         int nt = n < 50000 ? 1 : threads;
         for (int t = 0; t < MAX_THREADS; t++)
             for (int i = 0; i < d; i++) {
@@ -905,6 +916,7 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
                 job->kmax[t][i] = INT32_MIN;
             }
         run_parallel(simplex_body, job, nt);
+        if (b.bad) err = "range";
         for (int i = 0; i < d; i++) {
             b.kmin[i] = INT32_MAX;
             b.kmax[i] = INT32_MIN;

@@ -1,0 +1,183 @@
+"""Tests of atrous.crf.native: the compiled mean field and lattice build against the torch path."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from atrous.crf import (
+    GaussianKernel,
+    PermutohedralLattice,
+    bilateral_features,
+    clear_kernel_cache,
+    dense_crf,
+    native,
+    positional_features,
+    positional_kernel,
+)
+
+needs_native = pytest.mark.skipif(
+    not native.available(), reason="atrous.crf._native is not built (no C compiler at install)"
+)
+
+
+def _scene(h: int, w: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Regions of a few colours with texture, and noisy one-hot probabilities over c labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    label = ((xx * 3 // w) + 3 * (yy * 2 // h)) % c
+    base = rng.integers(20, 235, size=(max(c, 6), 3))
+    img = base[label] + 12 * np.sin(xx / 4.0 + yy / 7.0)[..., None] + rng.normal(0, 5, (h, w, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    logits = 1.5 * np.eye(c)[label].transpose(2, 0, 1) + rng.normal(0, 1.0, (c, h, w))
+    p = np.exp(logits - logits.max(0))
+    return img, (p / p.sum(0)).astype(np.float32)
+
+
+def _crf(img: np.ndarray, p: np.ndarray, monkeypatch: pytest.MonkeyPatch, on: bool) -> np.ndarray:
+    monkeypatch.setenv("ATROUS_CRF_NATIVE", "1" if on else "0")
+    clear_kernel_cache()
+    try:
+        return dense_crf(img, p, iterations=10)
+    finally:
+        clear_kernel_cache()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("cc") is None,
+    reason="the compiled part is built where a C compiler is (here: Linux with cc)",
+)
+def test_native_is_built_where_a_compiler_is() -> None:
+    """setup.py's extension is optional (an install without a compiler goes on): this test is
+    what notices a build that failed where it should not have."""
+    assert native.available(), "atrous.crf._native did not build: reinstall and read the log"
+
+
+@needs_native
+@pytest.mark.parametrize("labels", [1, 5, 8, 21, 33])
+def test_compiled_and_torch_paths_agree(labels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every label count (padded to whole vectors inside) gives the torch path's result."""
+    img, p = _scene(90, 120, labels, seed=labels)
+    fast = _crf(img, p, monkeypatch, on=True)
+    ref = _crf(img, p, monkeypatch, on=False)
+    assert fast.shape == ref.shape == p.shape and fast.dtype == np.float32
+    np.testing.assert_allclose(fast.sum(0), 1.0, atol=1e-5)
+    assert np.abs(fast - ref).max() < 1e-4
+    if labels > 1:
+        assert (fast.argmax(0) == ref.argmax(0)).mean() >= 0.999
+        assert np.abs(fast - p).mean() > 1e-2  # the CRF changed something
+
+
+@needs_native
+def test_thread_counts_agree() -> None:
+    """One call split over 1, 2 or 3 threads: the same Q up to float rounding (the threads'
+    own splat buffers are summed in another order)."""
+    img, p = _scene(240, 300, 7, seed=3)  # 72k pixels: up to 3 threads of 20k
+    feats = bilateral_features(torch.from_numpy(img)[None], 30.0, 8.0)
+    kernels = [(positional_kernel(1, 240, 300, 1.0), 3.0), (GaussianKernel(feats), 4.0)]
+    probs = torch.from_numpy(p).permute(1, 2, 0).reshape(-1, 7).contiguous()
+    out = [native.mean_field(probs.clone(), kernels, 10, threads=t) for t in (1, 2, 3)]
+    for q in out[1:]:
+        assert (q - out[0]).abs().max() < 1e-5
+    assert (out[0] - probs).abs().mean() > 1e-2
+
+
+@needs_native
+def test_iterations_zero_is_the_normalized_probabilities() -> None:
+    img, p = _scene(30, 40, 4)
+    q = dense_crf(img, p * 0.9995, iterations=0)  # (sums within the accepted 1e-3 of 1)
+    np.testing.assert_allclose(q, p, atol=1e-6)
+
+
+@needs_native
+def test_batch_is_independent_images() -> None:
+    a_img, a_p = _scene(40, 50, 3, seed=1)
+    b_img, b_p = _scene(40, 50, 3, seed=2)
+    img = np.stack([a_img, b_img]).transpose(0, 3, 1, 2)
+    both = dense_crf(img, np.stack([a_p, b_p]))
+    np.testing.assert_allclose(both[0], dense_crf(a_img, a_p), atol=1e-6)
+    np.testing.assert_allclose(both[1], dense_crf(b_img, b_p), atol=1e-6)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["positional", "bilateral", "bilateral-batch"])
+def test_compiled_lattice_is_the_torch_lattice(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled build finds the same vertices (numbered by first use, as the C++ does),
+    the same barycentric weights bit for bit, and filters the same."""
+    img, _ = _scene(47, 61, 5)
+    if kind == "positional":
+        f = positional_features(1, 47, 61, 1.0)
+    else:
+        batch = 2 if kind.endswith("batch") else 1
+        image = torch.from_numpy(img)[None].expand(batch, -1, -1, -1)
+        f = bilateral_features(image, 9.0, 7.0)
+    fast = PermutohedralLattice(f)
+    monkeypatch.setenv("ATROUS_CRF_NATIVE", "0")
+    ref = PermutohedralLattice(f)
+    assert fast.minus_plus is not None and ref.minus_plus is None
+    assert fast.num_vertices == ref.num_vertices
+    a, b = fast.vertex_ids.long().reshape(-1), ref.vertex_ids.long().reshape(-1)
+    relabel = torch.full((fast.num_vertices,), -1, dtype=torch.long)
+    relabel[a] = b
+    assert torch.equal(relabel[a], b)  # one bijection between the numberings
+    assert torch.equal(fast.barycentric, ref.barycentric)
+    # neighbours: the same vertices under the bijection; "plus" undoes "minus"
+    minus, plus = (t.long() for t in fast.minus_plus)
+    m = fast.num_vertices
+    ids = torch.arange(m)
+    for j in range(fast.d + 1):
+        has = minus[j] < m
+        assert torch.equal(plus[j][minus[j][has]], ids[has])
+    # each direction's neighbour pairs, mapped through the bijection, are the torch build's
+    for j in range(fast.d + 1):
+        pairs = []
+        for lat, nbrs, ids_of in (
+            (fast, (minus[j], plus[j]), relabel),
+            (ref, (ref._lower[j].long(), ref._upper[j].long()), torch.arange(m)),
+        ):
+            codes = []
+            for nb in nbrs:
+                has = nb < m
+                codes.append(ids_of[ids[has]] * m + ids_of[nb[has]])
+            pairs.append(torch.cat(codes).sort().values)
+        assert torch.equal(pairs[0], pairs[1])
+    x = torch.rand(fast.batch, fast.num_pixels, 3, dtype=torch.float64)
+    torch.testing.assert_close(fast.filter(x), ref.filter(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.degree(), ref.degree(), rtol=1e-5, atol=1e-6)
+
+
+@needs_native
+def test_compiled_lattice_rejects_a_key_range_it_cannot_pack() -> None:
+    f = torch.tensor([[0.0] * 40, [1e9] * 40], dtype=torch.float32)
+    with pytest.raises(ValueError, match="too large a range"):
+        PermutohedralLattice(f)
+
+
+def test_env_switch_turns_the_compiled_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATROUS_CRF_NATIVE", "0")
+    assert not native.available()
+    img, p = _scene(20, 30, 3)
+    assert dense_crf(img, p).shape == p.shape  # the torch path
+
+
+def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled module from an older source (another ABI) warns and is left alone: the torch
+    path runs until the package is reinstalled."""
+    stale = types.ModuleType("atrous.crf._native")
+    stale.ABI = native.ABI - 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "atrous.crf._native", stale)
+    monkeypatch.setattr(sys.modules["atrous.crf"], "_native", stale, raising=False)
+    try:
+        with pytest.warns(RuntimeWarning, match="stale build"):
+            reloaded = importlib.reload(native)
+        assert not reloaded.available()
+    finally:
+        monkeypatch.undo()
+        importlib.reload(native)
+    assert native._native is None or native._native.ABI == native.ABI
