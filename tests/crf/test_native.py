@@ -137,9 +137,9 @@ def test_compiled_lattice_is_the_torch_lattice(kind: str, monkeypatch: pytest.Mo
     # each direction's neighbour pairs, mapped through the bijection, are the torch build's
     for j in range(fast.d + 1):
         pairs = []
-        for lat, nbrs, ids_of in (
-            (fast, (minus[j], plus[j]), relabel),
-            (ref, (ref._lower[j].long(), ref._upper[j].long()), torch.arange(m)),
+        for nbrs, ids_of in (
+            ((minus[j], plus[j]), relabel),
+            ((ref._lower[j].long(), ref._upper[j].long()), torch.arange(m)),
         ):
             codes = []
             for nb in nbrs:
