@@ -474,9 +474,7 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
         if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
-        int64_t lo = part(k->m, tid, nt), hi = part(k->m, tid + 1, nt);
-        memset(k->buf[0] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
-        st.side[t] = 0;
+        st.side[t] = 0; /* (the buffers start zeroed: calloc) */
         st.res[t] = NULL;
     }
     barrier_wait(bar);
@@ -629,7 +627,7 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
         if (steps > mf.steps) mf.steps = steps;
         size_t rows = (size_t)(k->m + 1) * (size_t)cp;
         for (int s = 0; s < 2 && !failed; s++) {
-            k->buf[s] = (float *)malloc(sizeof(float) * rows);
+            k->buf[s] = (float *)calloc(rows, sizeof(float));
             if (!k->buf[s]) failed = 1;
             else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }

@@ -39,6 +39,7 @@ if _native is not None and getattr(_native, "ABI", None) != ABI:
 __all__ = ["available", "mean_field"]
 
 _LANES = 8  # the C code's vector width in labels (its W)
+MAX_THREADS = 8  # threads one mean-field call uses at most
 
 
 def available() -> bool:
@@ -151,8 +152,10 @@ def mean_field(
             )
         )
     nt = torch.get_num_threads() if threads is None else int(threads)
-    # a thread per ~20k pixels at most: below that the barriers cost more than they save
-    nt = max(1, min(nt, n // 20_000 or 1))
+    # a thread per ~20k pixels at most: below that the barriers cost more than they save; and
+    # at most MAX_THREADS (each helper thread keeps its own copy of the bilateral splat, and
+    # the pixel pass is bound by memory: more threads than that were not measured to help)
+    nt = max(1, min(nt, n // 20_000 or 1, MAX_THREADS))
     _native.mean_field(n, c, cp, int(iterations), nt, probs.data_ptr(), neg_u.data_ptr(), specs)
     del keep
     return probs
