@@ -349,6 +349,8 @@ static inline __attribute__((always_inline)) void prefetch_pixel(const MeanField
         const Kern *k = &mf->k[t];
         if (!k->scattered) continue;
         const int32_t *vid = k->vid + i * k->d1;
+        /* the previous pixel's simplex (common): its rows are on their way already */
+        if (vid[0] == vid[-k->d1] && vid[1] == vid[1 - k->d1]) continue;
         for (int r = 0; r < k->d1; r++) {
             if (res) prefetch_bytes(st->res[t] + (int64_t)vid[r] * cp, cp * 4);
             if (tgt) prefetch_bytes(k->buf[st->side[t]] + (int64_t)vid[r] * cp, cp * 4);
@@ -356,24 +358,39 @@ static inline __attribute__((always_inline)) void prefetch_pixel(const MeanField
     }
 }
 
-/* One pass over the pixels [lo, hi): logits = -U + sum over kernels and simplex vertices of
- * (slice weight x blurred value) (just -U without res: Q0), Q = softmax(logits); then either
- * Q is the result (last: written to mf->q) or it is splatted at once onto every kernel's
- * vertices.  Q itself is never stored between iterations.  The splat weight of (pixel i,
- * vertex r) is barycentric x normalization, the slice weight that times alpha x the kernel's
- * weight (the products the torch path folds into its matrices). */
-HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int last, int tid,
-                           float *restrict lg, int64_t lo, int64_t hi) {
-    int cp = mf->cp;
+static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf,
+                                                             const Step *st, int res, int last,
+                                                             int tid, float *restrict lg,
+                                                             int64_t lo, int64_t hi,
+                                                             const int nch) {
+    /* nch: label vectors per row, a constant in the specialized copies (their loops over
+     * labels unroll and the accumulators stay in registers), 0 for any count */
+    int cp = nch ? nch * W : mf->cp;
     for (int64_t i = lo; i < hi; i++) {
         /* the vertex rows of a pixel a few ahead: random rows in L3 or memory, whose latency
          * (not bandwidth) bounds this loop otherwise */
         if (PREFETCH_PIXELS && i + PREFETCH_PIXELS < hi)
             prefetch_pixel(mf, st, res, !last, i + PREFETCH_PIXELS);
-        for (int l = 0; l < cp; l += W) {
-            vf acc = load(mf->u + i * cp + l);
-            if (res) {
-                for (int t = 0; t < mf->nk; t++) {
+        if (nch) { /* every weight once, every row's vectors together */
+            vf acc[8];
+            for (int c = 0; c < nch; c++) acc[c] = load(mf->u + i * cp + c * W);
+            for (int t = 0; res && t < mf->nk; t++) {
+                const Kern *k = &mf->k[t];
+                int d1 = k->d1;
+                const int32_t *vid = k->vid + i * d1;
+                const float *bary = k->bary + i * d1;
+                float nw = k->norm[i];
+                for (int r = 0; r < d1; r++) {
+                    float w = (bary[r] * nw) * k->aw;
+                    const float *x = st->res[t] + (int64_t)vid[r] * cp;
+                    for (int c = 0; c < nch; c++) acc[c] += w * load(x + c * W);
+                }
+            }
+            for (int c = 0; c < nch; c++) store(lg + c * W, acc[c]);
+        } else {
+            for (int l = 0; l < cp; l += W) {
+                vf acc = load(mf->u + i * cp + l);
+                for (int t = 0; res && t < mf->nk; t++) {
                     const Kern *k = &mf->k[t];
                     int d1 = k->d1;
                     const int32_t *vid = k->vid + i * d1;
@@ -383,8 +400,8 @@ HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int las
                     for (int r = 0; r < d1; r++)
                         acc += ((bary[r] * nw) * k->aw) * load(x + (int64_t)vid[r] * cp + l);
                 }
+                store(lg + l, acc);
             }
-            store(lg + l, acc);
         }
         softmax_into(lg, lg, cp);
         if (last) {
@@ -409,9 +426,27 @@ HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int las
     }
 }
 
-/* Blur pass j (direction j), rows [lo, hi), from src into dst. */
-HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float *restrict dst,
-                          int cp, int64_t lo, int64_t hi) {
+/* One pass over the pixels [lo, hi): logits = -U + sum over kernels and simplex vertices of
+ * (slice weight x blurred value) (just -U without res: Q0), Q = softmax(logits); then either
+ * Q is the result (last: written to mf->q) or it is splatted at once onto every kernel's
+ * vertices.  Q itself is never stored between iterations.  The splat weight of (pixel i,
+ * vertex r) is barycentric x normalization, the slice weight that times alpha x the kernel's
+ * weight (the products the torch path folds into its matrices). */
+HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int last, int tid,
+                           float *restrict lg, int64_t lo, int64_t hi) {
+    switch (mf->cp / W) {
+    case 1: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 1); break;
+    case 2: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 2); break;
+    case 3: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 3); break;
+    case 4: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 4); break;
+    default: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 0); break;
+    }
+}
+
+static inline __attribute__((always_inline)) void blur_span(const Kern *k, int j,
+                                                            const float *restrict src,
+                                                            float *restrict dst, int cp,
+                                                            int64_t lo, int64_t hi) {
     const int32_t *lower = k->lower + (int64_t)j * k->m, *upper = k->upper + (int64_t)j * k->m;
     const vf half = splat_vf(0.5f);
     for (int64_t v = lo; v < hi; v++) {
@@ -423,6 +458,19 @@ HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float
         const float *s = src + v * cp;
         float *o = dst + v * cp;
         for (int l = 0; l < cp; l += W) store(o + l, load(s + l) + half * (load(a + l) + load(b + l)));
+    }
+}
+
+/* Blur pass j (direction j), rows [lo, hi), from src into dst (copies for the common label
+ * counts, whose loops over labels unroll). */
+HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float *restrict dst,
+                          int cp, int64_t lo, int64_t hi) {
+    switch (cp) {
+    case W: blur_span(k, j, src, dst, W, lo, hi); break;
+    case 2 * W: blur_span(k, j, src, dst, 2 * W, lo, hi); break;
+    case 3 * W: blur_span(k, j, src, dst, 3 * W, lo, hi); break;
+    case 4 * W: blur_span(k, j, src, dst, 4 * W, lo, hi); break;
+    default: blur_span(k, j, src, dst, cp, lo, hi); break;
     }
 }
 
