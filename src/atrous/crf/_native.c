@@ -263,7 +263,7 @@ typedef struct {
     int cp; /* labels, padded to a multiple of W */
     int iters;
     float *q;       /* (N, c) out: Q */
-    const float *u; /* (N, cp) -U = log p; -1e30 in the padding */
+    const float *u; /* (N, c) -U = log p (may be q itself: a row is read before Q is written) */
     int nk;
     int64_t steps; /* blur steps per iteration (every kernel's passes and clearing done) */
     Kern k[MAX_KERNELS];
@@ -371,9 +371,12 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
          * (not bandwidth) bounds this loop otherwise */
         if (PREFETCH_PIXELS && i + PREFETCH_PIXELS < hi)
             prefetch_pixel(mf, st, res, !last, i + PREFETCH_PIXELS);
+        /* -U, padded with -1e30 (probability 0) */
+        memcpy(lg, mf->u + i * mf->c, sizeof(float) * (size_t)mf->c);
+        for (int l = mf->c; l < cp; l++) lg[l] = -1e30f;
         if (nch) { /* every weight once, every row's vectors together */
             vf acc[8];
-            for (int c = 0; c < nch; c++) acc[c] = load(mf->u + i * cp + c * W);
+            for (int c = 0; c < nch; c++) acc[c] = load(lg + c * W);
             for (int t = 0; res && t < mf->nk; t++) {
                 const Kern *k = &mf->k[t];
                 int d1 = k->d1;
@@ -389,7 +392,7 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
             for (int c = 0; c < nch; c++) store(lg + c * W, acc[c]);
         } else {
             for (int l = 0; l < cp; l += W) {
-                vf acc = load(mf->u + i * cp + l);
+                vf acc = load(lg + l);
                 for (int t = 0; res && t < mf->nk; t++) {
                     const Kern *k = &mf->k[t];
                     int d1 = k->d1;
@@ -612,7 +615,8 @@ static void *addr(PyObject *o) { return PyLong_AsVoidPtr(o); }
 
 /* mean_field(n, c, iterations, threads, q_addr, u_addr, kernels) with kernels a sequence of
  * (d1, m, vid_addr, ws_addr, wl_addr, lower_addr, upper_addr); q is overwritten with Q. */
-/* mean_field(n, c, cp, iterations, threads, q_addr, u_addr, kernels) with kernels a sequence
+/* mean_field(n, c, cp, iterations, threads, q_addr, u_addr, kernels), u (n, c) = log p (q_addr
+ * itself allowed), with kernels a sequence
  * of (d1, m, vid_addr, bary_addr, norm_addr, alpha_times_weight, minus_addr, plus_addr); Q
  * (n, c) is written to q. */
 static PyObject *py_mean_field(PyObject *self, PyObject *args) {
@@ -1102,7 +1106,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
 
 /* the interface version native.py expects (a stale build of an older source is not used) */
-#define ABI 3
+#define ABI 4
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);

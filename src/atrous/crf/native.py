@@ -21,7 +21,7 @@ from torch import Tensor
 
 # The interface version of _native.c this module calls (its ABI constant): a build left over
 # from an older source is not used (reinstall to rebuild it: `make` does when _native.c changes).
-ABI = 3
+ABI = 4
 
 try:
     from . import _native
@@ -115,7 +115,8 @@ def mean_field(
     threads: int | None = None,
 ) -> Tensor:
     """Q ``(N, C)`` after ``iterations`` Potts mean-field updates from ``probs`` ``(N, C)``
-    float32 (entries > 0; the unary is -log p), written into ``probs`` (contiguous).
+    float32 (entries > 0; the unary is -log p), written into ``probs`` (contiguous), which
+    holds -U during the iterations (no other buffer of its size).
 
     ``threads`` defaults to ``torch.get_num_threads()``; results differ between thread counts
     only in float rounding.
@@ -125,9 +126,8 @@ def mean_field(
     if not probs.is_contiguous():
         raise ValueError("probs must be contiguous (it receives Q)")
     n, c = probs.shape
-    cp = -(-c // _LANES) * _LANES  # labels padded to whole vectors
-    neg_u = torch.full((n, cp), -1e30, dtype=torch.float32)  # padded labels: probability 0
-    torch.log(probs, out=neg_u[:, :c])
+    cp = -(-c // _LANES) * _LANES  # labels padded to whole vectors inside
+    torch.log(probs, out=probs)  # -U, in place: each pixel's row becomes its Q at the end
     keep: list[Tensor] = []  # the arrays the C code reads, alive until it returns
     specs = []
     for kern, w in kernels:
@@ -156,6 +156,6 @@ def mean_field(
     # at most MAX_THREADS (each helper thread keeps its own copy of the bilateral splat, and
     # the pixel pass is bound by memory: more threads than that were not measured to help)
     nt = max(1, min(nt, n // 20_000 or 1, MAX_THREADS))
-    _native.mean_field(n, c, cp, int(iterations), nt, probs.data_ptr(), neg_u.data_ptr(), specs)
+    _native.mean_field(n, c, cp, int(iterations), nt, probs.data_ptr(), probs.data_ptr(), specs)
     del keep
     return probs
