@@ -24,6 +24,9 @@
 
 #include <math.h>
 #include <pthread.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +159,51 @@ static void run_parallel(Body body, void *ctx, int nthreads) {
     pthread_cond_destroy(&team.cv);
     free(th);
     free(tasks);
+}
+
+/* ------------------------------------------------------------------ large buffers */
+
+/* Zeroed buffers of tens of MB.  On Linux, mapped with MAP_POPULATE: the kernel fills the
+ * pages in one call instead of taking a page fault at each first touch, tens of thousands of
+ * them in a fresh process, each a costly trap on a virtual machine (3-5 us measured here, a
+ * quarter of a first call on two threads).  Elsewhere calloc. */
+typedef struct {
+    void *base;
+    size_t len; /* 0: from calloc */
+} BigHeader;
+
+#define BIG_HEAD ((size_t)64)
+
+static void *big_zeros(size_t bytes) {
+#if defined(__linux__) && defined(MAP_POPULATE)
+    if (bytes >= ((size_t)1 << 20)) {
+        size_t len = bytes + BIG_HEAD;
+        char *p = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p != (char *)MAP_FAILED) {
+            ((BigHeader *)p)->base = p;
+            ((BigHeader *)p)->len = len;
+            return p + BIG_HEAD;
+        }
+    }
+#endif
+    char *p = (char *)calloc(1, bytes + BIG_HEAD);
+    if (!p) return NULL;
+    ((BigHeader *)p)->base = p;
+    ((BigHeader *)p)->len = 0;
+    return p + BIG_HEAD;
+}
+
+static void big_free(void *a) {
+    if (!a) return;
+    BigHeader *h = (BigHeader *)((char *)a - BIG_HEAD);
+#if defined(__linux__)
+    if (h->len) {
+        munmap(h->base, h->len);
+        return;
+    }
+#endif
+    free(h->base);
 }
 
 static inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
@@ -525,7 +573,7 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
         if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
-        st.side[t] = 0; /* (the buffers start zeroed: calloc) */
+        st.side[t] = 0; /* (the buffers start zeroed: big_zeros) */
         st.res[t] = NULL;
     }
     barrier_wait(bar);
@@ -590,7 +638,7 @@ static int plan_zones(Kern *k, int64_t n, int nt, int cp) {
         k->zlo[t] = lo;
         k->zhi[t] = hi;
         if (hi > lo) {
-            k->priv[t] = (float *)calloc((size_t)((hi - lo) * cp), sizeof(float));
+            k->priv[t] = (float *)big_zeros(sizeof(float) * (size_t)((hi - lo) * cp));
             if (!k->priv[t]) return -1;
             if (lo < k->ulo) k->ulo = lo;
             if (hi > k->uhi) k->uhi = hi;
@@ -602,11 +650,11 @@ static int plan_zones(Kern *k, int64_t n, int nt, int cp) {
 
 static void free_kern(Kern *k) {
     for (int s = 0; s < 2; s++) {
-        free(k->buf[s]);
+        big_free(k->buf[s]);
         k->buf[s] = NULL;
     }
     for (int t = 0; t < MAX_THREADS; t++) {
-        free(k->priv[t]);
+        big_free(k->priv[t]);
         k->priv[t] = NULL;
     }
 }
@@ -679,7 +727,7 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
         if (steps > mf.steps) mf.steps = steps;
         size_t rows = (size_t)(k->m + 1) * (size_t)cp;
         for (int s = 0; s < 2 && !failed; s++) {
-            k->buf[s] = (float *)calloc(rows, sizeof(float));
+            k->buf[s] = (float *)big_zeros(sizeof(float) * rows);
             if (!k->buf[s]) failed = 1;
             else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }
@@ -766,14 +814,14 @@ static int hash_init(Hash *h, int64_t want) {
     h->bits = bits;
     h->cap = (int64_t)1 << bits;
     h->size = 0;
-    h->slots = (Slot *)malloc(sizeof(Slot) * (size_t)h->cap);
+    h->slots = (Slot *)big_zeros(sizeof(Slot) * (size_t)h->cap);
     if (!h->slots) return -1;
     memset(h->slots, 0xff, sizeof(Slot) * (size_t)h->cap);
     return 0;
 }
 
 static void hash_free(Hash *h) {
-    free(h->slots);
+    big_free(h->slots);
     h->slots = NULL;
 }
 
@@ -952,8 +1000,8 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
     int32_t *table = NULL;
     SimplexJob *job = NULL;
     Py_BEGIN_ALLOW_THREADS;
-    b.big_k = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n * d));
-    b.rank = (uint8_t *)malloc((size_t)(n * d1));
+    b.big_k = (int32_t *)big_zeros(sizeof(int32_t) * (size_t)(n * d));
+    b.rank = (uint8_t *)big_zeros((size_t)(n * d1));
     job = (SimplexJob *)malloc(sizeof(SimplexJob));
     if (!b.big_k || !b.rank || !job) err = "memory";
     if (!err) {
@@ -999,7 +1047,7 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
          * else a hash table */
         int direct = n_keys <= 4.0 * (double)(n * d1 + 1024);
         if (direct) {
-            table = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_keys);
+            table = (int32_t *)big_zeros(sizeof(int32_t) * (size_t)n_keys);
             if (table) memset(table, 0xff, sizeof(int32_t) * (size_t)n_keys);
         } else if (hash_init(&h, n / 4 + 1) != 0) { /* grows as vertices come */
             err = "memory";
@@ -1070,11 +1118,11 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
             }
         }
     }
-    free(b.big_k);
-    free(b.rank);
+    big_free(b.big_k);
+    big_free(b.rank);
     free(job);
     free(keys_by_id);
-    free(table);
+    big_free(table);
     hash_free(&h);
     Py_END_ALLOW_THREADS;
     if (err) {
