@@ -422,9 +422,11 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
         /* -U, padded with -1e30 (probability 0) */
         memcpy(lg, mf->u + i * mf->c, sizeof(float) * (size_t)mf->c);
         for (int l = mf->c; l < cp; l++) lg[l] = -1e30f;
-        if (nch) { /* every weight once, every row's vectors together */
+        /* up to 8 label vectors at a time: every weight once, every row's vectors together */
+        for (int l0 = 0; l0 < cp; l0 += 8 * W) {
+            int nb = nch ? nch : ((cp - l0) / W < 8 ? (cp - l0) / W : 8);
             vf acc[8];
-            for (int c = 0; c < nch; c++) acc[c] = load(lg + c * W);
+            for (int c = 0; c < nb; c++) acc[c] = load(lg + l0 + c * W);
             for (int t = 0; res && t < mf->nk; t++) {
                 const Kern *k = &mf->k[t];
                 int d1 = k->d1;
@@ -433,26 +435,11 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
                 float nw = k->norm[i];
                 for (int r = 0; r < d1; r++) {
                     float w = (bary[r] * nw) * k->aw;
-                    const float *x = st->res[t] + (int64_t)vid[r] * cp;
-                    for (int c = 0; c < nch; c++) acc[c] += w * load(x + c * W);
+                    const float *x = st->res[t] + (int64_t)vid[r] * cp + l0;
+                    for (int c = 0; c < nb; c++) acc[c] += w * load(x + c * W);
                 }
             }
-            for (int c = 0; c < nch; c++) store(lg + c * W, acc[c]);
-        } else {
-            for (int l = 0; l < cp; l += W) {
-                vf acc = load(lg + l);
-                for (int t = 0; res && t < mf->nk; t++) {
-                    const Kern *k = &mf->k[t];
-                    int d1 = k->d1;
-                    const int32_t *vid = k->vid + i * d1;
-                    const float *bary = k->bary + i * d1;
-                    float nw = k->norm[i];
-                    const float *x = st->res[t];
-                    for (int r = 0; r < d1; r++)
-                        acc += ((bary[r] * nw) * k->aw) * load(x + (int64_t)vid[r] * cp + l);
-                }
-                store(lg + l, acc);
-            }
+            for (int c = 0; c < nb; c++) store(lg + l0 + c * W, acc[c]);
         }
         softmax_into(lg, lg, cp);
         if (last) {
