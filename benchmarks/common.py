@@ -56,3 +56,22 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def timed_predict(args: list[str]) -> float:
+    """Wall seconds of one in-process ``atrous predict ARGS`` call (its printed summary
+    swallowed, ``--no-progress`` added); exits with the command line if it fails."""
+    import contextlib
+    import io
+    import time
+
+    from atrous.cli import main
+
+    argv = ["predict", *args, "--no-progress"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        t = time.perf_counter()
+        rc = main(argv)
+        seconds = time.perf_counter() - t
+    if rc != 0:
+        raise SystemExit(f"atrous {' '.join(argv)} exited {rc}")
+    return seconds

@@ -32,8 +32,6 @@ Scores, over the labelled frames (consecutive in the video):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import re
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_model
+from common import cpu_model, timed_predict
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,16 +138,7 @@ def smooth(setting: str, frames: list, probs: list[np.ndarray]) -> tuple[list[np
 
 def predict_cli(weights: Path, video: Path, out: Path, setting: str) -> float:
     """Wall seconds of one ``atrous predict VIDEO --smooth SETTING`` call."""
-    from atrous.cli import main
-
-    args = ["predict", str(weights), str(video), "-o", str(out), "--no-progress"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        t = time.perf_counter()
-        rc = main([*args, "--smooth", setting])
-        seconds = time.perf_counter() - t
-    if rc != 0:
-        sys.exit(f"atrous predict --smooth {setting} exited {rc}")
-    return seconds
+    return timed_predict([str(weights), str(video), "-o", str(out), "--smooth", setting])
 
 
 def main() -> None:

@@ -24,19 +24,16 @@ least disturbed by other work; the load average is recorded). Writes the markdow
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_model
+from common import cpu_model, timed_predict
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,15 +73,7 @@ def write_inputs(frames: list[np.ndarray], folder: Path) -> tuple[Path, Path, st
 
 def predict(weights: Path, inputs: Path, out: Path) -> float:
     """Wall seconds of one ``atrous predict`` call (its printed summary swallowed)."""
-    from atrous.cli import main
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        t = time.perf_counter()
-        rc = main(["predict", str(weights), str(inputs), "-o", str(out), "--no-progress"])
-        seconds = time.perf_counter() - t
-    if rc != 0:
-        sys.exit(f"atrous predict {inputs} exited {rc}")
-    return seconds
+    return timed_predict([str(weights), str(inputs), "-o", str(out)])
 
 
 def main() -> None:
