@@ -6,6 +6,7 @@ import importlib
 import shutil
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -181,3 +182,77 @@ def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.undo()
         importlib.reload(native)
     assert native._native is None or native._native.ABI == native.ABI
+
+
+# ---------------------------------------------------------------- the two builds overlapped
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Calls of the overlapped build, counted."""
+    from atrous.crf import densecrf
+
+    calls: list[int] = []
+    real = densecrf._Build
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object) -> None:
+            calls.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(densecrf, "_Build", Counted)
+    return calls
+
+
+@needs_native
+def test_overlapped_lattice_builds_give_the_sequential_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 2 threads the appearance lattice is built on a second thread beside the smoothness
+    one: the same result as one after the other, stage stamps in the same order."""
+    from atrous.crf import densecrf
+    from atrous.crf.timing import StageTimes
+
+    img, p = _scene(250, 210, 5)  # 52,500 pixels: above the overlap's threshold
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls = _count_builds(monkeypatch)
+        clear_kernel_cache()
+        times = StageTimes()
+        overlapped = dense_crf(img, p, iterations=3, profile=times)
+        assert calls == [1]
+        assert list(times.stamps)[3:5] == ["positional", "bilateral"]
+        monkeypatch.setattr(densecrf, "_overlap_builds", lambda *a: False)
+        clear_kernel_cache()
+        sequential = dense_crf(img, p, iterations=3)
+        assert calls == [1]
+    finally:
+        torch.set_num_threads(threads)
+        clear_kernel_cache()
+    np.testing.assert_array_equal(overlapped, sequential)
+
+
+@needs_native
+def test_an_error_in_the_overlapped_build_reaches_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    img, p = _scene(250, 210, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls = _count_builds(monkeypatch)
+        with pytest.raises(ValueError, match="too large a range"):
+            dense_crf(img, p, iterations=1, bi_rgb_std=1e-30)  # colours beyond float32's reach
+        assert calls == [1]
+    finally:
+        torch.set_num_threads(threads)
+        clear_kernel_cache()
+
+
+def test_a_read_only_array_is_taken_without_a_warning() -> None:
+    """np.asarray of a PIL image is read-only: read in place, no PyTorch warning."""
+    img, p = _scene(20, 30, 3)
+    img.flags.writeable = False
+    p.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = dense_crf(img, p, iterations=2)
+    assert q.shape == p.shape

@@ -161,25 +161,31 @@ static void run_parallel(Body body, void *ctx, int nthreads) {
     free(tasks);
 }
 
+/* the start of part t of nt of n items */
+static inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
+
 /* ------------------------------------------------------------------ large buffers */
 
-/* Zeroed buffers of tens of MB.  On Linux, mapped with MAP_POPULATE: the kernel fills the
- * pages in one call instead of taking a page fault at each first touch, tens of thousands of
- * them in a fresh process, each a costly trap on a virtual machine (3-5 us measured here, a
- * quarter of a first call on two threads).  Elsewhere calloc. */
+/* Zeroed buffers of tens of MB.  A fresh process's first touch of each 4 KiB page is a page
+ * fault, tens of thousands of them per call, each a costly trap on a virtual machine (3-5 us
+ * measured here, a quarter of a first call on two threads).  On Linux they are mapped with
+ * MAP_POPULATE (the kernel fills the pages in one call), or, with big_lazy, left for
+ * big_populate to fill a part per thread (MADV_POPULATE_WRITE, Linux 5.14; else a write per
+ * page) so that the threads that use them share the cost.  Elsewhere calloc. */
 typedef struct {
     void *base;
     size_t len; /* 0: from calloc */
 } BigHeader;
 
 #define BIG_HEAD ((size_t)64)
+#define PAGE ((size_t)4096)
 
-static void *big_zeros(size_t bytes) {
+static void *big_map(size_t bytes, int populate) {
 #if defined(__linux__) && defined(MAP_POPULATE)
     if (bytes >= ((size_t)1 << 20)) {
         size_t len = bytes + BIG_HEAD;
         char *p = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                               MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
         if (p != (char *)MAP_FAILED) {
             ((BigHeader *)p)->base = p;
             ((BigHeader *)p)->len = len;
@@ -187,11 +193,34 @@ static void *big_zeros(size_t bytes) {
         }
     }
 #endif
+    (void)populate;
     char *p = (char *)calloc(1, bytes + BIG_HEAD);
     if (!p) return NULL;
     ((BigHeader *)p)->base = p;
     ((BigHeader *)p)->len = 0;
     return p + BIG_HEAD;
+}
+
+static void *big_zeros(size_t bytes) { return big_map(bytes, 1); }
+static void *big_lazy(size_t bytes) { return big_map(bytes, 0); }
+
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#define MADV_POPULATE_WRITE 23 /* (headers older than the kernel) */
+#endif
+
+/* Fault in part t of nt of the pages of a big_lazy buffer of bytes (they stay zero). */
+static void big_populate(void *a, size_t bytes, int t, int nt) {
+    if (!a || bytes == 0) return;
+    uintptr_t lo = (uintptr_t)a, hi = lo + bytes;
+    uintptr_t first = (lo + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+    size_t pages = hi > first ? (hi - first) / PAGE : 0;
+    uintptr_t p0 = first + (uintptr_t)((size_t)part((int64_t)pages, t, nt) * PAGE);
+    uintptr_t p1 = first + (uintptr_t)((size_t)part((int64_t)pages, t + 1, nt) * PAGE);
+    if (p1 <= p0) return;
+#if defined(__linux__)
+    if (madvise((void *)p0, p1 - p0, MADV_POPULATE_WRITE) == 0) return;
+#endif
+    for (uintptr_t p = p0; p < p1; p += PAGE) *(volatile char *)p = 0;
 }
 
 static void big_free(void *a) {
@@ -206,7 +235,6 @@ static void big_free(void *a) {
     free(h->base);
 }
 
-static inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
 
 /* ------------------------------------------------------------------ label vectors */
 
@@ -560,8 +588,14 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
         if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
-        st.side[t] = 0; /* (the buffers start zeroed: big_zeros) */
+        st.side[t] = 0; /* (the buffers start zeroed: big_lazy) */
         st.res[t] = NULL;
+        /* every thread faults in its share of the pages, and its own splat buffer */
+        size_t bytes = sizeof(float) * (size_t)(k->m + 1) * (size_t)cp;
+        for (int s = 0; s < 2; s++) big_populate(k->buf[s], bytes, tid, nt);
+        if (tid > 0 && k->priv[tid])
+            big_populate(k->priv[tid], sizeof(float) * (size_t)((k->zhi[tid] - k->zlo[tid]) * cp),
+                         0, 1);
     }
     barrier_wait(bar);
     /* Q0 = softmax(-U), splatted */
@@ -625,7 +659,7 @@ static int plan_zones(Kern *k, int64_t n, int nt, int cp) {
         k->zlo[t] = lo;
         k->zhi[t] = hi;
         if (hi > lo) {
-            k->priv[t] = (float *)big_zeros(sizeof(float) * (size_t)((hi - lo) * cp));
+            k->priv[t] = (float *)big_lazy(sizeof(float) * (size_t)((hi - lo) * cp));
             if (!k->priv[t]) return -1;
             if (lo < k->ulo) k->ulo = lo;
             if (hi > k->uhi) k->uhi = hi;
@@ -714,7 +748,7 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
         if (steps > mf.steps) mf.steps = steps;
         size_t rows = (size_t)(k->m + 1) * (size_t)cp;
         for (int s = 0; s < 2 && !failed; s++) {
-            k->buf[s] = (float *)big_zeros(sizeof(float) * rows);
+            k->buf[s] = (float *)big_lazy(sizeof(float) * rows);
             if (!k->buf[s]) failed = 1;
             else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }
@@ -871,7 +905,7 @@ typedef struct {
 
 /* Elevation, enclosing simplex and barycentric weights of points [lo, hi) (thread body part),
  * bit for bit the float32 operations of atrous.crf.lattice (the original's arithmetic). */
-static void simplex_rows(Build *b, int64_t lo, int64_t hi, int32_t *kmin, int32_t *kmax) {
+HOT static void simplex_rows(Build *b, int64_t lo, int64_t hi, int32_t *kmin, int32_t *kmax) {
     int d = b->d, d1 = d + 1;
     float el[65], rem0[65], s_rev[65];
     int rank[65];
@@ -895,13 +929,15 @@ static void simplex_rows(Build *b, int64_t lo, int64_t hi, int32_t *kmin, int32_
             rem0[i] = v[i] * (float)d1;
             coord_sum += v[i];
         }
-        for (int i = 0; i <= d; i++) rank[i] = 0;
-        for (int i = 0; i < d; i++) {
-            float ri = el[i] - rem0[i];
-            for (int j = i + 1; j <= d; j++) {
-                if (ri < el[j] - rem0[j]) rank[i]++;
-                else rank[j]++;
-            }
+        /* rank_i: the original's pairwise count (for i < j, e_i < e_j ranks i up, else j), per
+         * coordinate in a register rather than as increments of memory */
+        float e[65];
+        for (int i = 0; i <= d; i++) e[i] = el[i] - rem0[i];
+        for (int i = 0; i <= d; i++) {
+            int r = 0;
+            for (int j = 0; j < i; j++) r += !(e[j] < e[i]);
+            for (int j = i + 1; j <= d; j++) r += e[i] < e[j];
+            rank[i] = r;
         }
         int32_t *kk = b->big_k + p * d;
         uint8_t *rk = b->rank + p * d1;
@@ -945,6 +981,85 @@ static void simplex_body(void *ctx, int tid, int nt, Barrier *bar) {
     SimplexJob *job = (SimplexJob *)ctx;
     simplex_rows(job->b, part(job->b->n, tid, nt), part(job->b->n, tid + 1, nt), job->kmin[tid],
                  job->kmax[tid]);
+}
+
+/* The keys of point p's d+1 vertices into out; 0 (and out[0] = -1) where its simplex is the
+ * previous point's of the same image (often), whose ids it takes. */
+static inline int vertex_keys(const Build *b, int64_t p, int64_t per_image, const int64_t *radix,
+                              int64_t *out) {
+    int d = b->d, d1 = d + 1;
+    const int32_t *kk = b->big_k + p * d;
+    const uint8_t *rk = b->rank + p * d1;
+    if (p > 0 && p % per_image != 0 && memcmp(kk, kk - d, sizeof(int32_t) * d) == 0 &&
+        memcmp(rk, rk - d1, (size_t)d1) == 0) {
+        out[0] = -1;
+        return 0;
+    }
+    int inv[65];
+    int64_t base = 0;
+    for (int i = 0; i < d; i++) base += (int64_t)(kk[i] - (b->kmin[i] - 2)) * radix[i];
+    base += (p / per_image) * radix[d];
+    for (int i = 0; i <= d; i++) inv[rk[i]] = i;
+    int64_t drop = 0;
+    for (int r = 0; r <= d; r++) {
+        if (r > 0) { /* coordinate ranked d - r + 1 drops by one from vertex r on */
+            int i = inv[d - r + 1];
+            if (i < d) drop += radix[i];
+        }
+        out[r] = r + (int64_t)d1 * (base - drop);
+    }
+    return 1;
+}
+
+#define FILL_AHEAD 4
+
+/* The blur neighbours of every vertex along direction j (thread body: directions tid, tid + nt,
+ * ...). minus along j: every coordinate -1, coordinate j +d; in (r, k): r - 1 and k_j + 1, or
+ * from r = 0 to r = d with k_i - 1 for i != j.  plus: the inverse. */
+typedef struct {
+    int d;
+    int64_t m;
+    int direct;
+    int64_t n_keys;
+    int64_t rsum;
+    const int64_t *radix;
+    const int64_t *keys_by_id;
+    const int32_t *table;
+    const Hash *h;
+    int32_t *nbr; /* (2, d+1, m) out */
+} NbrJob;
+
+static void neighbour_body(void *ctx, int tid, int nt, Barrier *bar) {
+    (void)bar;
+    const NbrJob *q = (const NbrJob *)ctx;
+    int d = q->d, d1 = d + 1;
+    int64_t m = q->m;
+    for (int j = tid; j <= d; j += nt) {
+        int64_t rj = j < d ? q->radix[j] : 0;
+        int64_t minus_hi = -1 + (int64_t)d1 * rj;            /* r >= 1 */
+        int64_t minus_lo = d - (int64_t)d1 * (q->rsum - rj); /* r == 0 */
+        int32_t *mo = q->nbr + (int64_t)j * m;
+        int32_t *po = q->nbr + (int64_t)(d1 + j) * m;
+        for (int64_t v = 0; v < m; v++) po[v] = (int32_t)m;
+        for (int64_t v = 0; v < m; v++) {
+            int64_t key = q->keys_by_id[v];
+            int64_t nk = key + ((key % d1) ? minus_hi : minus_lo);
+            if (v + 16 < m) { /* the slot (or table entry) 16 vertices on: misses overlap */
+                int64_t fk = q->keys_by_id[v + 16];
+                fk += (fk % d1) ? minus_hi : minus_lo;
+                if (q->direct) {
+                    if (fk >= 0 && fk < q->n_keys) __builtin_prefetch(q->table + fk);
+                } else {
+                    __builtin_prefetch(q->h->slots + hash_slot(q->h, fk));
+                }
+            }
+            int32_t id;
+            if (q->direct) id = (nk >= 0 && nk < q->n_keys) ? q->table[nk] : -1;
+            else id = hash_find(q->h, nk);
+            mo[v] = id < 0 ? (int32_t)m : id;
+            if (id >= 0) po[id] = (int32_t)v; /* u = minus(v) exactly when v = plus(u) */
+        }
+    }
 }
 
 /* lattice_build(n, per_image, d, f, scale, inv_d1, vid, bary, threads)
@@ -1040,43 +1155,44 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
             err = "memory";
         }
         if (!keys_by_id || (direct && !table)) err = "memory";
-        int inv[65];
-        for (int64_t p = 0; p < n && !err; p++) {
-            const int32_t *kk = b.big_k + p * d;
-            const uint8_t *rk = b.rank + p * d1;
-            /* the simplex of the previous point of the same image (often the same one) */
-            if (p > 0 && p % per_image != 0 && memcmp(kk, kk - d, sizeof(int32_t) * d) == 0 &&
-                memcmp(rk, rk - d1, (size_t)d1) == 0) {
-                memcpy(b.vid + p * d1, b.vid + (p - 1) * d1, sizeof(int32_t) * d1);
-                continue;
+        /* Points in order (the ids are by first use), each one's keys made FILL_AHEAD points
+         * before its turn and their slots prefetched: the probes miss the caches (the table
+         * is a few MB), so the misses of several points overlap. */
+        int64_t ring[FILL_AHEAD][65];
+        for (int64_t p = 0; p < n + FILL_AHEAD && !err; p++) {
+            int64_t q = p - FILL_AHEAD; /* point q takes its ids, then p's keys take its place */
+            const int64_t *kq = ring[p % FILL_AHEAD];
+            if (q >= 0 && kq[0] < 0) { /* the simplex of the point before */
+                memcpy(b.vid + q * d1, b.vid + (q - 1) * d1, sizeof(int32_t) * d1);
+            } else if (q >= 0) {
+                for (int r = 0; r <= d; r++) {
+                    int64_t key = kq[r];
+                    int32_t id;
+                    if (direct) {
+                        id = table[key];
+                        if (id < 0) {
+                            id = (int32_t)m++;
+                            table[key] = id;
+                            keys_by_id[id] = key;
+                        }
+                    } else {
+                        id = hash_insert(&h, key, &m, keys_by_id);
+                        if (id < 0) {
+                            err = "memory";
+                            break;
+                        }
+                    }
+                    b.vid[q * d1 + r] = id;
+                }
             }
-            int64_t base = 0;
-            for (int i = 0; i < d; i++) base += (int64_t)(kk[i] - (b.kmin[i] - 2)) * radix[i];
-            base += (p / per_image) * radix[d];
-            for (int i = 0; i <= d; i++) inv[rk[i]] = i;
-            int64_t drop = 0;
-            for (int r = 0; r <= d; r++) {
-                if (r > 0) { /* coordinate ranked d - r + 1 drops by one from vertex r on */
-                    int i = inv[d - r + 1];
-                    if (i < d) drop += radix[i];
-                }
-                int64_t key = r + (int64_t)d1 * (base - drop);
-                int32_t id;
-                if (direct) {
-                    id = table[key];
-                    if (id < 0) {
-                        id = (int32_t)m++;
-                        table[key] = id;
-                        keys_by_id[id] = key;
-                    }
-                } else {
-                    id = hash_insert(&h, key, &m, keys_by_id);
-                    if (id < 0) {
-                        err = "memory";
-                        break;
+            if (p < n) {
+                int64_t *kr = ring[p % FILL_AHEAD];
+                if (vertex_keys(&b, p, per_image, radix, kr)) {
+                    for (int r = 0; r <= d; r++) {
+                        if (direct) __builtin_prefetch(table + kr[r]);
+                        else __builtin_prefetch(h.slots + hash_slot(&h, kr[r]));
                     }
                 }
-                b.vid[p * d1 + r] = id;
             }
         }
         if (!err) {
@@ -1084,25 +1200,8 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
             if (!nbr) err = "memory";
         }
         if (!err) {
-            /* minus along j: every coordinate -1, coordinate j +d; in (r, k): r - 1 and k_j + 1,
-             * or from r = 0 to r = d with k_i - 1 for i != j.  plus: the inverse. */
-            for (int j = 0; j <= d; j++) {
-                int64_t rj = j < d ? radix[j] : 0;
-                int64_t minus_hi = -1 + (int64_t)d1 * rj;         /* r >= 1 */
-                int64_t minus_lo = d - (int64_t)d1 * (rsum - rj); /* r == 0 */
-                int32_t *mo = nbr + (int64_t)j * m;
-                int32_t *po = nbr + (int64_t)(d1 + j) * m;
-                for (int64_t v = 0; v < m; v++) po[v] = (int32_t)m;
-                for (int64_t v = 0; v < m; v++) {
-                    int64_t key = keys_by_id[v];
-                    int64_t nk = key + ((key % d1) ? minus_hi : minus_lo);
-                    int32_t id;
-                    if (direct) id = (nk >= 0 && nk < (int64_t)n_keys) ? table[nk] : -1;
-                    else id = hash_find(&h, nk);
-                    mo[v] = id < 0 ? (int32_t)m : id;
-                    if (id >= 0) po[id] = (int32_t)v; /* u = minus(v) exactly when v = plus(u) */
-                }
-            }
+            NbrJob nj = {d, m, direct, (int64_t)n_keys, rsum, radix, keys_by_id, table, &h, nbr};
+            run_parallel(neighbour_body, &nj, m < 20000 ? 1 : (threads < d1 ? threads : d1));
         }
     }
     big_free(b.big_k);

@@ -9,6 +9,8 @@ parameters (the ``crf`` hook of :class:`~atrous.inference.Segmenter`).
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +30,22 @@ from .timing import StageTimes
 __all__ = ["DenseCRF", "dense_crf"]
 
 
+def _from_numpy(x: np.ndarray) -> Tensor:
+    try:  # any positive-stride layout is read in place (the copies below handle it)
+        return torch.from_numpy(x)
+    except (ValueError, TypeError):
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
 def _as_tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        try:  # any positive-stride layout is read in place (the copies below handle it)
-            return torch.from_numpy(x)
-        except (ValueError, TypeError):
-            return torch.from_numpy(np.ascontiguousarray(x))
+        if not x.flags.writeable:  # (np.asarray of a PIL image): read, never written here
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                return _from_numpy(x)
+        return _from_numpy(x)
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
@@ -182,17 +192,70 @@ def _kernels(
     stamp: Callable[[str], None],
 ) -> list[tuple[GaussianKernel, float]]:
     """The smoothness and appearance kernels with their weights (a zero weight leaves its
-    kernel out)."""
+    kernel out).
+
+    On a CPU with the compiled lattice and more than one thread, the appearance kernel is built
+    on a second thread while this one builds (or takes from the cache) the smoothness kernel:
+    most of a lattice build is serial (the vertex numbering), so the two overlap.  Its stage
+    stamp then marks when it was ready, after the smoothness kernel's."""
     b, h, w = bhw
+    bilateral = None
+    if prm.bi_w != 0 and prm.pos_w != 0 and _overlap_builds(img, b * h * w, method):
+        bilateral = _Build(img, prm, method)
     kernels = []
     if prm.pos_w != 0:
-        kernels.append((positional_kernel(b, h, w, prm.pos_xy_std, img.device, method), prm.pos_w))
+        try:
+            kern = positional_kernel(b, h, w, prm.pos_xy_std, img.device, method)
+        finally:
+            if bilateral is not None:
+                bilateral.join()
+        kernels.append((kern, prm.pos_w))
         stamp("positional")
     if prm.bi_w != 0:
-        feats = bilateral_features(img, prm.bi_xy_std, prm.bi_rgb_std)
-        kernels.append((GaussianKernel(feats, method), prm.bi_w))
+        if bilateral is None:
+            kern = GaussianKernel(bilateral_features(img, prm.bi_xy_std, prm.bi_rgb_std), method)
+        else:
+            kern = bilateral.result()
+        kernels.append((kern, prm.bi_w))
         stamp("bilateral")
     return kernels
+
+
+def _overlap_builds(img: Tensor, pixels: int, method: str) -> bool:
+    """Whether the two kernels' lattices are built at once (see :func:`_kernels`)."""
+    return (
+        method == "lattice"
+        and img.device.type == "cpu"
+        and pixels >= 50_000  # (below, a thread costs more than the overlap saves)
+        and torch.get_num_threads() > 1
+        and native.available()
+    )
+
+
+class _Build(threading.Thread):
+    """The appearance kernel, built on its own thread (the lattice build releases the GIL)."""
+
+    def __init__(self, img: Tensor, prm: CRFParams, method: str) -> None:
+        super().__init__(name="atrous-crf-lattice", daemon=True)
+        self._args = (img, prm.bi_xy_std, prm.bi_rgb_std, method)
+        self._kernel: GaussianKernel | None = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        img, xy_std, rgb_std, method = self._args
+        try:
+            self._kernel = GaussianKernel(bilateral_features(img, xy_std, rgb_std), method)
+        except BaseException as e:  # re-raised on the calling thread by result()
+            self._error = e
+
+    def result(self) -> GaussianKernel:
+        """The kernel (after :meth:`join`), or the build's exception raised here."""
+        self.join()
+        if self._error is not None:
+            raise self._error
+        assert self._kernel is not None
+        return self._kernel
 
 
 def _mean_field(
