@@ -90,6 +90,36 @@ def test_thread_counts_agree() -> None:
 
 
 @needs_native
+def test_a_thread_count_gives_the_same_bits_every_run() -> None:
+    """The blur's rows go to whichever thread takes them first; every row is computed the
+    same way, so repeated calls on 3 threads give identical bits."""
+    img, p = _scene(240, 300, 7, seed=4)
+    feats = bilateral_features(torch.from_numpy(img)[None], 30.0, 8.0)
+    kernels = [(positional_kernel(1, 240, 300, 1.0), 3.0), (GaussianKernel(feats), 4.0)]
+    probs = torch.from_numpy(p).permute(1, 2, 0).reshape(-1, 7).contiguous()
+    first = native.mean_field(probs.clone(), kernels, 5, threads=3)
+    for _ in range(4):
+        assert torch.equal(native.mean_field(probs.clone(), kernels, 5, threads=3), first)
+
+
+@needs_native
+def test_q_written_label_major_is_the_transposed_q() -> None:
+    """``planes``: the last pass writes Q image by image, label-major (a batch of 2)."""
+    imgs, ps = zip(*(_scene(60, 80, 5, seed=s) for s in (5, 6)), strict=True)
+    img = torch.from_numpy(np.stack(imgs))
+    feats = bilateral_features(img, 30.0, 8.0)
+    kernels = [(positional_kernel(2, 60, 80, 1.0), 3.0), (GaussianKernel(feats), 4.0)]
+    probs = torch.from_numpy(np.stack(ps)).permute(0, 2, 3, 1).reshape(-1, 5).contiguous()
+    rows = native.mean_field(probs.clone(), kernels, 4, threads=2)
+    planes = torch.empty(2, 5, 60 * 80)
+    got = native.mean_field(probs.clone(), kernels, 4, threads=2, planes=planes)
+    assert got is planes
+    assert torch.equal(planes, rows.view(2, 60 * 80, 5).transpose(1, 2))
+    with pytest.raises(ValueError, match="planes must be a contiguous float32"):
+        native.mean_field(probs.clone(), kernels, 1, planes=torch.empty(2, 4, 60 * 80))
+
+
+@needs_native
 def test_iterations_zero_is_the_normalized_probabilities() -> None:
     img, p = _scene(30, 40, 4)
     q = dense_crf(img, p * 0.9995, iterations=0)  # (sums within the accepted 1e-3 of 1)

@@ -338,12 +338,15 @@ typedef struct {
     int c;  /* labels */
     int cp; /* labels, padded to a multiple of W */
     int iters;
-    float *q;       /* (N, c) out: Q */
+    float *q;       /* (N, c) out: Q (unless planes) */
+    float *planes;  /* or (B, c, hw) out: Q label-major, image by image */
+    int64_t hw;     /* pixels per image */
     const float *u; /* (N, c) -U = log p (may be q itself: a row is read before Q is written) */
     int nk;
     int64_t steps; /* blur steps per iteration (every kernel's passes and clearing done) */
     Kern k[MAX_KERNELS];
     float *scratch; /* (nthreads, cp) */
+    int64_t claim[2]; /* blocks of the blur step taken so far (steps alternate between two) */
 } MeanField;
 
 /* Whether successive pixels use vertices far apart in memory (the bilateral kernel: a vertex
@@ -470,6 +473,12 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
             for (int c = 0; c < nb; c++) store(lg + l0 + c * W, acc[c]);
         }
         softmax_into(lg, lg, cp);
+        if (last && mf->planes) { /* label-major: each thread writes its pixels' part */
+            int64_t img = i / mf->hw;
+            float *o = mf->planes + img * mf->c * mf->hw + (i - img * mf->hw);
+            for (int l = 0; l < mf->c; l++) o[l * mf->hw] = lg[l];
+            continue;
+        }
         if (last) {
             memcpy(mf->q + i * mf->c, lg, sizeof(float) * (size_t)mf->c);
             continue;
@@ -540,27 +549,45 @@ HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float
     }
 }
 
-/* rows [lo, hi) of chunk c of kernel k, this thread's share */
-static inline int64_t share_lo(const Kern *k, int64_t c, int tid, int nt) {
-    int64_t a = c * k->chunk, b = a + k->chunk < k->m ? a + k->chunk : k->m;
-    return a + part(b - a, tid, nt);
-}
-
-/* Step s of the blur: pass j on chunk s - j * lag, and the clearing of the buffer the last
- * pass read on chunk s - d1 * lag (those rows are read no more). */
-static void blur_step(MeanField *mf, const Step *st, int64_t s, int tid, int nt) {
+/* Step s of the blur: pass j on chunk s - j * lag of every kernel, and the clearing of the
+ * buffer the last pass read on chunk s - d1 * lag (those rows are read no more).  The step's
+ * rows are cut into blocks of about 64 KB that the threads take in turn (claim[g & 1], g the
+ * step's number in the call; the other counter is reset for the next step): a thread slowed
+ * by its neighbours on a shared machine takes fewer blocks and the others wait less at the
+ * barrier.  Every row is computed the same way whichever thread takes it: the result does not
+ * depend on the schedule. */
+static void blur_step(MeanField *mf, const Step *st, int64_t s, int64_t g, int tid) {
     int cp = mf->cp;
+    typedef struct {
+        const Kern *k;
+        int j, from;
+        int64_t lo, hi, first_block;
+    } Seg;
+    Seg seg[MAX_KERNELS * 66];
+    int ns = 0;
+    int64_t rows = 16384 / cp > 32 ? 16384 / cp : 32, blocks = 0;
     for (int t = 0; t < mf->nk; t++) {
-        Kern *k = &mf->k[t];
-        int side = st->side[t];
+        const Kern *k = &mf->k[t];
         for (int j = 0; j <= k->d1; j++) {
             int64_t c = s - j * k->lag;
             if (c < 0 || c >= k->nchunks) continue;
-            int64_t lo = share_lo(k, c, tid, nt), hi = share_lo(k, c, tid + 1, nt);
-            int from = side ^ (j & 1);
-            if (j < k->d1) blur_rows(k, j, k->buf[from], k->buf[from ^ 1], cp, lo, hi);
-            else memset(k->buf[from ^ 1] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
+            int64_t lo = c * k->chunk, hi = lo + k->chunk < k->m ? lo + k->chunk : k->m;
+            if (hi <= lo) continue;
+            seg[ns] = (Seg){k, j, st->side[t] ^ (j & 1), lo, hi, blocks};
+            blocks += (hi - lo + rows - 1) / rows;
+            ns++;
         }
+    }
+    if (tid == 0) __atomic_store_n(&mf->claim[(g + 1) & 1], 0, __ATOMIC_RELAXED);
+    int64_t *claim = &mf->claim[g & 1];
+    int at = 0;
+    for (int64_t i = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED); i < blocks;
+         i = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED)) {
+        while (at + 1 < ns && seg[at + 1].first_block <= i) at++;
+        const Seg *q = &seg[at];
+        int64_t lo = q->lo + (i - q->first_block) * rows, hi = lo + rows < q->hi ? lo + rows : q->hi;
+        if (q->j < q->k->d1) blur_rows(q->k, q->j, q->k->buf[q->from], q->k->buf[q->from ^ 1], cp, lo, hi);
+        else memset(q->k->buf[q->from ^ 1] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
     }
 }
 
@@ -585,6 +612,7 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     int64_t n = mf->n;
     float *lg = mf->scratch + (int64_t)tid * cp;
     Step st;
+    int64_t g = 0; /* blur steps so far */
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
         if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
@@ -613,7 +641,7 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
             barrier_wait(bar);
         }
         for (int64_t s = 0; s < mf->steps; s++) {
-            blur_step(mf, &st, s, tid, nt);
+            blur_step(mf, &st, s, g++, tid);
             barrier_wait(bar);
         }
         for (int t = 0; t < nk; t++) {
@@ -682,18 +710,18 @@ static void free_kern(Kern *k) {
 
 static void *addr(PyObject *o) { return PyLong_AsVoidPtr(o); }
 
-/* mean_field(n, c, iterations, threads, q_addr, u_addr, kernels) with kernels a sequence of
- * (d1, m, vid_addr, ws_addr, wl_addr, lower_addr, upper_addr); q is overwritten with Q. */
-/* mean_field(n, c, cp, iterations, threads, q_addr, u_addr, kernels), u (n, c) = log p (q_addr
- * itself allowed), with kernels a sequence
- * of (d1, m, vid_addr, bary_addr, norm_addr, alpha_times_weight, minus_addr, plus_addr); Q
- * (n, c) is written to q. */
+/* mean_field(n, c, cp, iterations, threads, q_addr, u_addr, kernels[, planes_addr, hw]), u (n, c)
+ * = log p (q_addr itself allowed), with kernels a sequence of (d1, m, vid_addr, bary_addr,
+ * norm_addr, alpha_times_weight, minus_addr, plus_addr); Q (n, c) is written to q, or with
+ * planes_addr, label-major (n / hw, c, hw) to planes. */
 static PyObject *py_mean_field(PyObject *self, PyObject *args) {
     (void)self;
     Py_ssize_t n;
     int c, cp, iters, threads;
-    PyObject *qo, *uo, *kernels;
-    if (!PyArg_ParseTuple(args, "niiiiOOO", &n, &c, &cp, &iters, &threads, &qo, &uo, &kernels))
+    PyObject *qo, *uo, *kernels, *po = NULL;
+    Py_ssize_t hw = 0;
+    if (!PyArg_ParseTuple(args, "niiiiOOO|On", &n, &c, &cp, &iters, &threads, &qo, &uo, &kernels,
+                          &po, &hw))
         return NULL;
     MeanField mf;
     memset(&mf, 0, sizeof(mf));
@@ -703,6 +731,14 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
     mf.iters = iters;
     mf.q = (float *)addr(qo);
     mf.u = (const float *)addr(uo);
+    if (po && po != Py_None) {
+        mf.planes = (float *)addr(po);
+        mf.hw = hw;
+        if (hw < 1 || n % hw != 0) {
+            PyErr_Format(PyExc_ValueError, "%zd pixels are not whole images of %zd", n, hw);
+            return NULL;
+        }
+    }
     PyObject *seq = PySequence_Fast(kernels, "kernels must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t nk = PySequence_Fast_GET_SIZE(seq);
@@ -803,6 +839,49 @@ static PyObject *py_lattice_degree(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ buffers for Python */
+
+/* A big buffer handed to Python without a copy (torch.frombuffer reads it in place); freed
+ * with the last reference. */
+typedef struct {
+    PyObject_HEAD
+    void *data;
+    Py_ssize_t len;
+} Buffer;
+
+static int buffer_get(PyObject *o, Py_buffer *view, int flags) {
+    Buffer *b = (Buffer *)o;
+    return PyBuffer_FillInfo(view, o, b->data, b->len, 0, flags);
+}
+
+static void buffer_dealloc(PyObject *o) {
+    big_free(((Buffer *)o)->data);
+    Py_TYPE(o)->tp_free(o);
+}
+
+static PyBufferProcs buffer_procs = {buffer_get, NULL};
+
+static PyTypeObject BufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "atrous.crf._native.Buffer",
+    .tp_basicsize = sizeof(Buffer),
+    .tp_dealloc = buffer_dealloc,
+    .tp_as_buffer = &buffer_procs,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "memory of the compiled code, read through the buffer protocol",
+};
+
+/* A Buffer owning data (a big_zeros / big_lazy block of len bytes); frees data on failure. */
+static PyObject *buffer_new(void *data, Py_ssize_t len) {
+    Buffer *b = PyObject_New(Buffer, &BufferType);
+    if (!b) {
+        big_free(data);
+        return NULL;
+    }
+    b->data = data;
+    b->len = len;
+    return (PyObject *)b;
 }
 
 /* ------------------------------------------------------------------ lattice build */
@@ -1195,8 +1274,8 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
                 }
             }
         }
-        if (!err) {
-            nbr = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * d1 * m));
+        if (!err) { /* (every entry is written: its pages are faulted in by those threads) */
+            nbr = (int32_t *)big_lazy(sizeof(int32_t) * (size_t)(2 * d1 * m));
             if (!nbr) err = "memory";
         }
         if (!err) {
@@ -1212,15 +1291,14 @@ static PyObject *py_lattice_build(PyObject *self, PyObject *args) {
     hash_free(&h);
     Py_END_ALLOW_THREADS;
     if (err) {
-        free(nbr);
+        big_free(nbr);
         if (err[0] == 'm') return PyErr_NoMemory();
         PyErr_SetString(PyExc_ValueError,
                         "features span too large a range for the permutohedral lattice keys; use "
                         "larger standard deviations");
         return NULL;
     }
-    PyObject *ba = PyByteArray_FromStringAndSize((const char *)nbr, (Py_ssize_t)(2 * d1 * m * 4));
-    free(nbr);
+    PyObject *ba = buffer_new(nbr, (Py_ssize_t)(2 * d1 * m * 4)); /* (owns nbr) */
     if (!ba) return NULL;
     PyObject *kmin = PyList_New(d), *kmax = PyList_New(d);
     for (int i = 0; i < d && kmin && kmax; i++) {
@@ -1240,9 +1318,10 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
 
 /* the interface version native.py expects (a stale build of an older source is not used) */
-#define ABI 4
+#define ABI 5
 
 PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&BufferType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddIntConstant(m, "ABI", ABI) != 0) {
         Py_DECREF(m);

@@ -273,6 +273,10 @@ def _mean_field(
     b, h, w, c = shape
     if method == "lattice" and kernels and mu is None and native.usable(kernels, q0):
         stamp("built")
+        if dtype == torch.float32:  # Q written label-major by the last pass
+            q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
+            native.mean_field(q0, kernels, iterations, planes=q.view(b, c, h * w))
+            return q
         q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
         qn = native.mean_field(q0, kernels, iterations)  # (in q0's buffer)
         q.view(b, c, h * w).copy_(qn.view(b, h * w, c).transpose(1, 2))

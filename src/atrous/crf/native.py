@@ -21,7 +21,7 @@ from torch import Tensor
 
 # The interface version of _native.c this module calls (its ABI constant): a build left over
 # from an older source is not used (reinstall to rebuild it: `make` does when _native.c changes).
-ABI = 4
+ABI = 5
 
 try:
     from . import _native
@@ -113,10 +113,15 @@ def mean_field(
     kernels: Sequence[tuple[Any, float]],
     iterations: int,
     threads: int | None = None,
+    planes: Tensor | None = None,
 ) -> Tensor:
     """Q ``(N, C)`` after ``iterations`` Potts mean-field updates from ``probs`` ``(N, C)``
     float32 (entries > 0; the unary is -log p), written into ``probs`` (contiguous), which
     holds -U during the iterations (no other buffer of its size).
+
+    With ``planes``, a contiguous float32 ``(B, C, N / B)``, Q is written there instead,
+    label-major image by image (the layout ``dense_crf`` returns: no transposing copy after),
+    and returned; ``probs`` is left holding -U.
 
     ``threads`` defaults to ``torch.get_num_threads()``; results differ between thread counts
     only in float rounding.
@@ -126,6 +131,20 @@ def mean_field(
     if not probs.is_contiguous():
         raise ValueError("probs must be contiguous (it receives Q)")
     n, c = probs.shape
+    hw = 0
+    if planes is not None:
+        if (
+            planes.dtype != torch.float32
+            or not planes.is_contiguous()
+            or planes.dim() != 3
+            or planes.shape[1] != c
+            or planes.shape[0] * planes.shape[2] != n
+        ):
+            raise ValueError(
+                f"planes must be a contiguous float32 (B, {c}, N / B) for N = {n}, got "
+                f"{planes.dtype} {tuple(planes.shape)}"
+            )
+        hw = planes.shape[2]
     cp = -(-c // _LANES) * _LANES  # labels padded to whole vectors inside
     torch.log(probs, out=probs)  # -U, in place: each pixel's row becomes its Q at the end
     keep: list[Tensor] = []  # the arrays the C code reads, alive until it returns
@@ -156,6 +175,9 @@ def mean_field(
     # at most MAX_THREADS (each helper thread keeps its own copy of the bilateral splat, and
     # the pixel pass is bound by memory: more threads than that were not measured to help)
     nt = max(1, min(nt, n // 20_000 or 1, MAX_THREADS))
-    _native.mean_field(n, c, cp, int(iterations), nt, probs.data_ptr(), probs.data_ptr(), specs)
+    out = (planes.data_ptr(), hw) if planes is not None else ()
+    _native.mean_field(
+        n, c, cp, int(iterations), nt, probs.data_ptr(), probs.data_ptr(), specs, *out
+    )
     del keep
-    return probs
+    return probs if planes is None else planes
