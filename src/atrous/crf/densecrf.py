@@ -41,11 +41,10 @@ def _as_tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        if not x.flags.writeable:  # (np.asarray of a PIL image): read, never written here
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-                return _from_numpy(x)
-        return _from_numpy(x)
+        with warnings.catch_warnings():  # a read-only array (np.asarray of a PIL image) is
+            # read, never written, here: PyTorch's warning about it does not apply
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            return _from_numpy(x)
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
@@ -273,13 +272,12 @@ def _mean_field(
     b, h, w, c = shape
     if method == "lattice" and kernels and mu is None and native.usable(kernels, q0):
         stamp("built")
-        if dtype == torch.float32:  # Q written label-major by the last pass
-            q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
-            native.mean_field(q0, kernels, iterations, planes=q.view(b, c, h * w))
-            return q
         q = torch.empty((b, c, h, w), dtype=dtype, device=q0.device)
-        qn = native.mean_field(q0, kernels, iterations)  # (in q0's buffer)
-        q.view(b, c, h * w).copy_(qn.view(b, h * w, c).transpose(1, 2))
+        if dtype == torch.float32:  # Q written label-major by the last pass
+            native.mean_field(q0, kernels, iterations, planes=q.view(b, c, h * w))
+        else:
+            qn = native.mean_field(q0, kernels, iterations)  # (in q0's buffer)
+            q.view(b, c, h * w).copy_(qn.view(b, h * w, c).transpose(1, 2))
         return q
     if method == "lattice" and kernels:
         fused = FusedMeanField(kernels, torch.float32, with_unary=mu is None, labels=c)
