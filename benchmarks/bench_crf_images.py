@@ -26,8 +26,13 @@ Every measurement runs in a fresh process, as ``atrous predict --crf`` on one im
   a size it has not seen), then a *warm* repeat; peak RSS growth over the first call (VmHWM);
   the lattice vertex counts of both kernels (the C++ builds the same lattice);
 - pydensecrf2: one call in its own fresh process (it has no warm-up), its peak RSS growth.
-Each is run ``--repeat`` times (default 2, interleaved) and its fastest kept: this VM stalls
-now and then (a single run once showed a warm call twice as slow as the first call before it).
+Each is run ``--repeat`` times (default 2) and its fastest kept: this VM stalls now and then (a
+single run once showed a warm call twice as slow as the first call before it). The runs are
+rounds over the whole set (ours then the C++ on each image), so an image's runs are minutes
+apart and a stall that outlasts one run cannot hit all of them; every round's first call is
+listed with the CPU time the machine spent elsewhere meanwhile (other processes, the kernel)
+and the time the host stole from this VM's cores (``/proc/stat``), which names a slow run's
+cause.
 Label agreement: argmax of ours against the C++'s. The summary gives, per size, the median and
 the worst ratio (ours / C++) over the set for each of first call, new size and warm, and the
 median and worst memory ratio.
@@ -38,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -142,6 +148,39 @@ def _vm(field: str) -> float:
     return float("nan")
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """Seconds of CPU time the whole machine has been busy (user, system, interrupts: every
+    core) and stolen by the host, from ``/proc/stat`` (zeros where there is none)."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Interference:
+    """What else the machine did during a timed call: CPU seconds busy outside this process
+    (other processes, the kernel's own work) and stolen by the host (a VM's cores running
+    someone else), each from the kernel's 10 ms ticks (so +-0.01 s)."""
+
+    def __enter__(self) -> Interference:
+        self.busy, self.steal = _machine_cpu()
+        self.own = _own_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, steal = _machine_cpu()
+        self.other_s = max(0.0, (busy - self.busy) - (_own_cpu() - self.own))
+        self.steal_s = steal - self.steal
+
+
 def child(method: str, npz: str, out: str, threads: int, iterations: int) -> None:
     """One fresh process: time ``method`` on the inputs in ``npz``; JSON to stdout."""
     t_start = time.perf_counter()
@@ -159,9 +198,11 @@ def child(method: str, npz: str, out: str, threads: int, iterations: int) -> Non
     base = _vm("VmRSS")
     res: dict[str, Any] = {"import_s": t_import}
     if method == "ours":
-        t0 = time.perf_counter()
-        q = dense_crf(img, probs, iterations=iterations, **PARAMS)
-        res["first_s"] = time.perf_counter() - t0
+        with Interference() as busy:
+            t0 = time.perf_counter()
+            q = dense_crf(img, probs, iterations=iterations, **PARAMS)
+            res["first_s"] = time.perf_counter() - t0
+        res["other_cpu_s"], res["steal_s"] = busy.other_s, busy.steal_s
         res["peak_mb"] = _vm("VmHWM") - base
         clear_kernel_cache()
         t0 = time.perf_counter()
@@ -178,18 +219,20 @@ def child(method: str, npz: str, out: str, threads: int, iterations: int) -> Non
         pk = positional_kernel(1, h, w, PARAMS["pos_xy_std"], torch.device("cpu"), "lattice")
         res["v_pos"] = pk.lattice.num_vertices
     else:
-        t0 = time.perf_counter()
-        d = dcrf.DenseCRF2D(w, h, c)
-        d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(probs, 1e-30)).reshape(c, -1)))
-        d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
-        d.addPairwiseBilateral(
-            sxy=PARAMS["bi_xy_std"],
-            srgb=PARAMS["bi_rgb_std"],
-            rgbim=np.array(img, order="C"),
-            compat=PARAMS["bi_w"],
-        )
-        q = np.array(d.inference(iterations)).reshape(c, h, w)
-        res["first_s"] = time.perf_counter() - t0
+        with Interference() as busy:
+            t0 = time.perf_counter()
+            d = dcrf.DenseCRF2D(w, h, c)
+            d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(probs, 1e-30)).reshape(c, -1)))
+            d.addPairwiseGaussian(sxy=PARAMS["pos_xy_std"], compat=PARAMS["pos_w"])
+            d.addPairwiseBilateral(
+                sxy=PARAMS["bi_xy_std"],
+                srgb=PARAMS["bi_rgb_std"],
+                rgbim=np.array(img, order="C"),
+                compat=PARAMS["bi_w"],
+            )
+            q = np.array(d.inference(iterations)).reshape(c, h, w)
+            res["first_s"] = time.perf_counter() - t0
+        res["other_cpu_s"], res["steal_s"] = busy.other_s, busy.steal_s
         res["peak_mb"] = _vm("VmHWM") - base
     np.save(out, np.asarray(q).argmax(0).astype(np.uint8))
     print(json.dumps(res))
@@ -212,9 +255,14 @@ def run_child(
 # --- the parent --------------------------------------------------------------------------------
 
 
-def _best(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """The fastest times of two runs, the larger peak memory."""
-    return {k: max(v, b[k]) if k == "peak_mb" else min(v, b[k]) for k, v in a.items()}
+def _best(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """The fastest times of two runs, the larger peak memory; ``runs`` lists every run's first
+    call with what else the machine did meanwhile (CPU seconds: other, stolen)."""
+    run = [round(b["first_s"], 3), round(b["other_cpu_s"], 2), round(b["steal_s"], 2)]
+    if a is None:
+        return {**b, "runs": [run]}
+    out = {k: max(v, b[k]) if k == "peak_mb" else min(v, b[k]) for k, v in a.items() if k != "runs"}
+    return {**out, "runs": [*a["runs"], run]}
 
 
 def pct(v: list[float], q: float) -> float:
@@ -244,30 +292,44 @@ def run_set(
                 f" ({CPU})",
                 "",
                 "| image | V positional | V bilateral (per pixel) | labels | ours first s "
-                "(import s) | new size s | warm s | C++ s | first / C++ | new size / C++ "
+                "(import s) | ours first s, every round [CPU s busy elsewhere / stolen] "
+                "| new size s | warm s | C++ s | first / C++ | new size / C++ "
                 "| warm / C++ | peak MB ours / C++ | label agreement |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             print("\n".join(lines[-6:]), flush=True)
+            # round after round over the whole set, so that an image's runs are minutes apart
+            # (a stall of the machine that outlasts one run does not hit both); each round runs
+            # ours then the C++ on the image, and each keeps its fastest over the rounds
+            best: list[list[Any]] = [[None, None] for _ in files]
+            n_rounds = max(1, args.repeat)
+            for rnd in range(n_rounds):
+                for i, f in enumerate(files):
+                    img, p = prepare(f, size, probs, labels, seg, seed=i)
+                    npz = os.path.join(tmp, "in.npz")
+                    np.savez(npz, image=img, probs=p)
+                    outs = [os.path.join(tmp, f"{m}{i}.npy") for m in ("ours", "ref")]
+                    o = run_child("ours", npz, outs[0], args, threads)
+                    r = run_child("ref", npz, outs[1], args, 1)
+                    best[i] = [_best(best[i][0], o), _best(best[i][1], r)]
+                    if rnd < n_rounds - 1:
+                        print(
+                            f"  round {rnd + 1}/{n_rounds}, {f.name}: ours {o['first_s']:.3f} s"
+                            f", C++ {r['first_s']:.3f} s",
+                            flush=True,
+                        )
             for i, f in enumerate(files):
-                img, p = prepare(f, size, probs, labels, seg, seed=i)
-                npz = os.path.join(tmp, "in.npz")
-                np.savez(npz, image=img, probs=p)
-                ours = ref = None
-                for _ in range(max(1, args.repeat)):  # interleaved; each time its fastest
-                    o = run_child("ours", npz, os.path.join(tmp, "ours.npy"), args, threads)
-                    r = run_child("ref", npz, os.path.join(tmp, "ref.npy"), args, 1)
-                    ours = o if ours is None else _best(ours, o)
-                    ref = r if ref is None else _best(ref, r)
-                ours_labels = np.load(os.path.join(tmp, "ours.npy"))
-                ref_labels = np.load(os.path.join(tmp, "ref.npy"))
+                ours, ref = best[i]
+                labels_of = p.shape[0]  # (every image's: the label count or the model's)
+                ours_labels = np.load(os.path.join(tmp, f"ours{i}.npy"))
+                ref_labels = np.load(os.path.join(tmp, f"ref{i}.npy"))
                 agree = float((ours_labels == ref_labels).mean())
                 n = size[0] * size[1]
                 row = {
                     "image": f.name,
                     "size": f"{size[0]}x{size[1]}",
                     "threads": threads,
-                    "labels": p.shape[0],
+                    "labels": labels_of,
                     "ours": ours,
                     "ref": ref,
                     "agreement": agree,
@@ -277,9 +339,13 @@ def run_set(
                     "mem_ratio": ours["peak_mb"] / max(ref["peak_mb"], 1e-9),
                 }
                 rows.append(row)
+                runs = ", ".join(
+                    f"{a:.3f}" + (f" [{b:.2f}/{c:.2f}]" if b >= 0.05 or c >= 0.01 else "")
+                    for a, b, c in ours["runs"]
+                )
                 line = (
                     f"| {f.name} | {ours['v_pos']} | {ours['v_bi']} ({ours['v_bi'] / n:.2f}) |"
-                    f" {p.shape[0]} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) |"
+                    f" {labels_of} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) | {runs} |"
                     f" {ours['new_size_s']:.3f} | {ours['warm_s']:.3f} | {ref['first_s']:.3f} |"
                     f" {row['first_ratio']:.2f} | {row['new_size_ratio']:.2f} |"
                     f" {row['warm_ratio']:.2f} | {ours['peak_mb']:.0f} / {ref['peak_mb']:.0f} |"
@@ -449,7 +515,8 @@ def suite(files: list[Path], args: argparse.Namespace) -> None:
         f"# Dense CRF over real images against pydensecrf2 (issues 14, 31), {CPU}, "
         f"{args.iterations} iterations, DeepLab v2 parameters, ours on "
         f"{'/'.join(map(str, args.thread_counts))} threads ({compiled}) against the C++ on one "
-        f"(its only), each measurement a fresh process (fastest of {args.repeat}, interleaved); "
+        f"(its only), each measurement a fresh process (fastest of {args.repeat} rounds over the "
+        f"set); "
         f"load average {os.getloadavg()[0]:.2f} at the end",
         "",
         f"## Summary (ratio ours / C++), {CPU}",
@@ -485,7 +552,7 @@ def main() -> None:
         "--repeat",
         type=int,
         default=2,
-        help="fresh processes per image and method, interleaved; each number is "
+        help="rounds over the set, each a fresh process per image and method; each number is "
         "the fastest (a shared VM stalls now and then: one stall is not the code)",
     )
     ap.add_argument(
@@ -523,7 +590,7 @@ def main() -> None:
     title = (
         f"dense CRF over {len(files)} real images, {args.iterations} iterations, DeepLab v2 "
         f"parameters, probabilities: {args.probs}{source}, {threads} threads, {CPU}, each "
-        f"measurement a fresh process (fastest of {args.repeat}, interleaved); load average "
+        f"measurement a fresh process (fastest of {args.repeat} rounds over the set); load average "
         f"{os.getloadavg()[0]:.2f} at start"
     )
     rows, lines = run_set(files, sizes, args.probs, args.labels, seg, args, title, threads)

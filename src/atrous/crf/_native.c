@@ -1,20 +1,23 @@
 /* The dense CRF's mean field on the permutohedral lattice, compiled (atrous.crf.native).
  *
  * Krähenbühl & Koltun (2011, alg. 1) with the lattice filter of Adams et al. (2010).  An
- * iteration is one pass over the pixels and the blur:
+ * iteration is a pass over the pixels, then the splat and the blur over the vertices:
  * - the pixel pass: for each pixel, the logits (-U plus every kernel's slice of the blurred
- *   vertex values), Q = softmax, and at once the splat of Q onto every kernel's vertices for
- *   the next iteration: Q is never stored between iterations;
- * - the blur along the d+1 lattice directions, as a wavefront over chunks of rows where every
- *   blur neighbour is near (the positional kernel, numbered in raster order): a chunk's d+1
- *   passes follow each other while it is in cache, instead of d+1 sweeps over memory.
+ *   vertex values) and Q = softmax;
+ * - the splat as a gather: each vertex row the sum of its pixels' weighted Q, added in pixel
+ *   order (the terms sorted by vertex once per call), so that no two threads ever add into
+ *   the same row;
+ * - the blur along the d+1 lattice directions.  Where every blur neighbour is near (the
+ *   positional kernel, numbered in raster order) the splat and the passes run as a wavefront
+ *   over chunks of rows: a chunk's d+2 stages follow each other while it is in cache, instead
+ *   of d+2 sweeps over memory.
  * Labels are the contiguous inner dimension of every array, padded to whole vectors.
  *
- * No Python object is touched while the iterations run (the GIL is released).  The work is
- * split between the caller's thread and nthreads - 1 POSIX threads by rows (pixels for the
- * pixel pass, vertices for the blur) with a barrier between phases; a thread splats the
- * vertices that other threads' pixels also use into a buffer of its own, summed before the
- * blur.  Results differ between thread counts only in float rounding.
+ * No Python object is touched while the iterations run (the GIL is released).  The caller's
+ * thread and nthreads - 1 POSIX threads take blocks of every phase (pixels, vertex rows) from
+ * a shared counter, with a barrier between phases: a thread slowed by others on a shared
+ * machine takes fewer blocks.  Every value is computed the same way whichever thread computes
+ * it, so the result is the same bits on any number of threads and any schedule.
  *
  * The lattice itself (vertex ids, barycentric weights, blur neighbours) is built by
  * lattice_build below, in the float32 arithmetic of densecrf's C++ (or by atrous.crf.lattice).
@@ -30,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* one copy of each hot loop per instruction-set level, picked at load time (AVX-512, AVX2) */
@@ -72,8 +76,22 @@ static void barrier_destroy(Barrier *b) {
     pthread_cond_destroy(&b->cv);
 }
 
-/* Spin a little (phases are short), then sleep on the condition variable (an oversubscribed
- * machine must not burn the core another thread needs). */
+/* How long a thread at a barrier spins before it sleeps.  Phases are short, so a short spin
+ * usually sees the others arrive; a long one burns the core that a thread still working needs
+ * where the machine is oversubscribed (measured with a busy process beside a 2-thread call:
+ * 100 us of spinning made the call 1.2x as slow as 7 us, benchmarks/results/crf.md).  Timed
+ * by the clock rather than counted: a pause instruction lasts from ~10 to ~150 cycles by CPU. */
+#ifndef SPIN_NS
+#define SPIN_NS 10000
+#endif
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin a little, then sleep on the condition variable. */
 static void barrier_wait(Barrier *b) {
     if (b->n <= 1) return;
     unsigned gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
@@ -85,9 +103,11 @@ static void barrier_wait(Barrier *b) {
         pthread_mutex_unlock(&b->mu);
         return;
     }
-    for (int s = 0; s < 4000; s++) {
+    int64_t until = now_ns() + SPIN_NS;
+    for (int s = 1;; s++) {
         if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen) return;
         CPU_RELAX();
+        if ((s & 15) == 0 && now_ns() > until) break;
     }
     pthread_mutex_lock(&b->mu);
     while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) pthread_cond_wait(&b->cv, &b->mu);
@@ -303,6 +323,16 @@ static inline __attribute__((always_inline)) void store(float *p, vf v) { *(vf *
 #ifndef WAVE_OFF
 #define WAVE_OFF 0
 #endif
+/* pixels per block of the pixel pass that a thread takes at a time */
+#ifndef PIX_BLOCK
+#define PIX_BLOCK 1024
+#endif
+
+/* One term of a vertex's splat: the pixel and its weight (barycentric x normalization). */
+typedef struct {
+    int32_t pix;
+    float w;
+} Entry;
 
 typedef struct {
     int d1;               /* d + 1 vertices per simplex */
@@ -313,23 +343,19 @@ typedef struct {
     float aw;             /* alpha x kernel weight */
     const int32_t *lower; /* (d1, m) blur neighbours, m where absent (either order) */
     const int32_t *upper;
-    /* Two (m + 1, cp) buffers: the splat lands in one, the d1 blur passes go back and forth
-     * between them, and the next splat lands in the one the last pass read (cleared behind
-     * it); Step.side says which is which. */
+    /* The splat as a gather: vertex v's terms are ent[off[v]:off[v + 1]], in increasing pixel
+     * order (the order in which a pass over the pixels would add them). */
+    int64_t *off;
+    Entry *ent;
+    /* Two (m + 1, cp) buffers: the splat is gathered into buf[0] and the d1 blur passes go
+     * back and forth between them, ending in buf[d1 & 1] (what the pixel pass slices). */
     float *buf[2];
-    /* Thread t >= 1 splats the vertices that other threads' pixels use too (zone t, the rows
-     * [zlo, zhi)) into its own buffer priv, summed into the splat before the blur; the rest
-     * straight into the splat.  In raster order the positional kernel's zones are the few rows
-     * where two threads' bands of pixels meet; the bilateral kernel's span everything. */
-    float *priv[MAX_THREADS];
-    int64_t zlo[MAX_THREADS], zhi[MAX_THREADS];
-    int64_t ulo, uhi; /* the union of the zones */
-    int scattered;    /* whether successive pixels' vertices are far apart (then prefetched) */
-    /* The blur runs as a wavefront where every neighbour is within reach rows of its vertex
-     * (the positional kernel, numbered in raster order): pass j works on chunk s - j * lag at
-     * step s, so that a chunk's d+1 passes follow each other while it is in cache, and the
-     * buffer the last pass read is cleared lag chunks behind it.  Elsewhere chunk = m and
-     * lag = 1: one pass per step over every row, then the clearing. */
+    int scattered; /* whether successive pixels' vertices are far apart (then prefetched) */
+    /* The splat and the blur run as a wavefront where every neighbour is within reach rows of
+     * its vertex (the positional kernel, numbered in raster order): stage j (0: the splat,
+     * 1..d1: the blur passes) works on chunk s - j * lag at step s, so that a chunk's d+1
+     * stages follow each other while it is in cache.  Elsewhere chunk = m and lag = 1: one
+     * stage per step over every row. */
     int64_t chunk, nchunks, lag;
 } Kern;
 
@@ -342,11 +368,12 @@ typedef struct {
     float *planes;  /* or (B, c, hw) out: Q label-major, image by image */
     int64_t hw;     /* pixels per image */
     const float *u; /* (N, c) -U = log p (may be q itself: a row is read before Q is written) */
+    float *qbuf;    /* (N, cp) Q of the pass before the splat */
     int nk;
-    int64_t steps; /* blur steps per iteration (every kernel's passes and clearing done) */
+    int64_t steps; /* splat and blur steps per iteration (every kernel's stages done) */
     Kern k[MAX_KERNELS];
-    float *scratch; /* (nthreads, cp) */
-    int64_t claim[2]; /* blocks of the blur step taken so far (steps alternate between two) */
+    float *scratch;   /* (nthreads, cp) */
+    int64_t claim[2]; /* blocks of the phase taken so far (phases alternate between two) */
 } MeanField;
 
 /* Whether successive pixels use vertices far apart in memory (the bilateral kernel: a vertex
@@ -362,7 +389,8 @@ static int is_scattered(const int32_t *vid, int64_t n, int d1) {
     return count > 0 && far * 4 > count;
 }
 
-/* The wavefront's chunk and lag (see Kern), from the farthest blur neighbour in rows. */
+/* The wavefront's chunk and lag (see Kern), from the farthest blur neighbour and the farthest
+ * splat term, in rows (vertex ids) and pixels. */
 static void plan_blur(Kern *k) {
     int64_t m = k->m, reach = 0;
     for (int j = 0; j < k->d1; j++) {
@@ -374,7 +402,7 @@ static void plan_blur(Kern *k) {
     }
     int64_t chunk = CHUNK;
     int64_t lag = (reach + chunk - 1) / chunk + 1;
-    /* worth it while the passes' window (d+1 lags of chunks) is a small part of the rows */
+    /* worth it while the stages' window (d+1 lags of chunks) is a small part of the rows */
     if (!WAVE_OFF && m >= 8 * chunk && (int64_t)(k->d1 + 1) * lag * chunk * 4 <= m) {
         k->chunk = chunk;
         k->nchunks = (m + chunk - 1) / chunk;
@@ -383,6 +411,23 @@ static void plan_blur(Kern *k) {
         k->chunk = m > 0 ? m : 1;
         k->nchunks = 1;
         k->lag = 1;
+    }
+}
+
+/* The splat's terms by vertex (a counting sort of the (pixel, vertex) pairs by vertex; ties
+ * keep pixel order).  pos: m + 1 scratch counters. */
+static void plan_splat(Kern *k, int64_t n, int64_t *pos) {
+    int64_t m = k->m, ne = n * k->d1;
+    memset(k->off, 0, sizeof(int64_t) * (size_t)(m + 1));
+    for (int64_t e = 0; e < ne; e++) k->off[k->vid[e] + 1]++;
+    for (int64_t v = 0; v < m; v++) k->off[v + 1] += k->off[v];
+    memcpy(pos, k->off, sizeof(int64_t) * (size_t)(m + 1));
+    for (int64_t i = 0; i < n; i++) {
+        float nw = k->norm[i];
+        for (int r = 0; r < k->d1; r++) {
+            int64_t e = i * k->d1 + r;
+            k->ent[pos[k->vid[e]]++] = (Entry){(int32_t)i, k->bary[e] * nw};
+        }
     }
 }
 
@@ -413,16 +458,13 @@ static inline __attribute__((always_inline)) void prefetch_bytes(const void *p, 
     for (int b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
 }
 
-/* What a thread reads and writes in an iteration: per kernel, the blurred values (res) and
- * the splat's buffer (side: index into buf). */
+/* the blurred values of each kernel that the pixel pass slices (NULL: none yet) */
 typedef struct {
     const float *res[MAX_KERNELS];
-    int side[MAX_KERNELS];
 } Step;
 
 static inline __attribute__((always_inline)) void prefetch_pixel(const MeanField *mf,
-                                                                 const Step *st, int res,
-                                                                 int tgt, int64_t i) {
+                                                                 const Step *st, int64_t i) {
     int cp = mf->cp;
     for (int t = 0; t < mf->nk; t++) {
         const Kern *k = &mf->k[t];
@@ -430,26 +472,22 @@ static inline __attribute__((always_inline)) void prefetch_pixel(const MeanField
         const int32_t *vid = k->vid + i * k->d1;
         /* the previous pixel's simplex (common): its rows are on their way already */
         if (vid[0] == vid[-k->d1] && vid[1] == vid[1 - k->d1]) continue;
-        for (int r = 0; r < k->d1; r++) {
-            if (res) prefetch_bytes(st->res[t] + (int64_t)vid[r] * cp, cp * 4);
-            if (tgt) prefetch_bytes(k->buf[st->side[t]] + (int64_t)vid[r] * cp, cp * 4);
-        }
+        for (int r = 0; r < k->d1; r++) prefetch_bytes(st->res[t] + (int64_t)vid[r] * cp, cp * 4);
     }
 }
 
 static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf,
                                                              const Step *st, int res, int last,
-                                                             int tid, float *restrict lg,
-                                                             int64_t lo, int64_t hi,
-                                                             const int nch) {
+                                                             float *restrict lg, int64_t lo,
+                                                             int64_t hi, const int nch) {
     /* nch: label vectors per row, a constant in the specialized copies (their loops over
      * labels unroll and the accumulators stay in registers), 0 for any count */
     int cp = nch ? nch * W : mf->cp;
     for (int64_t i = lo; i < hi; i++) {
         /* the vertex rows of a pixel a few ahead: random rows in L3 or memory, whose latency
          * (not bandwidth) bounds this loop otherwise */
-        if (PREFETCH_PIXELS && i + PREFETCH_PIXELS < hi)
-            prefetch_pixel(mf, st, res, !last, i + PREFETCH_PIXELS);
+        if (PREFETCH_PIXELS && res && i + PREFETCH_PIXELS < hi)
+            prefetch_pixel(mf, st, i + PREFETCH_PIXELS);
         /* -U, padded with -1e30 (probability 0) */
         memcpy(lg, mf->u + i * mf->c, sizeof(float) * (size_t)mf->c);
         for (int l = mf->c; l < cp; l++) lg[l] = -1e30f;
@@ -472,49 +510,99 @@ static inline __attribute__((always_inline)) void pixel_rows(const MeanField *mf
             }
             for (int c = 0; c < nb; c++) store(lg + l0 + c * W, acc[c]);
         }
+        if (!last) { /* Q, for the splat */
+            softmax_into(lg, mf->qbuf + i * cp, cp);
+            continue;
+        }
         softmax_into(lg, lg, cp);
-        if (last && mf->planes) { /* label-major: each thread writes its pixels' part */
+        if (mf->planes) { /* label-major: each thread writes its pixels' part */
             int64_t img = i / mf->hw;
             float *o = mf->planes + img * mf->c * mf->hw + (i - img * mf->hw);
             for (int l = 0; l < mf->c; l++) o[l * mf->hw] = lg[l];
-            continue;
-        }
-        if (last) {
+        } else {
             memcpy(mf->q + i * mf->c, lg, sizeof(float) * (size_t)mf->c);
-            continue;
         }
-        for (int t = 0; t < mf->nk; t++) {
-            const Kern *k = &mf->k[t];
-            int d1 = k->d1;
-            const int32_t *vid = k->vid + i * d1;
-            const float *bary = k->bary + i * d1;
-            float nw = k->norm[i];
-            int64_t zlo = k->zlo[tid], zhi = k->zhi[tid];
-            float *splat = k->buf[st->side[t]];
-            for (int r = 0; r < d1; r++) {
-                int64_t v = vid[r];
-                float *row = v >= zlo && v < zhi ? k->priv[tid] + (v - zlo) * cp : splat + v * cp;
-                float w = bary[r] * nw;
-                for (int l = 0; l < cp; l += W) store(row + l, load(row + l) + w * load(lg + l));
+    }
+}
+
+/* The pixels [lo, hi): logits = -U + sum over kernels and simplex vertices of (slice weight x
+ * blurred value) (just -U without res: Q0), Q = softmax(logits), into qbuf for the splat or,
+ * the last time, into the result.  The slice weight of (pixel i, vertex r) is barycentric x
+ * normalization x alpha x the kernel's weight (the products the torch path folds into its
+ * matrices). */
+HOT static void pixel_span(const MeanField *mf, const Step *st, int res, int last,
+                           float *restrict lg, int64_t lo, int64_t hi) {
+    switch (mf->cp / W) {
+    case 1: pixel_rows(mf, st, res, last, lg, lo, hi, 1); break;
+    case 2: pixel_rows(mf, st, res, last, lg, lo, hi, 2); break;
+    case 3: pixel_rows(mf, st, res, last, lg, lo, hi, 3); break;
+    case 4: pixel_rows(mf, st, res, last, lg, lo, hi, 4); break;
+    default: pixel_rows(mf, st, res, last, lg, lo, hi, 0); break;
+    }
+}
+
+/* The counter of blocks taken in phase g of a call (phases alternate between two counters;
+ * thread 0 resets the other one for the next phase: every thread has left the phase before,
+ * and none can start the next before the barrier after this one). */
+static inline int64_t *phase_claim(MeanField *mf, int64_t g, int tid) {
+    if (tid == 0) __atomic_store_n(&mf->claim[(g + 1) & 1], 0, __ATOMIC_RELAXED);
+    return &mf->claim[g & 1];
+}
+
+/* The pixel pass, in blocks of PIX_BLOCK pixels that the threads take in turn: a thread slowed
+ * by others on a shared machine takes fewer blocks instead of holding up the rest. */
+static void pixel_pass(MeanField *mf, const Step *st, int res, int last, int64_t g, int tid) {
+    float *lg = mf->scratch + (int64_t)tid * mf->cp;
+    int64_t *claim = phase_claim(mf, g, tid), blocks = (mf->n + PIX_BLOCK - 1) / PIX_BLOCK;
+    for (int64_t b = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED); b < blocks;
+         b = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED)) {
+        int64_t lo = b * PIX_BLOCK, hi = lo + PIX_BLOCK < mf->n ? lo + PIX_BLOCK : mf->n;
+        pixel_span(mf, st, res, last, lg, lo, hi);
+    }
+}
+
+/* The splat of vertices [lo, hi) as a gather: each row the sum of its terms' weight x Q, added
+ * in pixel order (the sum a pass over the pixels adding into a cleared row makes, whichever
+ * thread takes the row). */
+static inline __attribute__((always_inline)) void gather_span(const Kern *k, const float *q,
+                                                              float *restrict dst, int cp,
+                                                              int64_t lo, int64_t hi,
+                                                              const int nch) {
+    const int64_t *off = k->off;
+    const Entry *ent = k->ent;
+    int64_t end = off[hi];
+    for (int64_t v = lo; v < hi; v++) {
+        float *o = dst + v * cp;
+        if (nch) {
+            vf acc[4];
+            for (int c = 0; c < nch; c++) acc[c] = splat_vf(0.0f);
+            for (int64_t e = off[v]; e < off[v + 1]; e++) {
+                if (k->scattered && e + 8 < end) prefetch_bytes(q + (int64_t)ent[e + 8].pix * cp, cp * 4);
+                const float *x = q + (int64_t)ent[e].pix * cp;
+                float w = ent[e].w;
+                for (int c = 0; c < nch; c++) acc[c] += w * load(x + c * W);
+            }
+            for (int c = 0; c < nch; c++) store(o + c * W, acc[c]);
+        } else {
+            for (int l = 0; l < cp; l += W) store(o + l, splat_vf(0.0f));
+            for (int64_t e = off[v]; e < off[v + 1]; e++) {
+                if (k->scattered && e + 8 < end) prefetch_bytes(q + (int64_t)ent[e + 8].pix * cp, cp * 4);
+                const float *x = q + (int64_t)ent[e].pix * cp;
+                float w = ent[e].w;
+                for (int l = 0; l < cp; l += W) store(o + l, load(o + l) + w * load(x + l));
             }
         }
     }
 }
 
-/* One pass over the pixels [lo, hi): logits = -U + sum over kernels and simplex vertices of
- * (slice weight x blurred value) (just -U without res: Q0), Q = softmax(logits); then either
- * Q is the result (last: written to mf->q) or it is splatted at once onto every kernel's
- * vertices.  Q itself is never stored between iterations.  The splat weight of (pixel i,
- * vertex r) is barycentric x normalization, the slice weight that times alpha x the kernel's
- * weight (the products the torch path folds into its matrices). */
-HOT static void pixel_pass(const MeanField *mf, const Step *st, int res, int last, int tid,
-                           float *restrict lg, int64_t lo, int64_t hi) {
-    switch (mf->cp / W) {
-    case 1: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 1); break;
-    case 2: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 2); break;
-    case 3: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 3); break;
-    case 4: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 4); break;
-    default: pixel_rows(mf, st, res, last, tid, lg, lo, hi, 0); break;
+HOT static void gather_rows(const Kern *k, const float *q, float *restrict dst, int cp,
+                            int64_t lo, int64_t hi) {
+    switch (cp / W) {
+    case 1: gather_span(k, q, dst, cp, lo, hi, 1); break;
+    case 2: gather_span(k, q, dst, cp, lo, hi, 2); break;
+    case 3: gather_span(k, q, dst, cp, lo, hi, 3); break;
+    case 4: gather_span(k, q, dst, cp, lo, hi, 4); break;
+    default: gather_span(k, q, dst, cp, lo, hi, 0); break;
     }
 }
 
@@ -549,18 +637,17 @@ HOT static void blur_rows(const Kern *k, int j, const float *restrict src, float
     }
 }
 
-/* Step s of the blur: pass j on chunk s - j * lag of every kernel, and the clearing of the
- * buffer the last pass read on chunk s - d1 * lag (those rows are read no more).  The step's
- * rows are cut into blocks of about 64 KB that the threads take in turn (claim[g & 1], g the
- * step's number in the call; the other counter is reset for the next step): a thread slowed
- * by its neighbours on a shared machine takes fewer blocks and the others wait less at the
- * barrier.  Every row is computed the same way whichever thread takes it: the result does not
- * depend on the schedule. */
-static void blur_step(MeanField *mf, const Step *st, int64_t s, int64_t g, int tid) {
+/* Step s of the splat and blur: stage j on chunk s - j * lag of every kernel (stage 0 the
+ * splat into buf[0], stage j >= 1 blur pass j - 1 from buf[(j - 1) & 1] into buf[j & 1]).
+ * The step's rows are cut into blocks of about 64 KB that the threads take in turn: a thread
+ * slowed by its neighbours on a shared machine takes fewer blocks and the others wait less at
+ * the barrier.  Every row is computed the same way whichever thread takes it: the result does
+ * not depend on the schedule. */
+static void blur_step(MeanField *mf, int64_t s, int64_t g, int tid) {
     int cp = mf->cp;
     typedef struct {
         const Kern *k;
-        int j, from;
+        int j;
         int64_t lo, hi, first_block;
     } Seg;
     Seg seg[MAX_KERNELS * 66];
@@ -573,128 +660,51 @@ static void blur_step(MeanField *mf, const Step *st, int64_t s, int64_t g, int t
             if (c < 0 || c >= k->nchunks) continue;
             int64_t lo = c * k->chunk, hi = lo + k->chunk < k->m ? lo + k->chunk : k->m;
             if (hi <= lo) continue;
-            seg[ns] = (Seg){k, j, st->side[t] ^ (j & 1), lo, hi, blocks};
+            seg[ns] = (Seg){k, j, lo, hi, blocks};
             blocks += (hi - lo + rows - 1) / rows;
             ns++;
         }
     }
-    if (tid == 0) __atomic_store_n(&mf->claim[(g + 1) & 1], 0, __ATOMIC_RELAXED);
-    int64_t *claim = &mf->claim[g & 1];
+    int64_t *claim = phase_claim(mf, g, tid);
     int at = 0;
     for (int64_t i = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED); i < blocks;
          i = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED)) {
         while (at + 1 < ns && seg[at + 1].first_block <= i) at++;
         const Seg *q = &seg[at];
+        const Kern *k = q->k;
         int64_t lo = q->lo + (i - q->first_block) * rows, hi = lo + rows < q->hi ? lo + rows : q->hi;
-        if (q->j < q->k->d1) blur_rows(q->k, q->j, q->k->buf[q->from], q->k->buf[q->from ^ 1], cp, lo, hi);
-        else memset(q->k->buf[q->from ^ 1] + lo * cp, 0, sizeof(float) * (size_t)((hi - lo) * cp));
-    }
-}
-
-/* rows [lo, hi) of the zones: splat += every helper's own splat, which is cleared */
-HOT static void gather_zones(const Kern *k, float *splat, int nt, int cp, int64_t lo,
-                             int64_t hi) {
-    for (int t = 1; t < nt; t++) {
-        int64_t a = lo > k->zlo[t] ? lo : k->zlo[t], b = hi < k->zhi[t] ? hi : k->zhi[t];
-        for (int64_t v = a; v < b; v++) {
-            float *p = k->priv[t] + (v - k->zlo[t]) * cp, *o = splat + v * cp;
-            for (int l = 0; l < cp; l += W) {
-                store(o + l, load(o + l) + load(p + l));
-                store(p + l, splat_vf(0.0f));
-            }
-        }
+        if (q->j == 0) gather_rows(k, mf->qbuf, k->buf[0], cp, lo, hi);
+        else blur_rows(k, q->j - 1, k->buf[(q->j - 1) & 1], k->buf[q->j & 1], cp, lo, hi);
     }
 }
 
 static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
     MeanField *mf = (MeanField *)ctx;
     int cp = mf->cp, nk = mf->nk;
-    int64_t n = mf->n;
-    float *lg = mf->scratch + (int64_t)tid * cp;
     Step st;
-    int64_t g = 0; /* blur steps so far */
+    int64_t g = 0; /* phases so far */
+    /* every thread faults in its share of the pages; the splat's terms, kernel by kernel */
+    size_t qbytes = sizeof(float) * (size_t)mf->n * (size_t)cp;
+    big_populate(mf->qbuf, qbytes, tid, nt);
     for (int t = 0; t < nk; t++) {
         Kern *k = &mf->k[t];
-        if (nt == 1) k->zlo[0] = k->zhi[0] = 0; /* (a run that could not start its helpers) */
-        st.side[t] = 0; /* (the buffers start zeroed: big_lazy) */
-        st.res[t] = NULL;
-        /* every thread faults in its share of the pages, and its own splat buffer */
+        st.res[t] = k->buf[k->d1 & 1];
         size_t bytes = sizeof(float) * (size_t)(k->m + 1) * (size_t)cp;
         for (int s = 0; s < 2; s++) big_populate(k->buf[s], bytes, tid, nt);
-        if (tid > 0 && k->priv[tid])
-            big_populate(k->priv[tid], sizeof(float) * (size_t)((k->zhi[tid] - k->zlo[tid]) * cp),
-                         0, 1);
+        if (t % nt == tid) plan_splat(k, mf->n, (int64_t *)(k->ent + mf->n * k->d1));
     }
     barrier_wait(bar);
-    /* Q0 = softmax(-U), splatted */
-    pixel_pass(mf, &st, 0, mf->iters == 0, tid, lg, part(n, tid, nt), part(n, tid + 1, nt));
+    /* Q0 = softmax(-U) */
+    pixel_pass(mf, &st, 0, mf->iters == 0, g++, tid);
     barrier_wait(bar);
     for (int it = 0; it < mf->iters; it++) {
-        if (nt > 1) {
-            for (int t = 0; t < nk; t++) {
-                Kern *k = &mf->k[t];
-                int64_t span = k->uhi - k->ulo;
-                if (span > 0)
-                    gather_zones(k, k->buf[st.side[t]], nt, cp, k->ulo + part(span, tid, nt),
-                                 k->ulo + part(span, tid + 1, nt));
-            }
-            barrier_wait(bar);
-        }
         for (int64_t s = 0; s < mf->steps; s++) {
-            blur_step(mf, &st, s, g++, tid);
+            blur_step(mf, s, g++, tid);
             barrier_wait(bar);
         }
-        for (int t = 0; t < nk; t++) {
-            Kern *k = &mf->k[t];
-            int end = st.side[t] ^ (k->d1 & 1); /* where the d1 passes ended */
-            st.res[t] = k->buf[end];
-            st.side[t] = end ^ 1; /* the buffer the last pass read, cleared behind it */
-        }
-        pixel_pass(mf, &st, 1, it == mf->iters - 1, tid, lg, part(n, tid, nt),
-                   part(n, tid + 1, nt));
+        pixel_pass(mf, &st, 1, it == mf->iters - 1, g++, tid);
         barrier_wait(bar);
     }
-}
-
-/* Every thread's zone (see Kern) for nt threads taking equal ranges of pixels, and its own
- * splat buffer (cleared). */
-static int plan_zones(Kern *k, int64_t n, int nt, int cp) {
-    int64_t rlo[MAX_THREADS], rhi[MAX_THREADS];
-    for (int t = 0; t < nt; t++) {
-        int64_t lo = k->m, hi = 0;
-        for (int64_t e = part(n, t, nt) * k->d1; e < part(n, t + 1, nt) * k->d1; e++) {
-            int64_t v = k->vid[e];
-            if (v < lo) lo = v;
-            if (v + 1 > hi) hi = v + 1;
-        }
-        rlo[t] = lo;
-        rhi[t] = hi;
-    }
-    k->zlo[0] = k->zhi[0] = 0;
-    k->ulo = k->m;
-    k->uhi = 0;
-    for (int t = 1; t < nt; t++) {
-        int64_t lo = k->m, hi = 0;
-        for (int u = 0; u < nt; u++) {
-            if (u == t) continue;
-            int64_t a = rlo[t] > rlo[u] ? rlo[t] : rlo[u], b = rhi[t] < rhi[u] ? rhi[t] : rhi[u];
-            if (a < b) {
-                if (a < lo) lo = a;
-                if (b > hi) hi = b;
-            }
-        }
-        if (lo >= hi) lo = hi = 0;
-        k->zlo[t] = lo;
-        k->zhi[t] = hi;
-        if (hi > lo) {
-            k->priv[t] = (float *)big_lazy(sizeof(float) * (size_t)((hi - lo) * cp));
-            if (!k->priv[t]) return -1;
-            if (lo < k->ulo) k->ulo = lo;
-            if (hi > k->uhi) k->uhi = hi;
-        }
-    }
-    if (k->uhi < k->ulo) k->ulo = k->uhi = 0;
-    return 0;
 }
 
 static void free_kern(Kern *k) {
@@ -702,10 +712,10 @@ static void free_kern(Kern *k) {
         big_free(k->buf[s]);
         k->buf[s] = NULL;
     }
-    for (int t = 0; t < MAX_THREADS; t++) {
-        big_free(k->priv[t]);
-        k->priv[t] = NULL;
-    }
+    free(k->off);
+    k->off = NULL;
+    big_free(k->ent);
+    k->ent = NULL;
 }
 
 static void *addr(PyObject *o) { return PyLong_AsVoidPtr(o); }
@@ -738,6 +748,10 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "%zd pixels are not whole images of %zd", n, hw);
             return NULL;
         }
+    }
+    if (n > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%zd pixels: at most %d in one call", n, INT32_MAX);
+        return NULL;
     }
     PyObject *seq = PySequence_Fast(kernels, "kernels must be a sequence");
     if (!seq) return NULL;
@@ -775,7 +789,8 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS;
     mf.scratch = (float *)malloc(sizeof(float) * (size_t)cp * (size_t)threads);
-    failed = mf.scratch == NULL;
+    mf.qbuf = (float *)big_lazy(sizeof(float) * (size_t)n * (size_t)cp);
+    failed = mf.scratch == NULL || mf.qbuf == NULL;
     for (int t = 0; t < mf.nk && !failed; t++) {
         Kern *k = &mf.k[t];
         k->scattered = is_scattered(k->vid, n, k->d1);
@@ -788,18 +803,21 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
             if (!k->buf[s]) failed = 1;
             else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }
-        if (!failed && threads > 1 && plan_zones(k, n, threads, cp) != 0) failed = 1;
+        /* the terms, then m + 1 counters for their sort (plan_splat) */
+        k->off = (int64_t *)malloc(sizeof(int64_t) * (size_t)(k->m + 1));
+        k->ent = (Entry *)big_lazy(sizeof(Entry) * (size_t)(n * k->d1) +
+                                   sizeof(int64_t) * (size_t)(k->m + 1));
+        if (!k->off || !k->ent) failed = 1;
     }
     if (!failed) run_parallel(mean_field_body, &mf, threads);
     for (int t = 0; t < mf.nk; t++) free_kern(&mf.k[t]);
     free(mf.scratch);
+    big_free(mf.qbuf);
     Py_END_ALLOW_THREADS;
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
-/* lattice_degree(n, d1, m, vid, bary, minus, plus, alpha, out): the filter of ones (splat in
- * point order, the d1 blur passes, slice times alpha) into out (n floats). */
 static PyObject *py_lattice_degree(PyObject *self, PyObject *args) {
     (void)self;
     Py_ssize_t n, m;

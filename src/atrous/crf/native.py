@@ -123,8 +123,9 @@ def mean_field(
     label-major image by image (the layout ``dense_crf`` returns: no transposing copy after),
     and returned; ``probs`` is left holding -U.
 
-    ``threads`` defaults to ``torch.get_num_threads()``; results differ between thread counts
-    only in float rounding.
+    ``threads`` defaults to ``torch.get_num_threads()``; the result is the same bits on any
+    number of threads (the splat is a gather, and every block of work is computed the same way
+    whichever thread takes it).
     """
     if _native is None:
         raise RuntimeError("atrous.crf._native was not built (no C compiler at install)")
