@@ -104,18 +104,23 @@ def test_a_thread_count_gives_the_same_bits_every_run() -> None:
 
 
 @needs_native
-def test_q_written_label_major_is_the_transposed_q() -> None:
-    """``planes``: the last pass writes Q image by image, label-major (a batch of 2)."""
-    imgs, ps = zip(*(_scene(60, 80, 5, seed=s) for s in (5, 6)), strict=True)
+@pytest.mark.parametrize("labels", [5, 8, 21, 45])
+def test_q_written_label_major_is_the_transposed_q(labels: int) -> None:
+    """``planes``: the last pass writes Q image by image, label-major (a batch of 2).  Between
+    the passes Q is kept in the planes themselves (rows of ``labels`` floats, not padded to
+    whole vectors): the same bits as Q in a padded buffer of its own, for label counts below,
+    at and between whole vectors and beyond the unrolled loops."""
+    imgs, ps = zip(*(_scene(60, 80, labels, seed=s) for s in (5, 6)), strict=True)
     img = torch.from_numpy(np.stack(imgs))
     feats = bilateral_features(img, 30.0, 8.0)
     kernels = [(positional_kernel(2, 60, 80, 1.0), 3.0), (GaussianKernel(feats), 4.0)]
-    probs = torch.from_numpy(np.stack(ps)).permute(0, 2, 3, 1).reshape(-1, 5).contiguous()
+    probs = torch.from_numpy(np.stack(ps)).permute(0, 2, 3, 1).reshape(-1, labels).contiguous()
     rows = native.mean_field(probs.clone(), kernels, 4, threads=2)
-    planes = torch.empty(2, 5, 60 * 80)
+    planes = torch.empty(2, labels, 60 * 80)
     got = native.mean_field(probs.clone(), kernels, 4, threads=2, planes=planes)
     assert got is planes
-    assert torch.equal(planes, rows.view(2, 60 * 80, 5).transpose(1, 2))
+    assert torch.equal(planes, rows.view(2, 60 * 80, labels).transpose(1, 2))
+    assert (rows - probs).abs().mean() > 1e-3  # the CRF changed something
     with pytest.raises(ValueError, match="planes must be a contiguous float32"):
         native.mean_field(probs.clone(), kernels, 1, planes=torch.empty(2, 4, 60 * 80))
 

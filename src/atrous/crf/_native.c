@@ -415,20 +415,22 @@ static void plan_blur(Kern *k) {
 }
 
 /* The splat's terms by vertex (a counting sort of the (pixel, vertex) pairs by vertex; ties
- * keep pixel order).  pos: m + 1 scratch counters. */
-static void plan_splat(Kern *k, int64_t n, int64_t *pos) {
-    int64_t m = k->m, ne = n * k->d1;
-    memset(k->off, 0, sizeof(int64_t) * (size_t)(m + 1));
-    for (int64_t e = 0; e < ne; e++) k->off[k->vid[e] + 1]++;
-    for (int64_t v = 0; v < m; v++) k->off[v + 1] += k->off[v];
-    memcpy(pos, k->off, sizeof(int64_t) * (size_t)(m + 1));
+ * keep pixel order).  off[v] serves as vertex v's cursor while the terms are placed, which
+ * leaves it at the start of v + 1: shifted back after. */
+static void plan_splat(Kern *k, int64_t n) {
+    int64_t m = k->m, ne = n * k->d1, *off = k->off;
+    memset(off, 0, sizeof(int64_t) * (size_t)(m + 1));
+    for (int64_t e = 0; e < ne; e++) off[k->vid[e] + 1]++;
+    for (int64_t v = 0; v < m; v++) off[v + 1] += off[v];
     for (int64_t i = 0; i < n; i++) {
         float nw = k->norm[i];
         for (int r = 0; r < k->d1; r++) {
             int64_t e = i * k->d1 + r;
-            k->ent[pos[k->vid[e]]++] = (Entry){(int32_t)i, k->bary[e] * nw};
+            k->ent[off[k->vid[e]]++] = (Entry){(int32_t)i, k->bary[e] * nw};
         }
     }
+    for (int64_t v = m; v > 0; v--) off[v] = off[v - 1];
+    off[0] = 0;
 }
 
 /* Q = softmax of the logits lg (cp labels) into o. */
@@ -691,7 +693,7 @@ static void mean_field_body(void *ctx, int tid, int nt, Barrier *bar) {
         st.res[t] = k->buf[k->d1 & 1];
         size_t bytes = sizeof(float) * (size_t)(k->m + 1) * (size_t)cp;
         for (int s = 0; s < 2; s++) big_populate(k->buf[s], bytes, tid, nt);
-        if (t % nt == tid) plan_splat(k, mf->n, (int64_t *)(k->ent + mf->n * k->d1));
+        if (t % nt == tid) plan_splat(k, mf->n);
     }
     barrier_wait(bar);
     /* Q0 = softmax(-U) */
@@ -803,10 +805,8 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
             if (!k->buf[s]) failed = 1;
             else memset(k->buf[s] + k->m * cp, 0, sizeof(float) * cp); /* the zero row */
         }
-        /* the terms, then m + 1 counters for their sort (plan_splat) */
         k->off = (int64_t *)malloc(sizeof(int64_t) * (size_t)(k->m + 1));
-        k->ent = (Entry *)big_lazy(sizeof(Entry) * (size_t)(n * k->d1) +
-                                   sizeof(int64_t) * (size_t)(k->m + 1));
+        k->ent = (Entry *)big_lazy(sizeof(Entry) * (size_t)(n * k->d1));
         if (!k->off || !k->ent) failed = 1;
     }
     if (!failed) run_parallel(mean_field_body, &mf, threads);
