@@ -78,9 +78,9 @@ static void barrier_destroy(Barrier *b) {
 
 /* How long a thread at a barrier spins before it sleeps.  Phases are short, so a short spin
  * usually sees the others arrive; a long one burns the core that a thread still working needs
- * where the machine is oversubscribed (measured with a busy process beside a 2-thread call:
- * 100 us of spinning made the call 1.2x as slow as 7 us, benchmarks/results/crf.md).  Timed
- * by the clock rather than counted: a pause instruction lasts from ~10 to ~150 cycles by CPU. */
+ * where the machine is oversubscribed (a busy process beside a 2-thread call: 100 us of
+ * spinning made the call 1.28x as slow as 7.5 us, 1 ms 2.1x; benchmarks/results/crf.md item
+ * 15).  Timed by the clock rather than counted: a pause lasts from ~10 to ~150 cycles by CPU. */
 #ifndef SPIN_NS
 #define SPIN_NS 10000
 #endif
@@ -751,7 +751,7 @@ static PyObject *py_mean_field(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    if (n > INT32_MAX) {
+    if (n > INT32_MAX) { /* (a splat term names its pixel in 32 bits) */
         PyErr_Format(PyExc_ValueError, "%zd pixels: at most %d in one call", n, INT32_MAX);
         return NULL;
     }
