@@ -353,7 +353,7 @@ typedef struct {
     int scattered; /* whether successive pixels' vertices are far apart (then prefetched) */
     /* The splat and the blur run as a wavefront where every neighbour is within reach rows of
      * its vertex (the positional kernel, numbered in raster order): stage j (0: the splat,
-     * 1..d1: the blur passes) works on chunk s - j * lag at step s, so that a chunk's d+1
+     * 1..d1: the blur passes) works on chunk s - j * lag at step s, so that a chunk's d+2
      * stages follow each other while it is in cache.  Elsewhere chunk = m and lag = 1: one
      * stage per step over every row. */
     int64_t chunk, nchunks, lag;
@@ -389,8 +389,8 @@ static int is_scattered(const int32_t *vid, int64_t n, int d1) {
     return count > 0 && far * 4 > count;
 }
 
-/* The wavefront's chunk and lag (see Kern), from the farthest blur neighbour and the farthest
- * splat term, in rows (vertex ids) and pixels. */
+/* The wavefront's chunk and lag (see Kern), from the farthest blur neighbour in rows (the
+ * splat's stage reads only Q, complete before the first step). */
 static void plan_blur(Kern *k) {
     int64_t m = k->m, reach = 0;
     for (int j = 0; j < k->d1; j++) {
@@ -402,7 +402,7 @@ static void plan_blur(Kern *k) {
     }
     int64_t chunk = CHUNK;
     int64_t lag = (reach + chunk - 1) / chunk + 1;
-    /* worth it while the stages' window (d+1 lags of chunks) is a small part of the rows */
+    /* worth it while the stages' window (d+2 lags of chunks) is a small part of the rows */
     if (!WAVE_OFF && m >= 8 * chunk && (int64_t)(k->d1 + 1) * lag * chunk * 4 <= m) {
         k->chunk = chunk;
         k->nchunks = (m + chunk - 1) / chunk;
