@@ -318,18 +318,18 @@ def run_set(
                             f", C++ {r['first_s']:.3f} s",
                             flush=True,
                         )
+            n, n_labels = size[0] * size[1], p.shape[0]  # (every image's labels: the count
+            # asked for, or the model's)
             for i, f in enumerate(files):
                 ours, ref = best[i]
-                labels_of = p.shape[0]  # (every image's: the label count or the model's)
                 ours_labels = np.load(os.path.join(tmp, f"ours{i}.npy"))
                 ref_labels = np.load(os.path.join(tmp, f"ref{i}.npy"))
                 agree = float((ours_labels == ref_labels).mean())
-                n = size[0] * size[1]
                 row = {
                     "image": f.name,
                     "size": f"{size[0]}x{size[1]}",
                     "threads": threads,
-                    "labels": labels_of,
+                    "labels": n_labels,
                     "ours": ours,
                     "ref": ref,
                     "agreement": agree,
@@ -345,7 +345,7 @@ def run_set(
                 )
                 line = (
                     f"| {f.name} | {ours['v_pos']} | {ours['v_bi']} ({ours['v_bi'] / n:.2f}) |"
-                    f" {labels_of} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) | {runs} |"
+                    f" {n_labels} | {ours['first_s']:.3f} ({ours['import_s']:.2f}) | {runs} |"
                     f" {ours['new_size_s']:.3f} | {ours['warm_s']:.3f} | {ref['first_s']:.3f} |"
                     f" {row['first_ratio']:.2f} | {row['new_size_ratio']:.2f} |"
                     f" {row['warm_ratio']:.2f} | {ours['peak_mb']:.0f} / {ref['peak_mb']:.0f} |"
